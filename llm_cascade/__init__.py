@@ -1,0 +1,86 @@
+"""llm-cascade: resilient LLM inference across an ordered list of providers.
+
+The public API is imported lazily, so `import llm_cascade` (and the CLI's start-up) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .cascade import Attempt, Cascade, CascadeResult, RunOptions, run_cascade
+    from .config import AppConfig, load_config
+    from .errors import (
+        CascadeFailed,
+        ConfigError,
+        ConversationError,
+        LlmCascadeError,
+        ProviderError,
+        UsageError,
+    )
+    from .types import (
+        Conversation,
+        LlmResponse,
+        Message,
+        TextBlock,
+        ToolCall,
+        ToolDefinition,
+    )
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_EXPORTS = {
+    "Attempt": "cascade",
+    "Cascade": "cascade",
+    "CascadeResult": "cascade",
+    "RunOptions": "cascade",
+    "run_cascade": "cascade",
+    "AppConfig": "config",
+    "load_config": "config",
+    "CascadeFailed": "errors",
+    "ConfigError": "errors",
+    "ConversationError": "errors",
+    "LlmCascadeError": "errors",
+    "ProviderError": "errors",
+    "UsageError": "errors",
+    "Conversation": "types",
+    "LlmResponse": "types",
+    "Message": "types",
+    "TextBlock": "types",
+    "ToolCall": "types",
+    "ToolDefinition": "types",
+}
+
+__all__ = [
+    "AppConfig",
+    "Attempt",
+    "Cascade",
+    "CascadeFailed",
+    "CascadeResult",
+    "ConfigError",
+    "Conversation",
+    "ConversationError",
+    "LlmCascadeError",
+    "LlmResponse",
+    "Message",
+    "ProviderError",
+    "RunOptions",
+    "TextBlock",
+    "ToolCall",
+    "ToolDefinition",
+    "UsageError",
+    "__version__",
+    "load_config",
+    "run_cascade",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llm_cascade' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,5 @@
+"""`python -m llm_cascade` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""Shared CLI plumbing: options, logging, stderr messages and loading the config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from ..errors import EXIT_USAGE, UsageError
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file. Default: $LLM_CASCADE_CONFIG, else the platform config dir"
+        " (see `llm-cascade config path`).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+VerboseOption = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug).")
+]
+
+_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:
+    """Log to stderr: -v/-vv, else LLM_CASCADE_LOG or RUST_LOG (a level name), else `default`."""
+    level = default
+    env = (os.environ.get("LLM_CASCADE_LOG") or os.environ.get("RUST_LOG") or "").strip().lower()
+    if env in _LEVELS:
+        level = _LEVELS[env]
+    if verbosity:
+        level = logging.INFO if verbosity == 1 else logging.DEBUG
+    root = logging.getLogger("llm_cascade")
+    root.setLevel(level)
+    root.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    if level <= logging.INFO:
+        handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)-5s %(message)s"))
+    else:
+        handler.setFormatter(_ShortFormatter("llm-cascade: %(levelname)s: %(message)s"))
+    root.handlers[:] = [handler]
+    # httpx logs every request at INFO; show it only at -vv.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+
+
+class _ShortFormatter(logging.Formatter):
+    """`llm-cascade: warning: ...` for the few lines a quiet run prints."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
+class _UtcFormatter(logging.Formatter):
+    """Timestamps as in the original: UTC with microseconds and a Z."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def say(message: str) -> None:
+    """A line on stderr (progress, hints)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print `Error: message` on stderr and exit with `code`."""
+    say(f"Error: {message}")
+    raise typer.Exit(code)
+
+
+def usage(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+def format_table(headers: list[str], rows: list[list[str]], min_width: int = 8) -> str:
+    """Plain aligned columns, as the original's `key list`: two spaces apart, padded."""
+    widths = [max([min_width, len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)

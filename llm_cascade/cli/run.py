@@ -1,0 +1,187 @@
+"""`llm-cascade run`: one prompt through one cascade; the answer alone on stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, CascadeFailed, ConversationError, UsageError
+from ..types import Conversation, Message
+from . import render
+from ._common import ConfigOption, JsonOption, VerboseOption, say, setup_logging
+
+if TYPE_CHECKING:
+    from ..cascade import CascadeResult, RunOptions
+    from ..config import AppConfig
+
+EXIT_TERMINATED = 143
+KEPT = "the prompt is kept in the failed-prompts directory (`llm-cascade failed list`)."
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read stdin: {exc}") from None
+
+
+def _read_conversation(file: str) -> Conversation:
+    if file == "-":
+        text, where = _read_stdin(), "stdin"
+    else:
+        try:
+            text, where = Path(file).read_text(encoding="utf-8"), file
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"Error reading file '{file}': {reason}") from None
+    try:
+        return Conversation.from_json(text)
+    except ConversationError as exc:
+        raise UsageError(f"Error parsing conversation JSON from '{where}': {exc}") from None
+
+
+def build_conversation(prompt: str | None, file: str | None, system: str | None) -> Conversation:
+    """The conversation from -p, -f or stdin; checked before anything touches disk (D38)."""
+    if prompt is not None and file is not None:
+        raise UsageError("-p/--prompt and -f/--file cannot be used together")
+    if file is not None:
+        conversation = _read_conversation(file)
+    else:
+        if prompt is None and sys.stdin.isatty():
+            raise UsageError("no prompt: give -p TEXT, -f FILE, or pipe the prompt on stdin")
+        text = _read_stdin() if prompt in (None, "-") else prompt
+        if not text.strip():
+            raise UsageError("the prompt is empty")
+        conversation = Conversation([Message.user(text)])
+    if not conversation.messages:
+        raise UsageError("the conversation has no messages")
+    if system:
+        conversation = Conversation(
+            [Message.system(system), *conversation.messages], conversation.tools
+        )
+    return conversation
+
+
+def _parse_wait(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"--wait-cooldown: expected seconds, got {value!r}") from None
+    if seconds < 0:
+        raise UsageError("--wait-cooldown: seconds must be 0 or more")
+    return seconds
+
+
+def run(
+    cascade: Annotated[str, typer.Option("--cascade", "-C", help="Cascade name from the config.")],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="The prompt ('-': read stdin).")
+    ] = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="A JSON conversation file ('-': stdin).")
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", "-s", help="A system message.")] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Say on stderr what each entry did and why.")
+    ] = False,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            "--deadline", help="Seconds for the whole cascade (default: its `deadline`).", min=0.001
+        ),
+    ] = None,
+    wait_cooldown: Annotated[
+        str | None,
+        typer.Option(
+            "--wait-cooldown",
+            is_flag=False,
+            flag_value="300",
+            metavar="[MAX]",
+            help="If every entry is cooling down, wait up to MAX seconds (default 300)"
+            " for the first to free up.",
+        ),
+    ] = None,
+    ignore_cooldown: Annotated[
+        bool, typer.Option("--ignore-cooldown", help="Try entries even while they cool down.")
+    ] = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Send a prompt through a cascade and print the answer.
+
+    Exit status: 0 answered, 1 every entry failed (the prompt is saved; stderr says where),
+    2 usage or config error, 130 interrupted (the prompt is saved).
+    """
+    conversation = build_conversation(prompt, file, system)
+    wait_s = _parse_wait(wait_cooldown)
+    setup_logging(verbose)
+    from ..cascade import RunOptions
+    from ..config import load_config
+
+    app_config = load_config(config)
+    if cascade not in app_config.cascades:
+        defined = ", ".join(sorted(app_config.cascades)) or "none"
+        raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
+    options = RunOptions(
+        deadline_s=deadline, ignore_cooldown=ignore_cooldown, wait_cooldown_s=wait_s
+    )
+    try:
+        result = asyncio.run(_run(app_config, cascade, conversation, options))
+    except KeyboardInterrupt:
+        say(f"Interrupted; {KEPT}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except asyncio.CancelledError:
+        say(f"Terminated; {KEPT}")
+        raise typer.Exit(EXIT_TERMINATED) from None
+    except CascadeFailed as exc:
+        _report_failure(exc, json_output, explain)
+        raise typer.Exit(EXIT_FAILED) from None
+    if explain:
+        from ..clock import SystemClock
+
+        for line in render.explain(result.cascade_name, result.attempts, SystemClock().now()):
+            say(line)
+    sys.stdout.write(
+        (render.result_json(result) if json_output else render.answer_text(result.response)) + "\n"
+    )
+    sys.stdout.flush()
+
+
+async def _run(
+    config: AppConfig, cascade: str, conversation: Conversation, options: RunOptions
+) -> CascadeResult:
+    from ..cascade import Cascade
+    from ..http_client import new_client
+    from ..store import Store
+
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with Store(config.database_path) as store:
+        async with new_client() as client:
+            engine = Cascade(config, store=store, client=client)
+            return await engine.run(cascade, conversation, options)
+
+
+def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
+    from ..clock import SystemClock
+
+    now = SystemClock().now()
+    if explain:
+        for line in render.explain(exc.cascade_name, exc.attempts, now):
+            say(line)
+    say(str(exc))
+    hint = render.failure_hint(exc, now)
+    if hint:
+        say(hint)
+    if json_output:
+        sys.stdout.write(render.dumps(render.failure_json(exc)) + "\n")
+        sys.stdout.flush()

@@ -1,0 +1,93 @@
+"""Time: the injectable clock and the one timestamp format written to SQLite.
+
+Cooldowns are wall-clock instants (they are shared between processes); latencies use a
+monotonic clock. Tests pass a `ManualClock` so nothing ever sleeps for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the engine reads the time and how it waits."""
+
+    def now(self) -> float:
+        """Wall-clock time, seconds since the epoch."""
+        ...
+
+    def monotonic(self) -> float:
+        """A clock for measuring durations."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait; a manual clock just advances."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told to: `advance()` or an awaited `sleep()`."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self._now = start
+        self._mono = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+        self._mono += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(max(0.0, seconds))
+        await asyncio.sleep(0)
+
+
+def format_ts(epoch: float) -> str:
+    """UTC RFC 3339 with exactly six fractional digits and `+00:00` (SPEC §5.3, D13)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
+
+
+def parse_ts(text: str) -> float | None:
+    """Parse any RFC 3339 timestamp (the original writes 0/3/6/9 digits); None if unreadable."""
+    value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    if "." in value:
+        # Python reads at most 6 fractional digits; the original may write 9.
+        head, _, rest = value.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        value = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def format_human(epoch: float) -> str:
+    """A readable UTC instant for messages: `2026-01-01 12:04:31Z`."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")

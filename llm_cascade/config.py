@@ -1,0 +1,349 @@
+"""Read and validate the TOML config (SPEC §3) in one place; nothing else parses it.
+
+Errors name the file and the key and exit 2 in the CLI; unknown keys are warnings that
+suggest the key that was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import ConfigError
+from .providers import PROVIDER_TYPES
+from .rules import RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Request settings of a provider; a cascade entry may override any of them."""
+
+    timeout: float = 120.0  # total seconds for one request
+    connect_timeout: float = 10.0
+    first_byte_timeout: float | None = None  # None: the total timeout
+    max_tokens: int | None = None
+    temperature: float | None = None
+    retries: int = 0  # extra tries inside the entry before failing over (transient errors)
+    max_wait: float = 10.0  # longest Retry-After or backoff slept inside an entry
+    extra: Mapping[str, Any] = field(default_factory=dict)  # merged into the request body
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def merged(self, overrides: Mapping[str, Any]) -> Options:
+        """These options with `overrides` on top; `extra` and `headers` merge key by key."""
+        values = dict(overrides)
+        for table in ("extra", "headers"):
+            if table in values:
+                values[table] = {**getattr(self, table), **values[table]}
+        return replace(self, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """A named endpoint: protocol type, base URL and where its key comes from."""
+
+    name: str
+    type: str
+    api_key_service: str | None = None
+    api_key_env: str | None = None
+    base_url: str | None = None
+    options: Options = field(default_factory=Options)
+    rules: tuple[Rule, ...] = ()
+
+    @property
+    def effective_base_url(self) -> str:
+        """The configured base URL without trailing `/`, or the protocol default."""
+        return (self.base_url or PROVIDER_TYPES[self.type].default_base_url).rstrip("/")
+
+    @property
+    def uses_default_base_url(self) -> bool:
+        default = PROVIDER_TYPES[self.type].default_base_url.rstrip("/")
+        return self.effective_base_url == default
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeEntry:
+    """One (provider, model) pair with its fully merged options."""
+
+    provider: str
+    model: str
+    options: Options = field(default_factory=Options)
+
+    @property
+    def key(self) -> str:
+        """The entry key `<provider-name>/<model>` used for cooldowns and the log."""
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeConfig:
+    """An ordered list of entries, with an optional deadline for the whole run."""
+
+    name: str
+    entries: tuple[CascadeEntry, ...]
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """The whole configuration, validated and with every path absolute."""
+
+    providers: Mapping[str, ProviderConfig]
+    cascades: Mapping[str, CascadeConfig]
+    database_path: Path
+    failure_dir: Path
+    path: Path | None = None
+    keyring: bool = True
+    cooldown: CooldownPolicy = field(default_factory=CooldownPolicy)
+    rules: tuple[Rule, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Load and validate the config at `path` (default: `default_config_path()`)."""
+    config_path = Path(path).expanduser() if path is not None else paths.default_config_path()
+    config_path = config_path.absolute()
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        hint = "run `llm-cascade setup` to create one, or pass -c/--config"
+        raise ConfigError(f"no config file at '{config_path}': {hint}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Failed to read config file '{config_path}': {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Failed to parse config file '{config_path}': {exc}") from None
+    return parse_config(raw, config_path)
+
+
+def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> AppConfig:
+    """Validate a decoded TOML document; relative paths are taken from the config's folder."""
+    parser = _Parser(path)
+    config = parser.app(raw)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    return config
+
+
+TOP_KEYS = {
+    "providers",
+    "cascades",
+    "database",
+    "failure_persistence",
+    "keyring",
+    "cooldown",
+    "rules",
+}
+PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
+OPTION_KEYS = {f for f in Options.__dataclass_fields__}
+ENTRY_KEYS = {"provider", "model"}
+CASCADE_KEYS = {"entries", "deadline"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_Check = Callable[[Any], bool]
+_OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
+    "timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
+    "connect_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
+    "first_byte_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
+    "max_tokens": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "an integer above 0",
+    ),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number of 0 or more"),
+    "retries": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10,
+        "an integer from 0 to 10",
+    ),
+    "max_wait": (lambda v: _is_number(v) and v >= 0, "a number of seconds, 0 or more"),
+    "extra": (lambda v: isinstance(v, dict), "a table of request-body fields"),
+    "headers": (
+        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        "a table of header names to string values",
+    ),
+}
+
+
+class _Parser:
+    """Walks the raw TOML once, collecting warnings and raising the first error."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.base_dir = path.parent if path else Path.cwd()
+        self.warnings: list[str] = []
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        where = f"'{self.path}'" if self.path else "config"
+        return ConfigError(f"{where}: {key}: {problem}")
+
+    def check_keys(self, table: Mapping[str, Any], known: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                where = self.path.name if self.path else "config"
+                self.warnings.append(f"{where}: unknown key '{prefix}{key}' ignored{hint}")
+
+    def table(self, value: Any, key: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "must be a table")
+        return value
+
+    def string(self, table: Mapping[str, Any], key: str, prefix: str) -> str | None:
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(f"{prefix}{key}", "must be a string")
+        return value
+
+    def app(self, raw: Mapping[str, Any]) -> AppConfig:
+        self.check_keys(raw, TOP_KEYS, "")
+        data_dir = paths.default_data_dir
+        database = self.table(raw.get("database"), "database")
+        self.check_keys(database, {"path"}, "database.")
+        failures = self.table(raw.get("failure_persistence"), "failure_persistence")
+        self.check_keys(failures, {"dir"}, "failure_persistence.")
+        db_path = self.string(database, "path", "database.")
+        fail_dir = self.string(failures, "dir", "failure_persistence.")
+        keyring = raw.get("keyring", True)
+        if not isinstance(keyring, bool):
+            raise self.fail("keyring", "must be true or false")
+        providers = {
+            name: self.provider(name, value)
+            for name, value in self.table(raw.get("providers"), "providers").items()
+        }
+        cascades = {
+            name: self.cascade(name, value, providers)
+            for name, value in self.table(raw.get("cascades"), "cascades").items()
+        }
+        return AppConfig(
+            providers=providers,
+            cascades=cascades,
+            database_path=paths.resolve(db_path, self.base_dir)
+            if db_path
+            else data_dir() / "db.sqlite",
+            failure_dir=paths.resolve(fail_dir, self.base_dir)
+            if fail_dir
+            else data_dir() / "failed_prompts",
+            path=self.path,
+            keyring=keyring,
+            cooldown=self.cooldown(self.table(raw.get("cooldown"), "cooldown")),
+            rules=self.rules(raw.get("rules"), "rules"),
+            warnings=tuple(self.warnings),
+        )
+
+    def cooldown(self, table: Mapping[str, Any]) -> CooldownPolicy:
+        self.check_keys(table, {"base", "cap", "long"}, "cooldown.")
+        values: dict[str, float] = {}
+        for key in ("base", "cap", "long"):
+            if key in table:
+                if not (_is_number(table[key]) and table[key] > 0):
+                    raise self.fail(f"cooldown.{key}", "must be a number of seconds above 0")
+                values[f"{key}_s"] = float(table[key])
+        return CooldownPolicy(**values)
+
+    def rules(self, value: Any, prefix: str) -> tuple[Rule, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(prefix, "must be an array of tables ([[...rules]])")
+        out = []
+        for i, raw in enumerate(value):
+            where = f"{prefix}[{i}]"
+            rule_table = self.table(raw, where)
+            self.check_keys(rule_table, set(RULE_KEYS), f"{where}.")
+            try:
+                out.append(parse_rule(rule_table, f"{prefix}[{i}]"))
+            except RuleError as exc:
+                raise self.fail(where, str(exc)) from None
+        return tuple(out)
+
+    def options(self, table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, (check, expected) in _OPTION_CHECKS.items():
+            if key in table:
+                if not check(table[key]):
+                    raise self.fail(f"{prefix}{key}", f"must be {expected}")
+                value = table[key]
+                if key in ("timeout", "connect_timeout", "first_byte_timeout", "max_wait"):
+                    value = float(value)
+                values[key] = value
+        return values
+
+    def provider(self, name: str, value: Any) -> ProviderConfig:
+        prefix = f"providers.{name}."
+        table = self.table(value, f"providers.{name}")
+        self.check_keys(table, PROVIDER_KEYS | OPTION_KEYS, prefix)
+        if "/" in name or not name.strip():
+            raise self.fail(f"providers.{name}", "a provider name must not be empty or contain '/'")
+        type_name = table.get("type")
+        if type_name is None:
+            raise self.fail(f"{prefix}type", f"is missing (expected {', '.join(PROVIDER_TYPES)})")
+        if type_name not in PROVIDER_TYPES:
+            raise self.fail(
+                f"{prefix}type", f"unknown {type_name!r} (expected {', '.join(PROVIDER_TYPES)})"
+            )
+        base_url = self.string(table, "base_url", prefix)
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise self.fail(f"{prefix}base_url", f"{base_url!r} is not an http(s) URL")
+        return ProviderConfig(
+            name=name,
+            type=type_name,
+            api_key_service=self.string(table, "api_key_service", prefix),
+            api_key_env=self.string(table, "api_key_env", prefix),
+            base_url=base_url.rstrip("/") if base_url else None,
+            options=Options().merged(self.options(table, prefix)),
+            rules=self.rules(table.get("rules"), f"{prefix}rules"),
+        )
+
+    def cascade(
+        self, name: str, value: Any, providers: Mapping[str, ProviderConfig]
+    ) -> CascadeConfig:
+        prefix = f"cascades.{name}"
+        table = self.table(value, prefix)
+        self.check_keys(table, CASCADE_KEYS, f"{prefix}.")
+        entries = table.get("entries")
+        if not isinstance(entries, list):
+            raise self.fail(f"{prefix}.entries", "is missing or not an array of {provider, model}")
+        if not entries:
+            raise self.fail(f"{prefix}.entries", "is empty; list at least one {provider, model}")
+        deadline = table.get("deadline")
+        if deadline is not None and not (_is_number(deadline) and deadline > 0):
+            raise self.fail(f"{prefix}.deadline", "must be a number of seconds above 0")
+        parsed = tuple(
+            self.entry(f"{prefix}.entries[{i}]", raw, providers) for i, raw in enumerate(entries)
+        )
+        return CascadeConfig(name, parsed, float(deadline) if deadline is not None else None)
+
+    def entry(self, where: str, raw: Any, providers: Mapping[str, ProviderConfig]) -> CascadeEntry:
+        table = self.table(raw, where)
+        self.check_keys(table, ENTRY_KEYS | OPTION_KEYS, f"{where}.")
+        provider = table.get("provider")
+        if not isinstance(provider, str):
+            raise self.fail(f"{where}.provider", "is missing or not a string")
+        if provider not in providers:
+            defined = ", ".join(sorted(providers)) or "none"
+            raise self.fail(
+                f"{where}.provider",
+                f"'{provider}' is not defined under [providers] (defined: {defined})",
+            )
+        model = table.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise self.fail(f"{where}.model", "must be a non-empty model id")
+        options = providers[provider].options.merged(self.options(table, f"{where}."))
+        return CascadeEntry(provider, model.strip(), options)

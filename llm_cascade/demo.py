@@ -1,0 +1,121 @@
+"""`make demo`: a scripted outage against the local simulator, run through the real CLI.
+
+No network and no API keys: the simulator listens on 127.0.0.1 and every file goes to a
+temporary directory. The primary entry is rate-limited, the secondary returns an HTML error
+page, the third answers; a second run skips the two cooling entries without a request; then
+the attempt log and the cooldowns are shown, and a total outage leaves the prompt on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .simulator import Fail, HtmlError, Reply, Simulator
+
+CONFIG = """\
+[providers.primary]
+type = "openai"
+base_url = "{openai}"
+api_key_env = "DEMO_PRIMARY_KEY"
+
+[providers.secondary]
+type = "openai"
+base_url = "{openai}"
+api_key_env = "DEMO_SECONDARY_KEY"
+
+[providers.local]
+type = "openai"
+base_url = "{openai}"
+api_key_env = "DEMO_LOCAL_KEY"
+
+[cascades.demo]
+entries = [
+    {{ provider = "primary", model = "gpt-4o" }},
+    {{ provider = "secondary", model = "claude-sonnet-4" }},
+    {{ provider = "local", model = "llama3" }},
+]
+
+[cascades.outage]
+entries = [
+    {{ provider = "primary", model = "gpt-4o-mini" }},
+    {{ provider = "local", model = "llama3-down" }},
+]
+
+[database]
+path = "state/db.sqlite"
+
+[failure_persistence]
+dir = "failed_prompts"
+"""
+
+
+def _banner(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None) -> int:
+    shown = " ".join(shlex.quote(a) for a in args)
+    print(
+        f"$ {'echo ' + shlex.quote(stdin.strip()) + ' | ' if stdin else ''}llm-cascade {shown}",
+        flush=True,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "llm_cascade", *args],
+        input=stdin,
+        text=True,
+        env=env,
+        cwd=cwd,
+        stdout=sys.stdout,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    print(f"(exit status {done.returncode})", flush=True)
+    return done.returncode
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="llm-cascade-demo-") as tmp, Simulator() as sim:
+        work = Path(tmp)
+        (work / "config.toml").write_text(CONFIG.format(openai=sim.base_url("openai")))
+        env = {
+            **os.environ,
+            "LLM_CASCADE_CONFIG": str(work / "config.toml"),
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+            "DEMO_PRIMARY_KEY": "sim-demo-key-1",
+            "DEMO_SECONDARY_KEY": "sim-demo-key-2",
+            "DEMO_LOCAL_KEY": "sim-demo-key-3",
+            "NO_COLOR": "1",
+        }
+        sim.script("gpt-4o", Fail(429, "Rate limit reached for gpt-4o", retry_after="30"))
+        sim.script("claude-sonnet-4", HtmlError(502))
+        sim.script("llama3", Reply("Cascades keep answering when providers fail."))
+        sim.script("gpt-4o-mini", Fail(503, "overloaded", retry_after="120"))
+        sim.script("llama3-down", Fail(500, "model crashed"))
+        print(f"Simulator on {sim.url}; config and state in {work}")
+
+        _banner("1. The primary is rate-limited, the secondary is broken, the third answers")
+        _cli(["run", "-C", "demo", "--explain"], env, work, stdin="Why use a cascade?\n")
+
+        _banner("2. Run again: the two cooling entries are skipped without a request")
+        before = sim.count()
+        _cli(["run", "-C", "demo", "--explain", "-p", "And again?"], env, work)
+        print(f"(requests sent this run: {sim.count() - before})")
+
+        _banner("3. Every entry fails: the prompt is saved, exit status 1")
+        _cli(["run", "-C", "outage", "-p", "Nothing may be lost"], env, work)
+
+        _banner("4. The attempt log (every try, skip and failure) and the cooldowns")
+        _cli(["log", "-n", "12"], env, work)
+        _cli(["status"], env, work)
+        saved = sorted((work / "failed_prompts").glob("*.json"))
+        print(f"\nSaved prompts: {[p.name for p in saved]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Failed prompts on disk, so nothing is lost (SPEC §6.6, D30-D36).
+
+A run writes its conversation here *before* the first attempt (status `pending`) and holds an
+advisory lock on the file while it runs; on success the file is removed, on failure it is
+rewritten with what each entry did (status `failed`). A pending file nobody holds a lock on
+belongs to a run that was killed: `failed list` shows it as interrupted and `failed retry`
+can answer it. Files are created exclusively (no overwrite, even within one second), written
+through a temporary file, and readable by the owner only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .clock import format_ts
+from .errors import ConversationError, UsageError
+from .paths import ensure_private_dir
+from .types import Conversation
+
+try:  # advisory locks mark a file as "in flight"; without fcntl every file looks idle
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]  # checked before every use
+
+
+def sanitize_name(name: str) -> str:
+    """Keep `[A-Za-z0-9._-]` so a cascade name can never leave the directory (D33)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
+    return cleaned or "cascade"
+
+
+def _lock(fd: int, *, blocking: bool = True) -> bool:
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _render(envelope: Mapping[str, Any]) -> bytes:
+    return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
+
+
+@dataclass(slots=True)
+class SavedPrompt:
+    """A conversation on disk, as `failed list/show/retry` see it."""
+
+    path: Path
+    envelope: dict[str, Any] = field(repr=False)
+    in_flight: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.path.stem
+
+    @property
+    def cascade_name(self) -> str:
+        return str(self.envelope.get("cascade_name", ""))
+
+    @property
+    def status(self) -> str:
+        """failed, interrupted (its run died) or running (its run is still going)."""
+        status = str(self.envelope.get("status", "failed"))
+        if status == "pending":
+            return "running" if self.in_flight else "interrupted"
+        return status
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        errors = self.envelope.get("errors")
+        return errors if isinstance(errors, list) else []
+
+    def conversation(self) -> Conversation:
+        return Conversation.from_dict(self.envelope.get("conversation"))
+
+
+class PendingPrompt:
+    """A conversation saved for a run in progress; the open descriptor holds its lock."""
+
+    def __init__(self, store: FailureStore, path: Path, fd: int, envelope: dict[str, Any]) -> None:
+        self.store = store
+        self.path = path
+        self._fd: int | None = fd
+        self.envelope = envelope
+
+    def done(self) -> None:
+        """The run answered: the file is no longer needed."""
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            self._release()
+
+    def finish(self, status: str, errors: Sequence[Mapping[str, Any]]) -> Path:
+        """Rewrite the file with its final status and the per-entry errors; returns the path."""
+        self.envelope.update(status=status, errors=list(errors))
+        try:
+            self.store.replace(self.path, self.envelope)
+        finally:
+            self._release()
+        return self.path
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class FailureStore:
+    """The failed-prompts directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def begin(
+        self, cascade_name: str, conversation: Conversation, now: float, **extra: Any
+    ) -> PendingPrompt:
+        """Save the conversation before the first attempt and lock it. Raises OSError."""
+        envelope = self._envelope(cascade_name, conversation, now, status="pending", **extra)
+        path, fd = self._create(cascade_name, envelope, now, keep_locked=True)
+        return PendingPrompt(self, path, fd, envelope)
+
+    def save(
+        self,
+        cascade_name: str,
+        conversation: Conversation,
+        now: float,
+        errors: Sequence[Mapping[str, Any]] = (),
+    ) -> Path:
+        """Save a failed conversation in one step. Raises OSError."""
+        envelope = self._envelope(cascade_name, conversation, now, status="failed")
+        envelope["errors"] = list(errors)
+        path, fd = self._create(cascade_name, envelope, now, keep_locked=False)
+        os.close(fd)
+        return path
+
+    def _envelope(
+        self, cascade_name: str, conversation: Conversation, now: float, **extra: Any
+    ) -> dict[str, Any]:
+        # The original's three keys first, in its order; the rest are additive.
+        return {
+            "cascade_name": cascade_name,
+            "timestamp": format_ts(now),
+            "conversation": conversation.to_dict(),
+            "pid": os.getpid(),
+            **extra,
+        }
+
+    def _create(
+        self, cascade_name: str, envelope: Mapping[str, Any], now: float, *, keep_locked: bool
+    ) -> tuple[Path, int]:
+        """Write a new file under a name nobody has, atomically, and return it with its fd."""
+        ensure_private_dir(self.dir)
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
+        data = _render(envelope)
+        while True:
+            name = f"{sanitize_name(cascade_name)}_{stamp}_{secrets.token_hex(3)}.json"
+            final = (self.dir / name).absolute()
+            temp = self.dir / f".{name}.tmp"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if keep_locked:
+                    _lock(fd)
+                _write_all(fd, data)
+                os.link(temp, final)  # fails if the name exists: never overwrite (D30)
+            except FileExistsError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            finally:
+                temp.unlink(missing_ok=True)
+            return final, fd
+
+    def replace(self, path: Path, envelope: Mapping[str, Any]) -> None:
+        """Atomically rewrite an existing file (temp file + rename, D32)."""
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(3)}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, _render(envelope))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    # --- listing and replay ----------------------------------------------------------------
+
+    def list(self) -> list[SavedPrompt]:
+        """Every saved conversation, oldest first; unreadable files are skipped."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.dir.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name)):
+            saved = self.load(path)
+            if saved is not None:
+                found.append(saved)
+        return found
+
+    def load(self, path: Path) -> SavedPrompt | None:
+        try:
+            envelope = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(envelope, dict) or "conversation" not in envelope:
+            return None
+        return SavedPrompt(path, envelope, in_flight=self._is_locked(path))
+
+    def find(self, ident: str) -> SavedPrompt:
+        """A saved prompt by id, file name, path or unambiguous id prefix/suffix."""
+        candidate = Path(ident)
+        if candidate.suffix == ".json" and candidate.exists():
+            saved = self.load(candidate)
+            if saved is not None:
+                return saved
+        stem = candidate.name.removesuffix(".json")
+        matches = [s for s in self.list() if s.id == stem]
+        if not matches:
+            matches = [s for s in self.list() if s.id.startswith(stem) or s.id.endswith(stem)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UsageError(
+                f"no saved prompt '{ident}' in {self.dir} (see `llm-cascade failed list`)"
+            )
+        raise UsageError(f"'{ident}' matches {len(matches)} saved prompts; give more of the id")
+
+    def claim(self, saved: SavedPrompt) -> PendingPrompt | None:
+        """Lock a saved prompt for a retry; None if another run holds it or it is gone."""
+        try:
+            fd = os.open(saved.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        if not _lock(fd, blocking=False):
+            os.close(fd)
+            return None
+        try:
+            saved.conversation()
+        except ConversationError:
+            os.close(fd)
+            raise
+        retries = int(saved.envelope.get("retries", 0)) + 1
+        saved.envelope.update(retries=retries)
+        return PendingPrompt(self, saved.path, fd, saved.envelope)
+
+    def _is_locked(self, path: Path) -> bool:
+        if fcntl is None:  # pragma: no cover
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False

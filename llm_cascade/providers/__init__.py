@@ -1,0 +1,48 @@
+"""Provider types: their defaults, and the adapter for each (imported only when used).
+
+Adding a provider means one module with an `Adapter` subclass and one row here; the engine
+does not change.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Adapter
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderType:
+    """What the config layer needs to know about a wire protocol, without importing it."""
+
+    name: str
+    default_base_url: str
+    default_key_env: str | None  # None: the protocol takes no API key
+    module: str
+
+
+PROVIDER_TYPES: dict[str, ProviderType] = {
+    t.name: t
+    for t in (
+        ProviderType("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", "anthropic"),
+        ProviderType(
+            "gemini", "https://generativelanguage.googleapis.com", "GOOGLE_API_KEY", "gemini"
+        ),
+        ProviderType("ollama", "http://localhost:11434", None, "ollama"),
+        ProviderType("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "openai"),
+    )
+}
+
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+def get_adapter(type_name: str) -> Adapter:
+    """The adapter for a provider type, importing its module on first use."""
+    adapter = _ADAPTERS.get(type_name)
+    if adapter is None:
+        module = importlib.import_module(f"{__name__}.{PROVIDER_TYPES[type_name].module}")
+        adapter = _ADAPTERS[type_name] = module.ADAPTER
+    return adapter

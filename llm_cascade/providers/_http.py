@@ -1,0 +1,175 @@
+"""The one place that talks HTTP: budgets, status handling, Retry-After, error bodies.
+
+No retries happen here (the engine owns the only retry loop) and redirects are never
+followed (D17). Every failure becomes a `ProviderError` whose message is short and has the
+API key scrubbed out (D19, D21), so no httpx type or secret leaks upward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from ..errors import ProviderError
+from ..types import Conversation, LlmResponse
+from .base import Adapter, CallOptions
+
+MAX_MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Time limits for one request, in seconds."""
+
+    total: float
+    connect: float
+    first_byte: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A parsed answer and the real HTTP status it came with (D12)."""
+
+    response: LlmResponse
+    status: int
+
+
+def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP-date (D4)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(value, 0.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        try:
+            value = parsedate_to_datetime(raw).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(value, 0.0) if math.isfinite(value) else None
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove the key from `text`, collapse whitespace and cut it to a readable length."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _describe_body(adapter: Adapter, body: bytes) -> tuple[str, str | None]:
+    """A short message and vendor code for an error body: JSON, an HTML page or plain text."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        message, code = adapter.parse_error(json.loads(text))
+    except ValueError:
+        message, code = None, None
+    if message:
+        return message, code
+    if text.lstrip()[:1] == "<":
+        title = _TITLE.search(text)
+        return f"HTML error page{': ' + title.group(1).strip() if title else ''}", code
+    return (text.strip() or "(empty body)"), code
+
+
+async def send(
+    client: httpx.AsyncClient,
+    adapter: Adapter,
+    conversation: Conversation,
+    options: CallOptions,
+    budget: Budget,
+    now: float,
+) -> Reply:
+    """POST one request within `budget` and parse it; raises ProviderError on any failure."""
+    wire = adapter.build_request(conversation, options)
+    request = client.build_request(
+        "POST",
+        wire.url,
+        json=wire.body,
+        headers={**wire.headers, **options.headers},
+        timeout=httpx.Timeout(budget.total, connect=budget.connect),
+    )
+    try:
+        async with asyncio.timeout(budget.total) as total_cm:
+            try:
+                async with asyncio.timeout(budget.first_byte) as first_cm:
+                    response = await client.send(request, stream=True, follow_redirects=False)
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+            except TimeoutError:
+                if first_cm.expired() and not total_cm.expired():
+                    raise ProviderError(
+                        "timeout", f"no response within first_byte_timeout {budget.first_byte:g} s"
+                    ) from None
+                raise
+    except TimeoutError:
+        raise ProviderError("timeout", f"no complete response within {budget.total:g} s") from None
+    except httpx.TimeoutException as exc:
+        phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+        raise ProviderError("timeout", f"{phase} timed out") from None
+    except httpx.ConnectError as exc:
+        raise ProviderError(
+            "connect", f"connection failed: {scrub(str(exc), options.api_key)}"
+        ) from None
+    except httpx.HTTPError as exc:
+        detail = scrub(str(exc), options.api_key) or type(exc).__name__
+        raise ProviderError("transport", f"connection broken: {detail}") from None
+    return _interpret(adapter, options, response, body, now)
+
+
+def _interpret(
+    adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes, now: float
+) -> Reply:
+    status = response.status_code
+    if 300 <= status < 400:
+        target = response.headers.get("location", "?")
+        raise ProviderError(
+            "http",
+            f"redirect to {scrub(target, options.api_key)} not followed;"
+            " set base_url to the final URL",
+            status=status,
+        )
+    if status >= 400 or status < 200:
+        message, code = _describe_body(adapter, body)
+        raise ProviderError(
+            "http",
+            scrub(message, options.api_key),
+            status=status,
+            code=code,
+            retry_after_s=parse_retry_after(response.headers, now),
+        )
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        message, _ = _describe_body(adapter, body)
+        raise ProviderError(
+            "invalid_response",
+            f"HTTP {status} body is not JSON: {scrub(message, options.api_key)}",
+            status=status,
+        ) from None
+    try:
+        return Reply(adapter.parse_response(data, options), status)
+    except ProviderError as exc:
+        exc.status = status
+        exc.message = scrub(exc.message, options.api_key)
+        raise

@@ -1,0 +1,213 @@
+"""Error rules as data: what one failed attempt means for the entry and for the cascade.
+
+A rule matches on the facts of a `ProviderError` (status, kind, vendor code, provider type)
+and says whether to fail over or stop, whether the entry may be retried in place, and how long
+it cools down. User rules (per provider, then global) are consulted before the built-ins;
+the first match wins, and its name is recorded on the attempt row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ProviderError
+
+Action = Literal["failover", "stop"]
+Cooldown = Literal["none", "backoff", "long"] | float
+KINDS = frozenset(
+    {"http", "timeout", "connect", "transport", "invalid_response", "empty_response", "missing_key"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CooldownPolicy:
+    """Backoff constants (SPEC §6.3): base doubles per consecutive failure up to the cap."""
+
+    base_s: float = 30.0
+    cap_s: float = 3600.0
+    long_s: float = 3600.0
+
+    def backoff(self, level: int) -> float:
+        """`min(base * 2**(level-1), cap)`, with the exponent guarded against overflow (D1, D5)."""
+        exponent = min(max(level, 1) - 1, 32)
+        return min(self.base_s * math.pow(2, exponent), self.cap_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of the decision table. A None matcher matches anything."""
+
+    name: str
+    statuses: frozenset[int] | None = None
+    kinds: frozenset[str] | None = None
+    codes: frozenset[str] | None = None
+    provider_types: frozenset[str] | None = None
+    action: Action = "failover"
+    cooldown: Cooldown = "backoff"
+    retry: bool = False  # may be retried inside the entry before failing over
+    honor_retry_after: bool = False
+    hint: str | None = None  # appended to the error; `{provider}` is filled in
+
+    def matches(self, err: ProviderError, provider_type: str) -> bool:
+        if self.provider_types is not None and provider_type not in self.provider_types:
+            return False
+        if self.kinds is not None and err.kind not in self.kinds:
+            return False
+        if self.statuses is not None and err.status not in self.statuses:
+            return False
+        return self.codes is None or (err.code or "").lower() in self.codes
+
+    def cooldown_s(self, err: ProviderError, level: int, policy: CooldownPolicy) -> float | None:
+        """Seconds this failure cools the entry for, or None for no cooldown.
+
+        `level` is the number of consecutive failures including this one. A Retry-After the
+        rule honours replaces the computed backoff; it is clamped before any arithmetic (D3-D5).
+        """
+        if self.cooldown == "none":
+            return None
+        if self.cooldown == "long":
+            return policy.long_s
+        if isinstance(self.cooldown, float | int):
+            return float(self.cooldown)
+        if self.honor_retry_after and err.retry_after_s is not None:
+            return min(max(err.retry_after_s, 0.0), policy.cap_s)
+        return policy.backoff(level)
+
+
+def _codes(lo: int, hi: int) -> frozenset[int]:
+    return frozenset(range(lo, hi + 1))
+
+
+_KEY_HINT = "check the key: `llm-cascade key set {provider}` or the provider's api_key_env"
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    Rule(
+        "anthropic_spend_limit",
+        statuses=frozenset({429}),
+        codes=frozenset({"enforced_spend_limit_reached"}),
+        provider_types=frozenset({"anthropic"}),
+        cooldown="long",
+        hint="the Anthropic spend limit is reached; raise it in the Anthropic console",
+    ),
+    Rule(
+        "quota_exhausted",
+        statuses=frozenset({429}),
+        codes=frozenset({"insufficient_quota"}),
+        cooldown="long",
+        hint="the account is out of quota or credits; check billing for {provider}",
+    ),
+    Rule("rate_limited", statuses=frozenset({429}), retry=True, honor_retry_after=True),
+    Rule("overloaded", statuses=frozenset({529}), retry=True, honor_retry_after=True),
+    Rule("unavailable", statuses=frozenset({503}), retry=True, honor_retry_after=True),
+    Rule("server_error", statuses=_codes(500, 599), retry=True),
+    Rule("request_timeout", statuses=frozenset({408}), retry=True),
+    Rule("conflict", statuses=frozenset({409}), retry=True),
+    Rule("auth", statuses=frozenset({401, 403}), cooldown="long", hint=_KEY_HINT),
+    Rule(
+        "payment_required",
+        statuses=frozenset({402}),
+        cooldown="long",
+        hint="the account is out of credits; check billing for {provider}",
+    ),
+    Rule("caller_error", statuses=frozenset({400, 404, 413, 422}), cooldown="none"),
+    Rule("redirect", statuses=_codes(300, 399), cooldown="none"),
+    Rule("client_error", statuses=_codes(400, 499), cooldown="none"),
+    Rule("timeout", kinds=frozenset({"timeout"}), retry=True),
+    Rule("connect", kinds=frozenset({"connect", "transport"}), retry=True),
+    Rule("invalid_response", kinds=frozenset({"invalid_response"})),
+    Rule("empty_response", kinds=frozenset({"empty_response"}), cooldown="none"),
+    Rule(
+        "missing_key",
+        kinds=frozenset({"missing_key"}),
+        cooldown="none",
+        hint="store one with `llm-cascade key set {provider}` or set the provider's api_key_env",
+    ),
+    Rule("other", cooldown="backoff"),
+)
+
+
+def decide(err: ProviderError, provider_type: str, *rule_lists: Sequence[Rule]) -> Rule:
+    """The first rule, in `rule_lists` order and then the built-ins, that matches `err`."""
+    for rules in (*rule_lists, BUILTIN_RULES):
+        for rule in rules:
+            if rule.matches(err, provider_type):
+                return rule
+    raise AssertionError("the built-in 'other' rule matches everything")  # pragma: no cover
+
+
+# --- TOML ----------------------------------------------------------------------------------
+
+RULE_KEYS = frozenset(
+    {"name", "status", "kind", "code", "action", "cooldown", "retry", "retry_after", "hint"}
+)
+
+
+class RuleError(ValueError):
+    """A user rule is malformed; the message names the key (config.py adds the path)."""
+
+
+def _parse_statuses(value: Any) -> frozenset[int]:
+    items: Iterable[Any] = value if isinstance(value, list) else [value]
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
+            out.add(item)
+        elif isinstance(item, str) and len(item) == 3 and item[0] in "12345" and item[1:] == "xx":
+            base = int(item[0]) * 100
+            out |= _codes(base, base + 99)
+        elif isinstance(item, str) and "-" in item:
+            lo, _, hi = item.partition("-")
+            if not (lo.strip().isdigit() and hi.strip().isdigit()):
+                raise RuleError(f"status: cannot read range {item!r}")
+            out |= _codes(int(lo), int(hi))
+        else:
+            raise RuleError(f"status: expected a code like 429, '5xx' or '500-504', got {item!r}")
+    return frozenset(out)
+
+
+def _parse_cooldown(value: Any) -> Cooldown:
+    if value in ("none", "backoff", "long"):
+        return value  # type: ignore[no-any-return]  # narrowed by the membership test
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise RuleError(f"cooldown: expected 'none', 'backoff', 'long' or seconds, got {value!r}")
+
+
+def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
+    """Build a user rule from its TOML table; unknown keys are the caller's to report."""
+    statuses = _parse_statuses(raw["status"]) if "status" in raw else None
+    kinds = None
+    if "kind" in raw:
+        kind_list = raw["kind"] if isinstance(raw["kind"], list) else [raw["kind"]]
+        bad = [k for k in kind_list if k not in KINDS]
+        if bad:
+            raise RuleError(
+                f"kind: unknown {bad[0]!r} (expected one of {', '.join(sorted(KINDS))})"
+            )
+        kinds = frozenset(kind_list)
+    codes = None
+    if "code" in raw:
+        code_list = raw["code"] if isinstance(raw["code"], list) else [raw["code"]]
+        codes = frozenset(str(c).lower() for c in code_list)
+    action = raw.get("action", "failover")
+    if action not in ("failover", "stop"):
+        raise RuleError(f"action: expected 'failover' or 'stop', got {action!r}")
+    for flag in ("retry", "retry_after"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise RuleError(f"{flag}: expected true or false")
+    if statuses is None and kinds is None and codes is None:
+        raise RuleError("a rule needs at least one of status, kind or code to match on")
+    return Rule(
+        name=str(raw.get("name", default_name)),
+        statuses=statuses,
+        kinds=kinds,
+        codes=codes,
+        action=action,
+        cooldown=_parse_cooldown(raw.get("cooldown", "backoff")),
+        retry=raw.get("retry", False),
+        honor_retry_after=raw.get("retry_after", True),
+        hint=raw.get("hint"),
+    )

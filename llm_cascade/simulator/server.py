@@ -1,0 +1,288 @@
+"""A local LLM provider simulator on 127.0.0.1, for the demo, the tests and your own tests.
+
+One server speaks every supported wire format (routed by path), checks each request against
+the vendor's documented rules, and answers per model from a script of behaviours:
+
+    with Simulator() as sim:
+        sim.script("gpt-4o", Fail(429, retry_after="30"))
+        sim.script("backup", Reply("hello"))
+        ...  # point providers at sim.base_url("openai")
+        assert sim.count("gpt-4o") == 1
+
+Unscripted models answer with an echo of the last user message. Other processes can script
+a running simulator with `POST /_sim/script`, read `GET /_sim/requests` and `POST /_sim/reset`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .behaviours import (
+    Behaviour,
+    Close,
+    Empty,
+    Fail,
+    Hang,
+    HtmlError,
+    InvalidJson,
+    Redirect,
+    Reply,
+    from_json,
+    to_json,
+)
+from .vendors import VENDORS, Invalid, SimRequest, Vendor
+
+
+def phrase(status: int) -> str:
+    """The reason phrase of a status, including vendor-only ones such as 529."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return {529: "Overloaded"}.get(status, "Error")
+
+
+BASE_PATHS = {"openai": "/v1", "anthropic": "", "gemini": "", "ollama": ""}
+
+
+@dataclass
+class _State:
+    scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
+    requests: list[SimRequest] = field(default_factory=list)
+    api_key: str | None = None
+    serial: int = 0
+
+
+class Simulator:
+    """The simulator server, run in a background thread. Use it as a context manager."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None) -> None:
+        self._state = _State(api_key=api_key)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = _Server((host, port), _Handler, self)
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
+
+    def base_url(self, provider_type: str) -> str:
+        """The `base_url` to configure for a provider of this type."""
+        return self.url + BASE_PATHS[provider_type]
+
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hanging requests are released and their connections closed."""
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def script(self, model: str, *behaviours: Behaviour) -> None:
+        """Answer requests for `model` with these behaviours in turn; the last one repeats."""
+        with self._lock:
+            self._state.scripts[model] = list(behaviours)
+
+    def require_key(self, api_key: str | None) -> None:
+        """Accept only this key (None: any non-empty key)."""
+        with self._lock:
+            self._state.api_key = api_key
+
+    def reset(self) -> None:
+        with self._lock:
+            self._state.scripts.clear()
+            self._state.requests.clear()
+
+    @property
+    def requests(self) -> list[SimRequest]:
+        with self._lock:
+            return list(self._state.requests)
+
+    def count(self, model: str | None = None) -> int:
+        """How many requests arrived (for `model`, or in all)."""
+        return sum(1 for r in self.requests if model is None or r.model == model)
+
+    def _next(self, model: str) -> Behaviour:
+        with self._lock:
+            queue = self._state.scripts.get(model)
+            if not queue:
+                return Reply()
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def _record(self, request: SimRequest) -> int:
+        with self._lock:
+            self._state.requests.append(request)
+            self._state.serial += 1
+            return self._state.serial
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], sim: Simulator) -> None:
+        self.sim = sim
+        super().__init__(address, handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+    timeout = 30  # idle keep-alive connections do not linger
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests and the demo read stdout/stderr
+
+    @property
+    def sim(self) -> Simulator:
+        return self.server.sim
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, data: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json", headers)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    # --- control endpoints -----------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if self.path == "/_sim/requests":
+            data = [
+                {"vendor": r.vendor, "path": r.path, "model": r.model, "body": r.body}
+                for r in self.sim.requests
+            ]
+            self._json(200, data)
+        else:
+            self._json(404, {"error": {"message": f"no route GET {self.path}"}})
+
+    def _control(self, raw: bytes) -> None:
+        if self.path == "/_sim/reset":
+            self.sim.reset()
+            self._json(200, {"ok": True})
+            return
+        if self.path == "/_sim/script":
+            try:
+                data = json.loads(raw)
+                for model, items in data.items():
+                    self.sim.script(model, *(from_json(i) for i in items))
+            except (ValueError, AttributeError, TypeError) as exc:
+                self._json(400, {"error": {"message": str(exc)}})
+                return
+            self._json(200, {"ok": True})
+            return
+        self._json(404, {"error": {"message": f"no route POST {self.path}"}})
+
+    # --- the vendor APIs -------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        raw = self._body()
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/_sim/"):
+            self._control(raw)
+            return
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        for vendor in VENDORS:
+            model = vendor.model_for(path, body)
+            if model is not None:
+                self._serve(vendor, path, model, body, raw)
+                return
+        self._json(404, {"error": {"message": f"no simulated API at {path}"}})
+
+    def _serve(self, vendor: Vendor, path: str, model: str, body: Any, raw: bytes) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        request = SimRequest(vendor.name, path, model, headers, body)
+        serial = self.sim._record(request)
+        if body is None:
+            self._json(400, vendor.error(400, "the request body is not valid JSON", None))
+            return
+        try:
+            vendor.validate(request, self.sim._state.api_key)
+        except Invalid as exc:
+            self._json(exc.status, vendor.error(exc.status, exc.message, exc.code))
+            return
+        self._act(self.sim._next(model), vendor, request, serial)
+
+    def _act(self, behaviour: Behaviour, vendor: Vendor, request: SimRequest, serial: int) -> None:
+        if isinstance(behaviour, Reply):
+            if behaviour.delay and self.sim._stopping.wait(behaviour.delay):
+                return
+            text = behaviour.text
+            if text is None:
+                echo = vendor.last_user_text(request.body)[:80]
+                text = f"Simulated answer from {request.model}: {echo}"
+            self._json(200, vendor.reply(behaviour, text, request, serial))
+        elif isinstance(behaviour, Fail):
+            message = behaviour.message or phrase(behaviour.status)
+            headers = dict(behaviour.headers)
+            if behaviour.retry_after is not None:
+                headers["Retry-After"] = behaviour.retry_after
+            self._json(
+                behaviour.status,
+                vendor.error(behaviour.status, message, behaviour.code),
+                headers.items(),
+            )
+        elif isinstance(behaviour, Hang):
+            self.sim._stopping.wait(behaviour.seconds)
+            self.close_connection = True
+        elif isinstance(behaviour, Close):
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+        elif isinstance(behaviour, InvalidJson):
+            self._send(behaviour.status, b"this is not json {", "application/json")
+        elif isinstance(behaviour, HtmlError):
+            page = (
+                f"<html><head><title>{behaviour.status} {phrase(behaviour.status)}"
+                "</title></head>"
+                f"<body>{'<p>upstream error</p>' * 200}</body></html>"
+            )
+            self._send(behaviour.status, page.encode(), "text/html")
+        elif isinstance(behaviour, Empty):
+            self._json(200, vendor.empty(behaviour, request))
+        elif isinstance(behaviour, Redirect):
+            self._send(307, b"", "text/plain", [("Location", behaviour.location)])
+
+
+__all__ = ["Simulator", "to_json"]

@@ -1,0 +1,78 @@
+"""What every simulated vendor implements: route, validate, and render replies and errors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..behaviours import Empty, Reply
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """A request as received: path, lower-cased headers and the decoded JSON body."""
+
+    vendor: str
+    path: str
+    model: str
+    headers: Mapping[str, str] = field(repr=False)
+    body: Any
+
+
+class Invalid(Exception):
+    """The request breaks a rule the real service enforces; sent back as the vendor's error."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class Vendor(ABC):
+    """One wire format."""
+
+    name: str
+
+    @abstractmethod
+    def model_for(self, path: str, body: Any) -> str | None:
+        """The model this request is for, or None if the path is not this vendor's."""
+
+    @abstractmethod
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        """Raise Invalid if the real service would reject the request.
+
+        `api_key` is the key the simulator requires, or None to accept any non-empty key.
+        """
+
+    @abstractmethod
+    def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
+        """A successful response body carrying `text` and the reply's tool calls."""
+
+    @abstractmethod
+    def empty(self, empty: Empty, request: SimRequest) -> dict[str, Any]:
+        """A 2xx body with no usable answer."""
+
+    @abstractmethod
+    def error(self, status: int, message: str, code: str | None) -> dict[str, Any]:
+        """The vendor's error body for `status`."""
+
+    @abstractmethod
+    def last_user_text(self, body: Any) -> str:
+        """The text of the last user turn (the default reply echoes it)."""
+
+
+def require(condition: bool, message: str, status: int = 400, code: str | None = None) -> None:
+    """Raise Invalid(status, message) unless `condition` holds."""
+    if not condition:
+        raise Invalid(status, message, code)
+
+
+def check_key(presented: str | None, required: str | None, status: int = 401) -> None:
+    """Reject a missing key, or one that differs from the key the simulator was told to expect."""
+    if not presented:
+        raise Invalid(status, "missing API key", "authentication_error")
+    if required is not None and presented != required:
+        raise Invalid(status, "invalid API key", "authentication_error")

@@ -1,0 +1,320 @@
+"""SQLite state shared by every process: the attempt log and per-entry cooldowns (SPEC §5).
+
+The original's tables and columns are kept byte-compatible; everything new is an additive,
+nullable column, applied once by a `PRAGMA user_version` migration. WAL and a busy timeout let
+many processes write at once; each attempt is one short `BEGIN IMMEDIATE` transaction. Rows
+hold entry keys, statuses and short error texts, never prompts or keys.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .clock import format_ts, parse_ts
+from .errors import LlmCascadeError
+from .paths import ensure_private_dir
+
+SCHEMA_VERSION = 1
+
+_ORIGINAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attempt_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    timestamp TEXT NOT NULL,
+    cascade_name TEXT NOT NULL,
+    provider_model TEXT NOT NULL,
+    http_status INTEGER,
+    latency_ms INTEGER NOT NULL,
+    input_tokens INTEGER,
+    output_tokens INTEGER
+);
+CREATE TABLE IF NOT EXISTS cooldown (
+    provider_model TEXT PRIMARY KEY,
+    cooldown_until TEXT NOT NULL
+);
+"""
+
+# Additive columns (all nullable), so the original binary keeps reading and writing the tables.
+_ADDED_COLUMNS = {
+    "attempt_log": {
+        "outcome": "TEXT",  # ok | failed | skipped | missing_key | deadline
+        "error_kind": "TEXT",
+        "error_message": "TEXT",
+        "rule": "TEXT",
+        "cooldown_until": "TEXT",
+        "run_id": "TEXT",
+        "try_number": "INTEGER",
+    },
+    "cooldown": {
+        "failures": "INTEGER",  # consecutive failures since the last success
+        "reason": "TEXT",
+        "probe_owner": "TEXT",  # the run holding the half-open probe
+        "probe_until": "TEXT",  # when that claim lapses if its holder died
+        "updated_at": "TEXT",
+    },
+}
+
+
+class StoreError(LlmCascadeError):
+    """The database cannot be opened or migrated."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryState:
+    """One entry's breaker: closed (no failures), open (cooling) or half-open (awaiting probe)."""
+
+    key: str
+    cooldown_until: float | None = None
+    failures: int = 0
+    probe_until: float | None = None
+    reason: str | None = None
+
+    def is_cooling(self, now: float) -> bool:
+        return self.cooldown_until is not None and self.cooldown_until > now
+
+    def is_half_open(self, now: float) -> bool:
+        """The cooldown is over but no request has succeeded since: one probe may go."""
+        return self.failures > 0 and not self.is_cooling(now)
+
+    def probe_in_flight(self, now: float) -> bool:
+        return self.probe_until is not None and self.probe_until > now
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One row of attempt_log; the first eight fields are the original's columns."""
+
+    cascade_name: str
+    provider_model: str
+    http_status: int | None
+    latency_ms: int
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    outcome: str = "ok"
+    error_kind: str | None = None
+    error_message: str | None = None
+    rule: str | None = None
+    cooldown_until: float | None = None
+    run_id: str | None = None
+    try_number: int | None = None
+
+
+class Store:
+    """One connection to the shared database. Methods raise sqlite3.Error on I/O trouble."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = path
+        try:
+            ensure_private_dir(path.parent)
+            if not path.exists():
+                # Create it owner-only; SQLite gives the -wal and -shm files the same mode.
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            self.conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"Error initializing database '{path}': {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A short immediate transaction: takes the write lock up front, so no upgrade deadlock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # another process migrated while we waited for the lock
+            for statement in _ORIGINAL_SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, sql_type in columns.items():
+                    if name not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS attempt_log_entry_time"
+                " ON attempt_log (provider_model, timestamp)"
+            )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def states(self, keys: Iterable[str]) -> dict[str, EntryState]:
+        """The breaker state of each key (closed when there is no row), in one query."""
+        wanted = list(dict.fromkeys(keys))
+        marks = ",".join("?" * len(wanted))
+        rows = self.conn.execute(
+            "SELECT provider_model, cooldown_until, failures, probe_until, reason"
+            f" FROM cooldown WHERE provider_model IN ({marks})",
+            wanted,
+        )
+        found = {row[0]: _state(row) for row in rows}
+        return {key: found.get(key, EntryState(key)) for key in wanted}
+
+    def all_states(self) -> list[EntryState]:
+        rows = self.conn.execute(
+            "SELECT provider_model, cooldown_until, failures, probe_until, reason"
+            " FROM cooldown ORDER BY provider_model"
+        )
+        return [_state(row) for row in rows]
+
+    def recent_attempts(self, limit: int = 20, cascade: str | None = None) -> list[dict[str, Any]]:
+        """The newest attempt rows, oldest first, as dicts keyed by column name."""
+        where, args = ("WHERE cascade_name = ?", [cascade]) if cascade else ("", [])
+        cursor = self.conn.execute(
+            f"SELECT * FROM (SELECT * FROM attempt_log {where} ORDER BY id DESC LIMIT ?)"
+            " ORDER BY id",
+            [*args, limit],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    # --- writes --------------------------------------------------------------------------
+
+    def log_attempt(self, record: AttemptRecord, now: float) -> None:
+        with self._write() as conn:
+            _insert(conn, record, now)
+
+    def claim_probe(self, key: str, owner: str, now: float, lease_s: float) -> bool:
+        """Atomically become the one run that probes a half-open entry; False if another is."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT cooldown_until, failures, probe_until FROM cooldown"
+                " WHERE provider_model = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                return False
+            state = EntryState(key, _ts(row[0]), row[1] or 0, _ts(row[2]))
+            if not state.is_half_open(now) or state.probe_in_flight(now):
+                return False
+            conn.execute(
+                "UPDATE cooldown SET probe_owner = ?, probe_until = ? WHERE provider_model = ?",
+                (owner, format_ts(now + lease_s), key),
+            )
+            return True
+
+    def record_success(self, record: AttemptRecord, now: float) -> None:
+        """Log the answer and close the entry's breaker (the failure run resets, D2)."""
+        with self._write() as conn:
+            _insert(conn, record, now)
+            conn.execute(
+                "UPDATE cooldown SET failures = 0, probe_owner = NULL, probe_until = NULL,"
+                " reason = NULL, updated_at = ?,"
+                " cooldown_until = CASE WHEN cooldown_until > ? THEN ? ELSE cooldown_until END"
+                " WHERE provider_model = ?",
+                (format_ts(now), format_ts(now), format_ts(now), record.provider_model),
+            )
+
+    def record_failure(
+        self,
+        record: AttemptRecord,
+        now: float,
+        cooldown_for: Callable[[int], float | None],
+        *,
+        owner: str | None = None,
+    ) -> tuple[float | None, int]:
+        """Log a failure and, if `cooldown_for(level)` gives seconds, open the breaker.
+
+        `level` counts consecutive failures including this one. The new instant never
+        shortens a longer cooldown another process set (D9). Returns (until, level).
+        """
+        key = record.provider_model
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT cooldown_until, failures FROM cooldown WHERE provider_model = ?", (key,)
+            ).fetchone()
+            level = (row[1] or 0) + 1 if row else 1
+            seconds = cooldown_for(level)
+            until = None
+            if seconds is not None:
+                existing = parse_ts(row[0]) if row else None
+                until = max(now + seconds, existing or 0.0)
+                conn.execute(
+                    "INSERT INTO cooldown (provider_model, cooldown_until, failures, reason,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (provider_model) DO UPDATE SET"
+                    " cooldown_until = excluded.cooldown_until, failures = excluded.failures,"
+                    " reason = excluded.reason, updated_at = excluded.updated_at,"
+                    " probe_owner = NULL, probe_until = NULL",
+                    (key, format_ts(until), level, record.rule, format_ts(now)),
+                )
+                record = replace(record, cooldown_until=until)
+            elif owner is not None:
+                # No cooldown (e.g. a caller error): free the probe so the next run can try.
+                conn.execute(
+                    "UPDATE cooldown SET probe_owner = NULL, probe_until = NULL"
+                    " WHERE provider_model = ? AND probe_owner = ?",
+                    (key, owner),
+                )
+            _insert(conn, record, now)
+        return until, level
+
+    def clear_cooldowns(self, keys: Iterable[str] | None = None) -> int:
+        """Close the breaker of the given entries (all when None); returns how many rows."""
+        with self._write() as conn:
+            if keys is None:
+                return conn.execute("DELETE FROM cooldown").rowcount
+            wanted = list(keys)
+            marks = ",".join("?" * len(wanted))
+            return conn.execute(
+                f"DELETE FROM cooldown WHERE provider_model IN ({marks})", wanted
+            ).rowcount
+
+
+def _ts(text: str | None) -> float | None:
+    return parse_ts(text) if text else None
+
+
+def _state(row: tuple[Any, ...]) -> EntryState:
+    return EntryState(row[0], _ts(row[1]), row[2] or 0, _ts(row[3]), row[4])
+
+
+def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> None:
+    conn.execute(
+        "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
+        " latency_ms, input_tokens, output_tokens, outcome, error_kind, error_message, rule,"
+        " cooldown_until, run_id, try_number) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            format_ts(now),
+            r.cascade_name,
+            r.provider_model,
+            r.http_status,
+            r.latency_ms,
+            r.input_tokens,
+            r.output_tokens,
+            r.outcome,
+            r.error_kind,
+            r.error_message,
+            r.rule,
+            format_ts(r.cooldown_until) if r.cooldown_until is not None else None,
+            r.run_id,
+            r.try_number,
+        ),
+    )

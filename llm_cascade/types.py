@@ -1,0 +1,288 @@
+"""Conversations in, responses out: frozen values and their JSON form (no I/O).
+
+The JSON shape is the original's (SPEC §4), so its conversation files load unchanged; the
+fields `tool_calls`, `name` and `stop_reason` are additive and omitted when absent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, cast
+
+from .errors import ConversationError
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+
+
+def compact_json(value: Any) -> str:
+    """Serialize `value` as compact JSON with sorted keys (the original's argument form)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for; `arguments` is a JSON-encoded string."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+    type: ClassVar[str] = "tool_call"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "tool_call", "id": self.id, "name": self.name, "arguments": self.arguments}
+
+    def parsed_arguments(self) -> Any:
+        """The arguments as a JSON value; an unparseable string is returned as-is."""
+        try:
+            return json.loads(self.arguments) if self.arguments else {}
+        except ValueError:
+            return self.arguments
+
+
+@dataclass(frozen=True, slots=True)
+class TextBlock:
+    """A run of answer text."""
+
+    text: str
+    type: ClassVar[str] = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+ContentBlock = TextBlock | ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn. Assistant turns may carry `tool_calls`; tool turns answer one by `tool_call_id`."""
+
+    role: Role
+    content: str
+    tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    name: str | None = None  # tool turns: the function's name (Gemini needs it)
+
+    @classmethod
+    def system(cls, text: str) -> Message:
+        return cls("system", text)
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        return cls("user", text)
+
+    @classmethod
+    def assistant(cls, text: str, tool_calls: Iterable[ToolCall] = ()) -> Message:
+        return cls("assistant", text, tool_calls=tuple(tool_calls))
+
+    @classmethod
+    def tool(cls, text: str, tool_call_id: str, name: str | None = None) -> Message:
+        return cls("tool", text, tool_call_id=tool_call_id, name=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.tool_calls
+            ]
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """A function the model may call; `parameters` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The messages sent to a model, plus the tools it may call (None: no tools at all)."""
+
+    messages: tuple[Message, ...]
+    tools: tuple[ToolDefinition, ...] | None = None
+
+    def __init__(
+        self, messages: Iterable[Message], tools: Iterable[ToolDefinition] | None = None
+    ) -> None:
+        object.__setattr__(self, "messages", tuple(messages))
+        object.__setattr__(self, "tools", None if tools is None else tuple(tools))
+
+    @classmethod
+    def single_user_prompt(cls, text: str, system: str | None = None) -> Conversation:
+        msgs = [Message.system(system)] if system else []
+        return cls([*msgs, Message.user(text)])
+
+    def with_tools(self, tools: Iterable[ToolDefinition]) -> Conversation:
+        return Conversation(self.messages, tools)
+
+    def tool_name_for(self, call_id: str | None) -> str | None:
+        """The function name of the assistant tool call with this id, if any turn made it."""
+        for msg in self.messages:
+            for call in msg.tool_calls:
+                if call.id == call_id:
+                    return call.name
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"messages": [m.to_dict() for m in self.messages]}
+        if self.tools is not None:
+            out["tools"] = [t.to_dict() for t in self.tools]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Conversation:
+        """Validate a decoded JSON document; errors name the offending path."""
+        return _parse_conversation(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Conversation:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConversationError("", f"not valid JSON ({exc})") from None
+        return _parse_conversation(data)
+
+
+@dataclass(frozen=True, slots=True)
+class LlmResponse:
+    """What the entry that answered returned."""
+
+    content: tuple[ContentBlock, ...]
+    model: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    stop_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        """All text blocks joined with no separator (the original's `text_only()`)."""
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    def text_only(self) -> str:
+        return self.text
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [b for b in self.content if isinstance(b, ToolCall)]
+
+    def has_content(self) -> bool:
+        """True if there is any text or tool call (an empty 2xx is a failure, D20)."""
+        return any(isinstance(b, ToolCall) or b.text.strip() for b in self.content)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The original's key order: content, input_tokens, output_tokens, model (+stop_reason)."""
+        out: dict[str, Any] = {"content": [b.to_dict() for b in self.content]}
+        if self.input_tokens is not None:
+            out["input_tokens"] = self.input_tokens
+        if self.output_tokens is not None:
+            out["output_tokens"] = self.output_tokens
+        out["model"] = self.model
+        if self.stop_reason is not None:
+            out["stop_reason"] = self.stop_reason
+        return out
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _obj(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConversationError(where, f"expected an object, got {_jtype(value)}")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
+    value = obj.get(key)
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str):
+        what = "is missing" if key not in obj else f"must be a string, got {_jtype(value)}"
+        raise ConversationError(f"{where}.{key}", what)
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConversationError(f"{where}.{key}", f"must be a string, got {_jtype(value)}")
+    return value
+
+
+def _jtype(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number"
+    )
+
+
+def _parse_call(raw: Any, where: str) -> ToolCall:
+    obj = _obj(raw, where)
+    fn = obj.get("function")  # also accept OpenAI's nested {"function": {...}} shape
+    src = _obj(fn, f"{where}.function") if fn is not None else obj
+    args = src.get("arguments", "{}")
+    if not isinstance(args, str):
+        args = compact_json(args)
+    return ToolCall(_str(obj, "id", where, default=""), _str(src, "name", where), args)
+
+
+def _parse_message(raw: Any, where: str) -> Message:
+    obj = _obj(raw, where)
+    role = obj.get("role")
+    if role not in ROLES:
+        raise ConversationError(
+            f"{where}.role", f"must be one of {', '.join(ROLES)}, got {json.dumps(role)}"
+        )
+    calls_raw = obj.get("tool_calls") or []
+    if not isinstance(calls_raw, list):
+        raise ConversationError(f"{where}.tool_calls", "must be an array")
+    calls = tuple(_parse_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls_raw))
+    # An assistant turn that only calls tools may have null content (OpenAI's own shape).
+    content = _str(obj, "content", where, default="" if calls else None)
+    return Message(
+        role=cast(Role, role),
+        content=content,
+        tool_call_id=_opt_str(obj, "tool_call_id", where),
+        tool_calls=calls,
+        name=_opt_str(obj, "name", where),
+    )
+
+
+def _parse_tool(raw: Any, where: str) -> ToolDefinition:
+    obj = _obj(raw, where)
+    params = obj.get("parameters", {"type": "object"})
+    if not isinstance(params, Mapping):
+        raise ConversationError(f"{where}.parameters", "must be a JSON Schema object")
+    return ToolDefinition(
+        _str(obj, "name", where), _str(obj, "description", where, default=""), params
+    )
+
+
+def _parse_conversation(data: Any) -> Conversation:
+    obj = _obj(data, "$")
+    msgs = obj.get("messages")
+    if not isinstance(msgs, Sequence) or isinstance(msgs, str):
+        raise ConversationError("$.messages", "is missing or not an array")
+    tools_raw = obj.get("tools")
+    if tools_raw is not None and not isinstance(tools_raw, list):
+        raise ConversationError("$.tools", "must be an array")
+    messages = [_parse_message(m, f"$.messages[{i}]") for i, m in enumerate(msgs)]
+    tools = (
+        None
+        if tools_raw is None
+        else [_parse_tool(t, f"$.tools[{i}]") for i, t in enumerate(tools_raw)]
+    )
+    return Conversation(messages, tools)

@@ -1,0 +1,149 @@
+"""Test helpers: configs aimed at the simulator, the CLI as a subprocess, a memory keyring."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Coroutine, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+from keyring.backend import KeyringBackend
+
+from llm_cascade.cascade import Cascade, CascadeResult, RunOptions
+from llm_cascade.clock import ManualClock
+from llm_cascade.config import AppConfig, load_config
+from llm_cascade.simulator import Simulator
+from llm_cascade.store import Store
+from llm_cascade.types import Conversation
+
+T = TypeVar("T")
+SIM_KEY = "sim-test-key-0123456789"
+
+
+class MemoryKeyring(KeyringBackend):
+    """A real keyring backend that keeps entries in a dict."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        from keyring.errors import PasswordDeleteError
+
+        if self.entries.pop((service, username), None) is None:
+            raise PasswordDeleteError("not found")
+
+
+def entry(provider: str, model: str, **options: Any) -> dict[str, Any]:
+    return {"provider": provider, "model": model, **options}
+
+
+def write_config(
+    tmp_path: Path,
+    sim: Simulator,
+    cascades: Mapping[str, Iterable[str | dict[str, Any]]],
+    *,
+    providers: Mapping[str, dict[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    name: str = "config.toml",
+) -> Path:
+    """A config whose providers all point at the simulator. Cascade entries given as plain
+    model names use the provider `sim` (openai type, key from SIM_KEY)."""
+    provider_tables: dict[str, Any] = {
+        "sim": {"type": "openai", "base_url": sim.base_url("openai"), "api_key_env": "SIM_KEY"}
+    }
+    for pname, table in (providers or {}).items():
+        provider_tables[pname] = table
+    doc: dict[str, Any] = {
+        "providers": provider_tables,
+        "cascades": {
+            cname: {"entries": [e if isinstance(e, dict) else entry("sim", e) for e in entries]}
+            for cname, entries in cascades.items()
+        },
+        "database": {"path": str(tmp_path / "state" / "db.sqlite")},
+        "failure_persistence": {"dir": str(tmp_path / "failed")},
+    }
+    for key, value in (extra or {}).items():
+        doc[key] = value
+    path = tmp_path / name
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+async def _run_engine(
+    config: AppConfig,
+    cascade: str,
+    conversation: Conversation,
+    clock: ManualClock,
+    options: RunOptions,
+) -> CascadeResult:
+    with Store(config.database_path) as store:
+        async with Cascade(config, store=store, clock=clock) as engine:
+            return await engine.run(cascade, conversation, options)
+
+
+def run_engine(
+    config_path: Path,
+    cascade: str,
+    prompt: str | Conversation = "hello",
+    *,
+    clock: ManualClock | None = None,
+    options: RunOptions | None = None,
+) -> CascadeResult:
+    """Run one cascade in-process with a manual clock (nothing sleeps)."""
+    conversation = (
+        prompt if isinstance(prompt, Conversation) else Conversation.single_user_prompt(prompt)
+    )
+    config = load_config(config_path)
+    return run_async(
+        _run_engine(config, cascade, conversation, clock or ManualClock(), options or RunOptions())
+    )
+
+
+def cli_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = Path(sys.executable).with_name("llm-cascade")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("llm-cascade")
+    return [found] if found else [sys.executable, "-m", "llm_cascade"]
+
+
+def run_cli(
+    *args: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run `llm-cascade ARGS` in a subprocess; a traceback on stderr fails the test."""
+    full_env = {**os.environ, "SIM_KEY": SIM_KEY, **(env or {})}
+    done = subprocess.run(
+        [*cli_command(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done

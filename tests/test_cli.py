@@ -1,0 +1,280 @@
+"""The installed `llm-cascade` as a subprocess, as shells, pipelines and cron jobs use it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from llm_cascade._version import __version__
+from llm_cascade.simulator import Fail, Reply, SimToolCall
+
+from .support import SIM_KEY, cli_command, run_cli, write_config
+
+PROVIDER_A = '[providers.a]\ntype = "openai"\n[cascades.x]\n'
+
+
+def test_version_and_help():
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"llm-cascade {__version__}"
+    assert run_cli("--help").returncode == 0
+    assert "--cascade" in run_cli("run", "--help").stdout
+
+
+def test_pipeline_prompt_on_stdin_answer_alone_on_stdout(tmp_path, sim):
+    sim.script("a", Reply("the answer"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = subprocess.run(
+        f"echo hi | {' '.join(cli_command())} run -C x -c {cfg} | tr a-z A-Z",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == "THE ANSWER\n"
+    assert done.stderr == ""
+    assert sim.requests[0].body["messages"] == [{"role": "user", "content": "hi\n"}]
+
+
+def test_prompt_dash_reads_stdin_and_system_goes_first(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "-", "-s", "be terse", stdin="question")
+    assert done.returncode == 0, done.stderr
+    assert sim.requests[0].body["messages"] == [
+        {"role": "system", "content": "be terse"},
+        {"role": "user", "content": "question"},
+    ]
+
+
+def test_failover_with_explain_on_stderr(tmp_path, sim):
+    sim.script("a", Fail(429, retry_after="30"))
+    sim.script("b", Reply("from b"))
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert done.returncode == 0
+    assert done.stdout == "from b\n"
+    assert "sim/a  tried: HTTP 429" in done.stderr and "rule rate_limited" in done.stderr
+    assert "sim/b  answered in" in done.stderr
+    assert "\x1b[" not in done.stderr  # no colour when not a TTY
+
+
+def test_config_env_var_selects_the_config(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-p", "hi", env={"LLM_CASCADE_CONFIG": str(cfg)})
+    assert done.returncode == 0, done.stderr
+
+
+def test_cooldown_set_by_one_process_is_honoured_by_the_next(tmp_path, sim):
+    sim.script("a", Fail(503, retry_after="120"))
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "one").returncode == 0
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "two", "--json")
+    assert done.returncode == 0
+    result = json.loads(done.stdout)
+    assert result["entry"] == "sim/b"
+    assert result["attempts"][0]["outcome"] == "skipped"
+    assert sim.count("a") == 1
+
+
+def test_json_output_carries_tool_calls_tokens_and_attempts(tmp_path, sim):
+    sim.script(
+        "a", Reply("", tool_calls=(SimToolCall("get_weather", {"city": "Oslo"}, id="call_1"),))
+    )
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "weather?", "--json")
+    data = json.loads(done.stdout)
+    assert data["ok"] is True
+    assert data["tool_calls"] == [
+        {"id": "call_1", "name": "get_weather", "arguments": {"city": "Oslo"}}
+    ]
+    assert (data["input_tokens"], data["output_tokens"], data["stop_reason"]) == (
+        11,
+        7,
+        "tool_calls",
+    )
+    assert data["provider"] == "sim" and data["model"] == "a"
+    assert data["attempts"][0]["outcome"] == "ok"
+
+
+def test_tool_calls_print_as_pretty_json_like_the_original(tmp_path, sim):
+    sim.script(
+        "a", Reply("", tool_calls=(SimToolCall("get_weather", {"city": "Oslo"}, id="call_1"),))
+    )
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "weather?")
+    assert json.loads(done.stdout) == {
+        "content": [
+            {
+                "type": "tool_call",
+                "id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city": "Oslo"}',
+            }
+        ],
+        "input_tokens": 11,
+        "output_tokens": 7,
+        "model": "a",
+        "stop_reason": "tool_calls",
+    }
+    assert done.stdout.startswith('{\n  "content": [')
+
+
+def test_total_failure_exits_1_and_names_the_saved_file(tmp_path, sim):
+    sim.script("a", Fail(500, "boom"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "do not lose me")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert (
+        lines[0] == "All providers in cascade 'x' failed:"
+        " Failed entries: sim/a: HTTP 500: server_error: boom"
+    )
+    assert lines[1].startswith("Failed prompt persisted to: /")
+    saved = Path(lines[1].split(": ", 1)[1])
+    assert (
+        json.loads(saved.read_text())["conversation"]["messages"][0]["content"] == "do not lose me"
+    )
+
+
+def test_failure_json_carries_retry_after(tmp_path, sim):
+    sim.script("a", Fail(429, retry_after="90"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "one")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "two", "--json")
+    assert done.returncode == 1
+    data = json.loads(done.stdout)
+    assert data["ok"] is False
+    assert 85 < data["retry_after"] <= 90
+    assert Path(data["saved_to"]).exists()
+    assert "Every entry is cooling down" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["run", "-C", "x", "-p", "a", "-f", "b.json"], None, "cannot be used together"),
+        (
+            ["run", "-C", "nope", "-p", "hi"],
+            None,
+            "Cascade 'nope' not found in configuration (defined: x)",
+        ),
+        (["run", "-C", "x", "-f", "missing.json"], None, "Error reading file 'missing.json'"),
+        (["run", "-C", "x", "-f", "-"], '{"messages": [{"role": "robot"}]}', "$.messages[0].role"),
+        (["run", "-C", "x", "-f", "-"], "not json", "not valid JSON"),
+        (["run", "-C", "x", "-p", "  "], None, "the prompt is empty"),
+        (["run", "-C", "x", "-p", "hi", "--wait-cooldown=soon"], None, "--wait-cooldown"),
+        (["run", "-p", "hi"], None, "Missing option"),
+        (["run", "-C", "x", "-p", "hi", "--bogus"], None, "No such option"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, sim, args, stdin, message):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli(*args, "-c", str(cfg), stdin=stdin, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert sim.count() == 0
+    assert not (tmp_path / "state").exists()  # nothing written before the input is known good
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[providers.a]\ntype = "gtp"\n', "providers.a.type: unknown 'gtp'"),
+        ("[cascades.x]\nentries = []\n", "cascades.x.entries: is empty"),
+        (
+            PROVIDER_A + 'entries = [{provider = "b", model = "m"}]\n',
+            "cascades.x.entries[0].provider: 'b' is not defined under [providers] (defined: a)",
+        ),
+        (
+            PROVIDER_A + 'entries = [{provider = "a", model = ""}]\n',
+            "cascades.x.entries[0].model: must be a non-empty model id",
+        ),
+        ("this is = not toml [", "Failed to parse config file"),
+        ('[providers.a]\ntype = "openai"\ntimeout = -1\n', "providers.a.timeout: must be a number"),
+    ],
+)
+def test_invalid_config_names_file_and_key_and_exits_2(tmp_path, toml, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert str(cfg) in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_says_how_to_create_one(tmp_path):
+    done = run_cli("run", "-C", "x", "-p", "hi")
+    assert done.returncode == 2
+    assert "llm-cascade setup" in done.stderr
+
+
+def test_unknown_key_warns_with_a_suggestion(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    cfg.write_text(
+        cfg.read_text().replace(
+            'api_key_env = "SIM_KEY"', 'api_key_env = "SIM_KEY"\napi_key_evn = "X"'
+        )
+    )
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 0
+    assert (
+        "unknown key 'providers.sim.api_key_evn' ignored (did you mean 'api_key_env'?)"
+        in done.stderr
+    )
+    assert done.stdout.startswith("Simulated answer")
+
+
+def test_status_and_log_show_the_shared_state(tmp_path, sim):
+    sim.script("a", Fail(429, retry_after="300"))
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    status = json.loads(run_cli("status", "-c", str(cfg), "--json").stdout)
+    assert [(s["entry"], s["state"], s["failures"]) for s in status] == [
+        ("sim/a", "open", 1),
+        ("sim/b", "closed", 0),
+    ]
+    log = json.loads(run_cli("log", "-c", str(cfg), "--json").stdout)
+    assert [(r["provider_model"], r["http_status"], r["rule"]) for r in log] == [
+        ("sim/a", 429, "rate_limited"),
+        ("sim/b", 200, None),
+    ]
+    assert run_cli("reset", "sim/a", "-c", str(cfg)).returncode == 0
+    status = json.loads(run_cli("status", "-c", str(cfg), "--json").stdout)
+    assert status[0]["state"] == "closed"
+
+
+def test_verbose_logs_attempts_without_secrets(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv")
+    assert "attempting sim/a" in done.stderr and "success from sim/a" in done.stderr
+    assert SIM_KEY not in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_eight_processes_ten_runs_each_share_one_database(tmp_path, sim):
+    sim.script("a", Reply("ok"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    script = " ".join(cli_command()) + f" run -C x -c {cfg} -p hi"
+    loop = f"for i in $(seq 10); do {script} >/dev/null || echo FAIL; done"
+
+    def worker(_: int) -> subprocess.CompletedProcess[str]:
+        env_cmd = ["bash", "-c", loop]
+        return subprocess.run(env_cmd, capture_output=True, text=True, timeout=300, check=False)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(worker, range(8)))
+    for done in results:
+        assert "FAIL" not in done.stdout, done.stderr
+        assert "locked" not in done.stderr and "Traceback" not in done.stderr
+    with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM attempt_log WHERE outcome = 'ok'").fetchone()[0]
+            == 80
+        )
+    assert sim.count("a") == 80
