@@ -155,9 +155,7 @@ def main() -> int:
     print("in-process, per request (median of 200, shared client):")
     print(f"  bare httpx POST to the simulator      {bare * 1000:8.2f} ms  (baseline)")
     print(f"  Cascade.run, one entry answers        {engine * 1000:8.2f} ms  x{engine / bare:.2f}")
-    print(
-        f"  engine overhead (log, prompt saved and removed)  {(engine - bare) * 1000:.2f} ms"
-    )
+    print(f"  engine overhead (log, prompt saved and removed)  {(engine - bare) * 1000:.2f} ms")
     return 0
 
 
