@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,13 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, CascadeFailed, ConversationError, UsageError
-from ..types import Conversation, Message
-from . import render
 from ._common import ConfigOption, JsonOption, VerboseOption, say, setup_logging
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for them
     from ..cascade import CascadeResult, RunOptions
     from ..config import AppConfig
+    from ..types import Conversation
 
 EXIT_TERMINATED = 143
 KEPT = "the prompt is kept in the failed-prompts directory (`llm-cascade failed list`)."
@@ -31,6 +28,8 @@ def _read_stdin() -> str:
 
 
 def _read_conversation(file: str) -> Conversation:
+    from ..types import Conversation
+
     if file == "-":
         text, where = _read_stdin(), "stdin"
     else:
@@ -47,6 +46,8 @@ def _read_conversation(file: str) -> Conversation:
 
 def build_conversation(prompt: str | None, file: str | None, system: str | None) -> Conversation:
     """The conversation from -p, -f or stdin; checked before anything touches disk (D38)."""
+    from ..types import Conversation, Message
+
     if prompt is not None and file is not None:
         raise UsageError("-p/--prompt and -f/--file cannot be used together")
     if file is not None:
@@ -123,8 +124,11 @@ def run(
     conversation = build_conversation(prompt, file, system)
     wait_s = _parse_wait(wait_cooldown)
     setup_logging(verbose)
+    import asyncio
+
     from ..cascade import RunOptions
     from ..config import load_config
+    from . import render
 
     app_config = load_config(config)
     if cascade not in app_config.cascades:
@@ -158,6 +162,9 @@ def run(
 async def _run(
     config: AppConfig, cascade: str, conversation: Conversation, options: RunOptions
 ) -> CascadeResult:
+    import asyncio
+    import signal
+
     from ..cascade import Cascade
     from ..http_client import new_client
     from ..store import Store
@@ -173,6 +180,7 @@ async def _run(
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
     from ..clock import SystemClock
+    from . import render
 
     now = SystemClock().now()
     if explain:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ..clock import format_human
 from ._common import ConfigOption, JsonOption, format_table, say
 
 
@@ -33,6 +32,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
     """Show each entry's breaker: closed, open (cooling down), half-open or probing."""
     import time
 
+    from ..clock import format_human
     from ..store import EntryState
 
     app_config, store = _load(config)
