@@ -150,9 +150,18 @@ class Cascade:
         await self.aclose()
 
     async def run(
-        self, cascade_name: str, conversation: Conversation, options: RunOptions | None = None
+        self,
+        cascade_name: str,
+        conversation: Conversation,
+        options: RunOptions | None = None,
+        *,
+        saved: PendingPrompt | None = None,
     ) -> CascadeResult:
-        """Answer `conversation` with the first entry that can; raise CascadeFailed otherwise."""
+        """Answer `conversation` with the first entry that can; raise CascadeFailed otherwise.
+
+        `saved` is a prompt already on disk (a replay): it is used instead of saving a new one,
+        removed on success and rewritten with this run's errors on failure.
+        """
         cascade = self.config.cascades.get(cascade_name)
         if cascade is None:
             defined = ", ".join(sorted(self.config.cascades)) or "none"
@@ -162,7 +171,7 @@ class Cascade:
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
         run = _Run(self, cascade, conversation, options or RunOptions())
-        return await run.execute()
+        return await run.execute(saved)
 
 
 class _Run:
@@ -186,19 +195,20 @@ class _Run:
 
     # --- the whole run ---------------------------------------------------------------------
 
-    async def execute(self) -> CascadeResult:
-        pending, save_error = self._presave()
+    async def execute(self, existing: PendingPrompt | None) -> CascadeResult:
+        pending, save_error = (existing, None) if existing is not None else self._presave()
         try:
             result = await self._passes()
         except BaseException:  # Ctrl-C or cancellation: the prompt stays on disk
-            if pending is not None:
-                pending.finish("interrupted", self._errors())
+            saved = self._finish(pending, save_error, "interrupted")
+            where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
+            logger.warning("interrupted; the prompt is %s", where)
             raise
         if result is not None:
             if pending is not None:
                 pending.done()
             return result
-        saved = self._finish_failed(pending, save_error)
+        saved = self._finish(pending, save_error, "failed")
         raise CascadeFailed(
             self.cascade.name,
             self._message(),
@@ -216,12 +226,15 @@ class _Run:
             logger.warning("could not save the prompt before sending it: %s", exc)
             return None, str(exc)
 
-    def _finish_failed(self, pending: PendingPrompt | None, save_error: str | None) -> SaveOutcome:
+    def _finish(
+        self, pending: PendingPrompt | None, save_error: str | None, status: str
+    ) -> SaveOutcome:
+        """Leave the prompt on disk with its final status and this run's errors."""
         try:
             if pending is not None:
-                return SaveOutcome(str(pending.finish("failed", self._errors())))
+                return SaveOutcome(str(pending.finish(status, self._errors())))
             path = self.e.failures.save(
-                self.cascade.name, self.conversation, self.e.clock.now(), self._errors()
+                self.cascade.name, self.conversation, self.e.clock.now(), self._errors(), status
             )
             return SaveOutcome(str(path))
         except OSError as exc:

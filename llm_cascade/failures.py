@@ -57,6 +57,23 @@ def _render(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
 
 
+def write_private(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to `path` owner-only and atomically: a temp file, fsync, then rename."""
+    ensure_private_dir(path.parent)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(3)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, _render(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(slots=True)
 class SavedPrompt:
     """A conversation on disk, as `failed list/show/retry` see it."""
@@ -141,9 +158,10 @@ class FailureStore:
         conversation: Conversation,
         now: float,
         errors: Sequence[Mapping[str, Any]] = (),
+        status: str = "failed",
     ) -> Path:
         """Save a failed conversation in one step. Raises OSError."""
-        envelope = self._envelope(cascade_name, conversation, now, status="failed")
+        envelope = self._envelope(cascade_name, conversation, now, status=status)
         envelope["errors"] = list(errors)
         path, fd = self._create(cascade_name, envelope, now, keep_locked=False)
         os.close(fd)
@@ -189,19 +207,8 @@ class FailureStore:
             return final, fd
 
     def replace(self, path: Path, envelope: Mapping[str, Any]) -> None:
-        """Atomically rewrite an existing file (temp file + rename, D32)."""
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(3)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, _render(envelope))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        """Atomically rewrite an existing file (D32)."""
+        write_private(path, envelope)
 
     # --- listing and replay ----------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
+from . import failed_cmd, state
 from . import run as run_module
-from . import state
 from ._common import setup_logging
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ app.command("run")(run_module.run)
 app.command("status")(state.status)
 app.command("log")(state.log)
 app.command("reset")(state.reset)
+app.add_typer(failed_cmd.app, name="failed")
 
 
 def main() -> None:

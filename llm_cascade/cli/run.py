@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for t
     from ..types import Conversation
 
 EXIT_TERMINATED = 143
-KEPT = "the prompt is kept in the failed-prompts directory (`llm-cascade failed list`)."
 
 
 def _read_stdin() -> str:
@@ -139,11 +138,9 @@ def run(
     )
     try:
         result = asyncio.run(_run(app_config, cascade, conversation, options))
-    except KeyboardInterrupt:
-        say(f"Interrupted; {KEPT}")
+    except KeyboardInterrupt:  # the engine has logged where the prompt is
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except asyncio.CancelledError:
-        say(f"Terminated; {KEPT}")
+    except asyncio.CancelledError:  # SIGTERM
         raise typer.Exit(EXIT_TERMINATED) from None
     except CascadeFailed as exc:
         _report_failure(exc, json_output, explain)

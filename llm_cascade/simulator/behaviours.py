@@ -29,6 +29,7 @@ class Reply:
     output_tokens: int = 7
     stop_reason: str | None = None  # None: the vendor's normal "finished" value
     delay: float = 0.0  # seconds before the reply is sent
+    hold: bool = False  # wait for `Simulator.release()` before replying
 
 
 @dataclass(frozen=True, slots=True)

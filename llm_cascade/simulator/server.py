@@ -64,8 +64,9 @@ class Simulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None) -> None:
         self._state = _State(api_key=api_key)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._stopping = threading.Event()
+        self._released = threading.Event()
         self._server = _Server((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
 
@@ -117,6 +118,19 @@ class Simulator:
         with self._lock:
             self._state.scripts.clear()
             self._state.requests.clear()
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let replies scripted with `hold=True` go out (held ones and later ones)."""
+        self._released.set()
+
+    def wait_for(self, count: int, model: str | None = None, timeout: float = 30.0) -> bool:
+        """Block until `count` requests (for `model`) have arrived; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._count_locked(model) >= count, timeout)
+
+    def _count_locked(self, model: str | None) -> int:
+        return sum(1 for r in self._state.requests if model is None or r.model == model)
 
     @property
     def requests(self) -> list[SimRequest]:
@@ -125,7 +139,8 @@ class Simulator:
 
     def count(self, model: str | None = None) -> int:
         """How many requests arrived (for `model`, or in all)."""
-        return sum(1 for r in self.requests if model is None or r.model == model)
+        with self._lock:
+            return self._count_locked(model)
 
     def _next(self, model: str) -> Behaviour:
         with self._lock:
@@ -138,6 +153,7 @@ class Simulator:
         with self._lock:
             self._state.requests.append(request)
             self._state.serial += 1
+            self._lock.notify_all()
             return self._state.serial
 
 
@@ -247,30 +263,38 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _act(self, behaviour: Behaviour, vendor: Vendor, request: SimRequest, serial: int) -> None:
         if isinstance(behaviour, Reply):
-            if behaviour.delay and self.sim._stopping.wait(behaviour.delay):
-                return
-            text = behaviour.text
-            if text is None:
-                echo = vendor.last_user_text(request.body)[:80]
-                text = f"Simulated answer from {request.model}: {echo}"
-            self._json(200, vendor.reply(behaviour, text, request, serial))
+            self._reply(behaviour, vendor, request, serial)
         elif isinstance(behaviour, Fail):
             message = behaviour.message or phrase(behaviour.status)
             headers = dict(behaviour.headers)
             if behaviour.retry_after is not None:
                 headers["Retry-After"] = behaviour.retry_after
-            self._json(
-                behaviour.status,
-                vendor.error(behaviour.status, message, behaviour.code),
-                headers.items(),
-            )
+            body = vendor.error(behaviour.status, message, behaviour.code)
+            self._json(behaviour.status, body, headers.items())
         elif isinstance(behaviour, Hang):
             self.sim._stopping.wait(behaviour.seconds)
             self.close_connection = True
         elif isinstance(behaviour, Close):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
-        elif isinstance(behaviour, InvalidJson):
+        else:
+            self._odd_reply(behaviour, vendor, request)
+
+    def _reply(self, reply: Reply, vendor: Vendor, request: SimRequest, serial: int) -> None:
+        if reply.delay and self.sim._stopping.wait(reply.delay):
+            return
+        while reply.hold and not self.sim._released.wait(0.05):
+            if self.sim._stopping.is_set():
+                return
+        text = reply.text
+        if text is None:
+            echo = vendor.last_user_text(request.body)[:80]
+            text = f"Simulated answer from {request.model}: {echo}"
+        self._json(200, vendor.reply(reply, text, request, serial))
+
+    def _odd_reply(self, behaviour: Behaviour, vendor: Vendor, request: SimRequest) -> None:
+        """Replies that are not the vendor's JSON: broken bodies, HTML pages, redirects."""
+        if isinstance(behaviour, InvalidJson):
             self._send(behaviour.status, b"this is not json {", "application/json")
         elif isinstance(behaviour, HtmlError):
             page = (

@@ -1,0 +1,179 @@
+"""Nothing lost, replay, and the single half-open probe, with real processes and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from llm_cascade.config import load_config
+from llm_cascade.simulator import Fail, Hang, Reply
+from llm_cascade.store import AttemptRecord, Store
+
+from .support import SIM_KEY, cli_command, run_cli, write_config
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SIM_KEY": SIM_KEY}
+    return subprocess.Popen(
+        [*cli_command(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def saved_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "failed").glob("*.json"))
+
+
+def failed_list(cfg: Path) -> list[dict[str, object]]:
+    done = run_cli("failed", "list", "--json", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_keeps_the_prompt_and_exits_with_the_signal_code(tmp_path, sim, sig, code):
+    sim.script("a", Hang(seconds=60))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    proc = start_cli("run", "-C", "x", "-c", str(cfg), "-p", "interrupted question")
+    assert sim.wait_for(1, "a")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert "Traceback" not in stderr
+    [path] = saved_files(tmp_path)
+    assert f"interrupted; the prompt is saved in {path}" in stderr
+    envelope = json.loads(path.read_text())
+    assert envelope["status"] == "interrupted"
+    assert envelope["conversation"]["messages"][0]["content"] == "interrupted question"
+
+
+def test_kill_9_leaves_the_prompt_and_failed_retry_answers_it(tmp_path, sim):
+    sim.script("a", Hang(seconds=60))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    proc = start_cli("run", "-C", "x", "-c", str(cfg), "-p", "survive kill -9")
+
+    assert sim.wait_for(1, "a")
+    [running] = failed_list(cfg)
+    assert running["status"] == "running"  # its process still holds the lock
+    assert run_cli("failed", "retry", "--all", "-c", str(cfg)).returncode == 0
+    assert sim.count("a") == 1  # a running prompt is never replayed
+
+    proc.kill()
+    proc.communicate(timeout=30)
+    [entry] = failed_list(cfg)
+    assert entry["status"] == "interrupted"
+    path = Path(str(entry["path"]))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    sim.script("a", Reply("answered after the crash"))
+    done = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "answered after the crash\n"
+    assert f"{path.stem}: answered by sim/a" in done.stderr
+    assert saved_files(tmp_path) == []
+    assert sim.requests[-1].body["messages"] == [{"role": "user", "content": "survive kill -9"}]
+
+
+def test_failed_list_show_and_retry_with_another_cascade(tmp_path, sim):
+    sim.script("a", Fail(500, "down"))
+    sim.script("b", Reply("from the other cascade"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"], "y": ["b"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "replay me").returncode == 1
+    [entry] = failed_list(cfg)
+    assert (entry["cascade"], entry["status"], entry["retries"]) == ("x", "failed", 0)
+    assert entry["errors"][0]["rule"] == "server_error"
+
+    table = run_cli("failed", "list", "-c", str(cfg)).stdout
+    assert entry["id"] in table and "sim/a: HTTP 500" in table
+    shown = run_cli("failed", "show", str(entry["id"])[-6:], "-c", str(cfg))
+    assert "user: replay me" in shown.stdout and "sim/a: failed: HTTP 500" in shown.stdout
+
+    still = run_cli("failed", "retry", str(entry["id"]), "-c", str(cfg))
+    assert still.returncode == 1  # cascade x is still down (and cooling): the file stays
+    [again] = failed_list(cfg)
+    assert again["retries"] == 1
+
+    answers = tmp_path / "answers"
+    done = run_cli(
+        "failed",
+        "retry",
+        str(entry["id"]),
+        "-C",
+        "y",
+        "--answers-dir",
+        str(answers),
+        "-c",
+        str(cfg),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "from the other cascade\n"
+    answer = answers / f"{entry['id']}.json"
+    assert stat.S_IMODE(answer.stat().st_mode) == 0o600
+    assert json.loads(answer.read_text())["result"]["text"] == "from the other cascade"
+    assert failed_list(cfg) == []
+
+
+def test_files_written_by_the_original_load_and_replay(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"creative_task": ["a"]})
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    original = {
+        "cascade_name": "creative_task",
+        "timestamp": "2026-04-14T12:15:02.123456789+02:00",
+        "conversation": {
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Weather in Tokyo?"},
+            ]
+        },
+    }
+    (folder / "creative_task_20260414_121502.json").write_text(json.dumps(original, indent=2))
+    [entry] = failed_list(cfg)
+    assert entry["status"] == "failed"
+    done = run_cli("failed", "retry", "creative_task_20260414_121502", "--json", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
+    assert sim.requests[0].body["messages"][0] == {"role": "system", "content": "You are terse."}
+
+
+def test_failed_rm_and_usage_errors(tmp_path, sim):
+    sim.script("a", Fail(500))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "one")
+    assert run_cli("failed", "retry", "-c", str(cfg)).returncode == 2
+    missing = run_cli("failed", "show", "nope", "-c", str(cfg))
+    assert missing.returncode == 2 and "no saved prompt 'nope'" in missing.stderr
+    assert run_cli("failed", "rm", "--all", "-c", str(cfg)).returncode == 0
+    assert saved_files(tmp_path) == []
+
+
+def test_one_probe_reaches_a_recovering_provider_from_many_processes(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    config = load_config(cfg)
+    with Store(config.database_path) as store:  # a failure whose 30 s cooldown is over
+        store.record_failure(
+            AttemptRecord("x", "sim/a", 500, 3, outcome="failed"), time.time() - 100, lambda _: 30
+        )
+    sim.script("a", Reply("probe answered", hold=True))
+    sim.script("b", Reply("fallback"))
+    procs = [start_cli("run", "-C", "x", "-c", str(cfg), "-p", f"p{i}") for i in range(6)]
+
+    assert sim.wait_for(5, "b", timeout=120)  # five processes skipped the probing entry...
+    assert sim.count("a") == 1  # ...and only one request reached the recovering provider
+    sim.release()
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert sim.count("a") == 1
+    assert sorted(outputs) == ["fallback\n"] * 5 + ["probe answered\n"]
+    assert all(p.returncode == 0 for p in procs)
+    with Store(config.database_path) as store:
+        assert store.states(["sim/a"])["sim/a"].failures == 0  # the probe closed the breaker
