@@ -127,6 +127,7 @@ class Cascade:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
+        self._owns_store = store is None
         self.store = store if store is not None else Store(config.database_path)
         self.failures = FailureStore(config.failure_dir)
         self.client = client
@@ -138,10 +139,12 @@ class Cascade:
         self.jitter = jitter
 
     async def aclose(self) -> None:
-        """Close the HTTP client if the engine opened it."""
+        """Close the HTTP client and the database if the engine opened them."""
         if self.client is not None and self._owns_client:
             await self.client.aclose()
             self.client = None
+        if self._owns_store:
+            self.store.close()
 
     async def __aenter__(self) -> Cascade:
         return self
@@ -633,11 +636,5 @@ async def run_cascade(
     Opens the config's database unless `store` is given, uses one HTTP client for the whole
     run, and raises CascadeFailed (with the saved prompt's path) when no entry answers.
     """
-    own_store = store is None
-    engine_store = store if store is not None else Store(config.database_path)
-    try:
-        async with Cascade(config, store=engine_store) as engine:
-            return (await engine.run(cascade_name, conversation, options)).response
-    finally:
-        if own_store:
-            engine_store.close()
+    async with Cascade(config, store=store) as engine:
+        return (await engine.run(cascade_name, conversation, options)).response
