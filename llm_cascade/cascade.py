@@ -221,27 +221,45 @@ class _Run:
         )
 
     def _presave(self) -> tuple[PendingPrompt | None, str | None]:
-        try:
-            return self.e.failures.begin(
-                self.cascade.name, self.conversation, self.e.clock.now(), run_id=self.id
-            ), None
-        except OSError as exc:
-            logger.warning("could not save the prompt before sending it: %s", exc)
-            return None, str(exc)
+        """Put the conversation on disk before any request: the configured dir, else a fallback."""
+        problems = []
+        for store in (self.e.failures, self.e.failures.fallback()):
+            try:
+                pending = store.begin(
+                    self.cascade.name, self.conversation, self.e.clock.now(), run_id=self.id
+                )
+            except OSError as exc:
+                problems.append(f"{store.dir}: {exc.strerror or exc}")
+                continue
+            if problems:
+                logger.warning(
+                    "could not save the prompt in %s; saved it in %s", problems[0], store.dir
+                )
+            return pending, None
+        logger.warning("could not save the prompt before sending it: %s", "; ".join(problems))
+        return None, "; ".join(problems)
 
     def _finish(
         self, pending: PendingPrompt | None, save_error: str | None, status: str
     ) -> SaveOutcome:
         """Leave the prompt on disk with its final status and this run's errors."""
-        try:
-            if pending is not None:
+        if pending is not None:
+            try:
                 return SaveOutcome(str(pending.finish(status, self._errors())))
-            path = self.e.failures.save(
-                self.cascade.name, self.conversation, self.e.clock.now(), self._errors(), status
-            )
+            except OSError as exc:  # the file written before the first attempt is still there
+                logger.warning("could not add the errors to %s: %s", pending.path, exc)
+                return SaveOutcome(str(pending.path))
+        problems = [save_error] if save_error else []
+        for store in (self.e.failures, self.e.failures.fallback()):
+            try:
+                path = store.save(
+                    self.cascade.name, self.conversation, self.e.clock.now(), self._errors(), status
+                )
+            except OSError as exc:
+                problems.append(f"{store.dir}: {exc.strerror or exc}")
+                continue
             return SaveOutcome(str(path))
-        except OSError as exc:
-            return SaveOutcome(None, f"{exc} (earlier: {save_error})" if save_error else str(exc))
+        return SaveOutcome(None, "; ".join(problems))
 
     async def _passes(self) -> CascadeResult | None:
         """Run the entries; with --wait-cooldown, wait for the soonest cooling one and go again."""

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,8 +142,23 @@ class PendingPrompt:
 class FailureStore:
     """The failed-prompts directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, owner_only: bool = False) -> None:
         self.dir = directory
+        self.owner_only = owner_only  # refuse a directory others could read (shared /tmp)
+
+    def fallback(self) -> FailureStore:
+        """A private directory under the system temp dir, for when `dir` cannot be written."""
+        uid = getattr(os, "getuid", lambda: 0)()
+        base = Path(tempfile.gettempdir()) / f"llm-cascade-{uid}" / "failed_prompts"
+        return FailureStore(base, owner_only=True)
+
+    def _ensure_dir(self) -> None:
+        ensure_private_dir(self.dir)
+        if self.owner_only and hasattr(os, "getuid"):
+            for folder in (self.dir, self.dir.parent):
+                info = folder.lstat()
+                if info.st_uid != os.getuid() or info.st_mode & 0o077:
+                    raise PermissionError(f"{folder} is not private to this user; not using it")
 
     def begin(
         self, cascade_name: str, conversation: Conversation, now: float, **extra: Any
@@ -183,7 +199,7 @@ class FailureStore:
         self, cascade_name: str, envelope: Mapping[str, Any], now: float, *, keep_locked: bool
     ) -> tuple[Path, int]:
         """Write a new file under a name nobody has, atomically, and return it with its fd."""
-        ensure_private_dir(self.dir)
+        self._ensure_dir()
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
         data = _render(envelope)
         while True:

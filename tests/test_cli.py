@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -278,3 +279,44 @@ def test_eight_processes_ten_runs_each_share_one_database(tmp_path, sim):
             == 80
         )
     assert sim.count("a") == 80
+
+
+def test_unwritable_failure_dir_falls_back_to_a_private_temp_dir(tmp_path, sim):
+    sim.script("a", Fail(500))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cfg = write_config(
+        tmp_path, sim, {"x": ["a"]}, extra={"failure_persistence": {"dir": str(blocker / "failed")}}
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "keep me somewhere", env={"TMPDIR": str(temp)}
+    )
+    assert done.returncode == 1
+    assert "could not save the prompt in" in done.stderr
+    saved = Path(done.stderr.split("Failed prompt persisted to: ")[1].strip())
+    assert saved.parent.parent.parent == temp
+    assert (
+        json.loads(saved.read_text())["conversation"]["messages"][0]["content"]
+        == "keep me somewhere"
+    )
+
+
+def test_a_fallback_dir_others_can_read_is_refused_and_the_error_says_so(tmp_path, sim):
+    sim.script("a", Fail(500))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cfg = write_config(
+        tmp_path, sim, {"x": ["a"]}, extra={"failure_persistence": {"dir": str(blocker / "f")}}
+    )
+    temp = tmp_path / "tmp"
+    planted = temp / f"llm-cascade-{os.getuid()}"  # pre-created by someone, readable by all
+    planted.mkdir(parents=True)
+    planted.chmod(0o755)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env={"TMPDIR": str(temp)})
+    assert done.returncode == 1
+    assert "Failed prompt could not be persisted:" in done.stderr
+    assert "is not private to this user" in done.stderr
+    assert "persisted to" not in done.stderr
+    assert list(planted.rglob("*.json")) == []

@@ -58,7 +58,8 @@ def main() -> None:
     try:
         app()
     except LlmCascadeError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        text = str(exc)
+        print(text if text.startswith("Error") else f"Error: {text}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
