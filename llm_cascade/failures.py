@@ -11,20 +11,23 @@ through a temporary file, and readable by the owner only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .clock import format_ts
-from .errors import ConversationError, UsageError
+from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
 from .types import Conversation
+
+logger = logging.getLogger(__name__)
 
 try:  # advisory locks mark a file as "in flight"; without fcntl every file looks idle
     import fcntl
@@ -299,3 +302,66 @@ class FailureStore:
         finally:
             os.close(fd)
         return False
+
+
+class PromptKeeper:
+    """Keeps one run's conversation on disk: saved before the first request, removed once
+    answered, otherwise left with its status and errors. Falls back to a private temp dir when
+    the configured one cannot be written, and says so rather than claiming a save (D31)."""
+
+    def __init__(
+        self,
+        store: FailureStore,
+        cascade_name: str,
+        conversation: Conversation,
+        now: Callable[[], float],
+        existing: PendingPrompt | None = None,
+    ) -> None:
+        self.stores = (store, store.fallback())
+        self.cascade_name = cascade_name
+        self.conversation = conversation
+        self.now = now
+        self.pending = existing
+        self.problems: list[str] = []
+
+    def save_before(self, **extra: Any) -> None:
+        """Write the conversation (status pending) unless this run replays a saved one."""
+        if self.pending is not None:
+            return
+        for store in self.stores:
+            try:
+                self.pending = store.begin(
+                    self.cascade_name, self.conversation, self.now(), **extra
+                )
+            except OSError as exc:
+                self.problems.append(f"{store.dir}: {exc.strerror or exc}")
+                continue
+            if self.problems:
+                logger.warning(
+                    "could not save the prompt in %s; saved it in %s", self.problems[0], store.dir
+                )
+            return
+        logger.warning("could not save the prompt before sending it: %s", "; ".join(self.problems))
+
+    def answered(self) -> None:
+        if self.pending is not None:
+            self.pending.done()
+
+    def keep(self, status: str, errors: Sequence[Mapping[str, Any]]) -> SaveOutcome:
+        """Leave the prompt on disk with its final status and this run's errors."""
+        if self.pending is not None:
+            try:
+                return SaveOutcome(str(self.pending.finish(status, errors)))
+            except OSError as exc:  # the file written before the first request is still there
+                logger.warning("could not add the errors to %s: %s", self.pending.path, exc)
+                return SaveOutcome(str(self.pending.path))
+        for store in self.stores:
+            try:
+                return SaveOutcome(
+                    str(
+                        store.save(self.cascade_name, self.conversation, self.now(), errors, status)
+                    )
+                )
+            except OSError as exc:
+                self.problems.append(f"{store.dir}: {exc.strerror or exc}")
+        return SaveOutcome(None, "; ".join(self.problems))

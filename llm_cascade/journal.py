@@ -1,0 +1,233 @@
+"""One run's record: the attempts it made and their rows and cooldowns in SQLite.
+
+Every outcome is appended to `attempts` and written as one `attempt_log` row, with the
+cooldown it sets, in a single transaction. A database problem never costs the user the
+answer: the run warns once and goes on without shared state (fail open).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from .clock import Clock
+from .errors import ProviderError
+from .results import Attempt, Outcome
+from .rules import CooldownPolicy, Rule
+from .store import AttemptRecord, EntryState, Store
+from .types import LlmResponse
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Journal:
+    """Records what a run did, in memory and in the shared database."""
+
+    def __init__(
+        self, store: Store, cascade_name: str, run_id: str, clock: Clock, policy: CooldownPolicy
+    ) -> None:
+        self.store = store
+        self.cascade_name = cascade_name
+        self.run_id = run_id
+        self.clock = clock
+        self.policy = policy
+        self.attempts: list[Attempt] = []
+        self._warned = False
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _db(self, what: str, action: Callable[[], T]) -> T | None:
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            if not self._warned:
+                logger.warning(
+                    "database error while %s (%s); cooldowns not shared this run", what, exc
+                )
+                self._warned = True
+            return None
+
+    def state(self, key: str) -> EntryState:
+        """The entry's breaker now (closed if the database cannot be read)."""
+        states = self._db("reading cooldowns", lambda: self.store.states([key]))
+        return states[key] if states else EntryState(key)
+
+    def claim_probe(self, key: str, lease_s: float) -> bool:
+        """Become the one run probing a half-open entry (True on a database error: fail open)."""
+        claimed = self._db(
+            "claiming a probe",
+            lambda: self.store.claim_probe(key, self.run_id, self.clock.now(), lease_s),
+        )
+        return claimed is None or claimed
+
+    def soonest_free(self, keys: Iterable[str]) -> float | None:
+        """When the first of these entries stops cooling (or its probe lease lapses)."""
+        now = self.clock.now()
+        times = []
+        for key in keys:
+            state = self.state(key)
+            if state.is_cooling(now) and state.cooldown_until is not None:
+                times.append(state.cooldown_until)
+            elif state.probe_in_flight(now) and state.probe_until is not None:
+                times.append(state.probe_until)
+            else:
+                times.append(now)
+        return min(times, default=None)
+
+    # --- outcomes -------------------------------------------------------------------------
+
+    def _row(self, attempt: Attempt) -> AttemptRecord:
+        return AttemptRecord(
+            cascade_name=self.cascade_name,
+            provider_model=attempt.entry,
+            http_status=attempt.status,
+            latency_ms=attempt.latency_ms,
+            input_tokens=attempt.input_tokens,
+            output_tokens=attempt.output_tokens,
+            outcome=attempt.outcome,
+            error_kind=attempt.kind,
+            error_message=attempt.detail[:500] if attempt.outcome != "ok" else None,
+            rule=attempt.rule,
+            run_id=self.run_id,
+            try_number=attempt.try_number,
+        )
+
+    def skipped(self, key: str, state: EntryState, why: str) -> None:
+        attempt = Attempt(
+            key, "skipped", why, level=state.failures or None, cooldown_until=state.cooldown_until
+        )
+        logger.info("skipping %s: %s", key, why)
+        self.attempts.append(attempt)
+        self._db(
+            "logging a skip", lambda: self.store.log_attempt(self._row(attempt), self.clock.now())
+        )
+
+    def not_sent(
+        self,
+        key: str,
+        outcome: Outcome,
+        detail: str,
+        *,
+        probe: bool,
+        try_number: int = 1,
+        latency_ms: int = 0,
+    ) -> None:
+        """An entry given up without a provider verdict (missing key, cascade deadline)."""
+        attempt = Attempt(
+            key,
+            outcome,
+            detail,
+            kind="missing_key" if outcome == "missing_key" else "timeout",
+            rule=outcome,
+            latency_ms=latency_ms,
+            try_number=try_number,
+        )
+        logger.info("%s: %s", key, detail)
+        self.attempts.append(attempt)
+        self._failure(attempt, lambda _level: None, probe)
+
+    def failed(
+        self,
+        key: str,
+        err: ProviderError,
+        rule: Rule,
+        detail: str,
+        *,
+        latency_ms: int,
+        try_number: int,
+        probe: bool,
+        retrying: bool,
+    ) -> None:
+        """A provider failure; unless it will be retried in place, the rule's cooldown applies."""
+        attempt = Attempt(
+            key,
+            "retrying" if retrying else "failed",
+            detail,
+            status=err.status,
+            kind=err.kind,
+            rule=rule.name,
+            latency_ms=latency_ms,
+            try_number=try_number,
+            probe=probe,
+        )
+
+        def cooldown_for(level: int) -> float | None:
+            return None if retrying else rule.cooldown_s(err, level, self.policy)
+
+        outcome = self._failure(attempt, cooldown_for, probe)
+        if outcome is not None:
+            until, level = outcome
+            attempt = replace(attempt, cooldown_until=until, level=level if until else None)
+        logger.info("%s failed: %s [rule %s]", key, detail, rule.name)
+        self.attempts.append(attempt)
+
+    def _failure(
+        self, attempt: Attempt, cooldown_for: Callable[[int], float | None], probe: bool
+    ) -> tuple[float | None, int] | None:
+        return self._db(
+            "recording a failure",
+            lambda: self.store.record_failure(
+                self._row(attempt),
+                self.clock.now(),
+                cooldown_for,
+                owner=self.run_id if probe else None,
+            ),
+        )
+
+    def answered(
+        self,
+        key: str,
+        response: LlmResponse,
+        status: int,
+        *,
+        latency_ms: int,
+        try_number: int,
+        probe: bool,
+    ) -> None:
+        attempt = Attempt(
+            key,
+            "ok",
+            f"answered in {latency_ms} ms",
+            status=status,
+            latency_ms=latency_ms,
+            try_number=try_number,
+            probe=probe,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+        )
+        self.attempts.append(attempt)
+        self._db(
+            "recording a success",
+            lambda: self.store.record_success(self._row(attempt), self.clock.now()),
+        )
+        logger.info(
+            "success from %s (%d ms, tokens in=%s out=%s)",
+            key,
+            latency_ms,
+            response.input_tokens,
+            response.output_tokens,
+        )
+
+    # --- summaries ------------------------------------------------------------------------
+
+    def forget_skips(self) -> None:
+        """Drop skip records before going over the cooling entries again (--wait-cooldown)."""
+        self.attempts = [a for a in self.attempts if a.outcome != "skipped"]
+
+    def skipped_keys(self) -> set[str]:
+        return {a.entry for a in self.attempts if a.outcome == "skipped"}
+
+    def errors(self) -> list[dict[str, Any]]:
+        """What each entry did, for the saved prompt's `errors` list."""
+        return [a.to_dict() for a in self.attempts if a.outcome != "ok"]
+
+    def message(self) -> str:
+        """The original's text (§6.4): skipped keys, then each failed entry's error."""
+        skipped = [a.entry for a in self.attempts if a.outcome == "skipped"]
+        failed = [a.error_text() for a in self.attempts if a.outcome not in ("skipped", "retrying")]
+        head = f"Skipped (on cooldown): {', '.join(skipped)}\n" if skipped else ""
+        return f"{head}Failed entries: {'; '.join(failed)}"
