@@ -276,6 +276,13 @@ class Store:
             _insert(conn, record, now)
         return until, level
 
+    def prune(self, before: float) -> int:
+        """Delete attempt rows older than `before` (epoch seconds); returns how many."""
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM attempt_log WHERE timestamp < ?", (format_ts(before),)
+            ).rowcount
+
     def clear_cooldowns(self, keys: Iterable[str] | None = None) -> int:
         """Close the breaker of the given entries (all when None); returns how many rows."""
         with self._write() as conn:

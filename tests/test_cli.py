@@ -320,3 +320,35 @@ def test_a_fallback_dir_others_can_read_is_refused_and_the_error_says_so(tmp_pat
     assert "is not private to this user" in done.stderr
     assert "persisted to" not in done.stderr
     assert list(planted.rglob("*.json")) == []
+
+
+def test_a_reader_that_goes_away_gets_no_error_spew(tmp_path, sim):
+    sim.script("a", Reply("x" * 500_000))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"set -o pipefail; {' '.join(cli_command())} run -C x -c {cfg} -p hi | head -c 1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.stdout == "x"
+    assert done.stderr == ""
+    assert done.returncode in (0, 141)
+
+
+def test_log_prune_deletes_old_rows_only(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
+        conn.execute(
+            "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
+            " latency_ms) VALUES ('2020-01-01T00:00:00.000000+00:00', 'x', 'sim/a', 500, 5)"
+        )
+    done = run_cli("log", "--prune", "30", "-c", str(cfg))
+    assert done.returncode == 0 and "Deleted 1 attempt row older than 30 days" in done.stderr
+    rows = json.loads(run_cli("log", "--json", "-c", str(cfg)).stdout)
+    assert [r["http_status"] for r in rows] == [200]

@@ -64,6 +64,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # the reader went away (`... | head -1`): quiet, like SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
     except Exception as exc:  # the one catch-all: a bug must still not print a traceback
         if os.environ.get("LLM_CASCADE_DEBUG"):
             raise

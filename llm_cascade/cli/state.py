@@ -74,9 +74,21 @@ def log(
         str | None, typer.Option("--cascade", "-C", help="Only this cascade.")
     ] = None,
     json_output: JsonOption = False,
+    prune: Annotated[
+        float | None,
+        typer.Option(
+            "--prune", metavar="DAYS", help="Instead, delete rows older than DAYS.", min=0
+        ),
+    ] = None,
 ) -> None:
     """Show the newest attempts from the attempt log (every try, skip and failure)."""
     store = _load(config)[1]
+    if prune is not None:
+        import time
+
+        count = store.prune(time.time() - prune * 86400) if store else 0
+        say(f"Deleted {count} attempt row{'s' if count != 1 else ''} older than {prune:g} days.")
+        return
     rows = store.recent_attempts(limit, cascade) if store else []
     if json_output:
         print(json.dumps(rows, indent=2))
