@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,15 @@ from .base import (
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the original's fixed value, now only the default (D26)
+_UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def _tool_id(call_id: str | None) -> str:
+    """A call id in the alphabet the API accepts; calls and results map the same way.
+
+    Some OpenAI-compatible servers mint ids such as `functions.get_weather:0`.
+    """
+    return _UNSAFE_ID.sub("_", call_id or "")
 
 
 def _blocks(msg: Message) -> tuple[str, list[dict[str, Any]]]:
@@ -35,14 +45,14 @@ def _blocks(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     if msg.role == "tool":
         block = {
             "type": "tool_result",
-            "tool_use_id": msg.tool_call_id or "",
+            "tool_use_id": _tool_id(msg.tool_call_id),
             "content": msg.content,
         }
         return "user", [block]
     # The API rejects empty text blocks, so a turn that only calls tools carries none.
     blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
     blocks += [
-        {"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_object(c)}
+        {"type": "tool_use", "id": _tool_id(c.id), "name": c.name, "input": arguments_object(c)}
         for c in msg.tool_calls
     ]
     return msg.role, blocks

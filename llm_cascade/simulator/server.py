@@ -189,7 +189,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_sim/requests":
             data = [
-                {"vendor": r.vendor, "path": r.path, "model": r.model, "body": r.body}
+                {
+                    "vendor": r.vendor,
+                    "path": r.path,
+                    "target": r.target,
+                    "model": r.model,
+                    "body": r.body,
+                }
                 for r in self.sim.requests
             ]
             self._json(200, data)

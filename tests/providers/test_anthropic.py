@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from llm_cascade.errors import CascadeFailed
@@ -266,3 +267,27 @@ def test_simulator_combines_consecutive_turns_as_the_api_does(sim):
     response = post(sim, "/v1/messages", body, HEADERS)
     assert response.status_code == 200
     assert response.json()["content"][0]["text"].endswith("and now?")
+
+
+def test_tool_ids_outside_the_apis_alphabet_are_mapped_on_both_sides(tmp_path, sim, clock):
+    cfg = vendor_config(tmp_path, sim, "anthropic", fallback=False)
+    conversation = Conversation(
+        [
+            Message.user("weather?"),
+            Message.assistant("", [ToolCall("functions.get_weather:0", "get_weather", "{}")]),
+            Message.tool("sunny", "functions.get_weather:0"),
+        ]
+    )
+    run_engine(cfg, "x", conversation, clock=clock)  # raises if the simulator said 400
+    messages = sim.requests[0].body["messages"]
+    assert messages[1]["content"][0]["id"] == "functions_get_weather_0"
+    assert messages[2]["content"][0]["tool_use_id"] == "functions_get_weather_0"
+
+
+def test_error_event_can_be_scripted_from_another_process(tmp_path, sim, clock):
+    script = {"m": [{"type": "error_event", "status": 529, "message": "Overloaded"}]}
+    assert httpx.post(sim.url + "/_sim/script", json=script, timeout=5).status_code == 200
+    cfg = vendor_config(tmp_path, sim, "anthropic")
+    first = run_engine(cfg, "x", clock=clock).attempts[0]
+    assert (first.status, first.rule) == (200, "invalid_response")
+    assert "overloaded_error: Overloaded" in first.detail

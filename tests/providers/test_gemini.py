@@ -125,6 +125,15 @@ def test_a_tool_message_name_is_used_when_no_call_carries_its_id():
     ]
 
 
+def test_an_old_file_without_tool_calls_names_the_function_by_its_call_id():
+    # Files written for the original put the function name in tool_call_id for Gemini.
+    conversation = Conversation([Message.user("go"), Message.tool("found", "lookup")])
+    contents = ADAPTER.build_request(conversation, OPTIONS).body["contents"]
+    assert contents[0]["parts"][1] == {
+        "functionResponse": {"name": "lookup", "response": {"output": "found"}}
+    }
+
+
 def test_response_text_function_calls_usage_and_finish_reason(tmp_path, sim, clock):
     calls = (
         SimToolCall("get_weather", {"city": "Oslo"}, id="fc-1"),
