@@ -112,6 +112,8 @@ def _input_tokens(usage: Mapping[str, Any]) -> int | None:
 
 
 class AnthropicAdapter(Adapter):
+    """The Messages API."""
+
     type_name = "anthropic"
 
     def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:

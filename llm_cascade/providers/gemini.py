@@ -128,6 +128,8 @@ def _parse_part(raw: Any) -> ContentBlock | None:
 
 
 class GeminiAdapter(Adapter):
+    """Gemini generateContent, v1beta."""
+
     type_name = "gemini"
 
     def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:

@@ -65,6 +65,8 @@ def _tool_call(raw: Any) -> ToolCall:
 
 
 class OllamaAdapter(Adapter):
+    """Ollama's native chat API."""
+
     type_name = "ollama"
 
     def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:

@@ -165,6 +165,8 @@ def _check_system(system: Any) -> None:
 
 
 class AnthropicVendor(Vendor):
+    """Anthropic's Messages API."""
+
     name = "anthropic"
 
     def model_for(self, path: str, body: Any) -> str | None:

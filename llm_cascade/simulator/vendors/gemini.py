@@ -173,6 +173,8 @@ def _check_config(config: Any) -> None:
 
 
 class GeminiVendor(Vendor):
+    """Gemini generateContent."""
+
     name = "gemini"
     retry_after_header = False
 

@@ -82,6 +82,8 @@ def _check_options(options: Any) -> None:
 
 
 class OllamaVendor(Vendor):
+    """Ollama /api/chat."""
+
     name = "ollama"
 
     def model_for(self, path: str, body: Any) -> str | None:
