@@ -106,6 +106,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule("request_timeout", statuses=frozenset({408}), retry=True),
     Rule("conflict", statuses=frozenset({409}), retry=True),
     Rule("auth", statuses=frozenset({401, 403}), cooldown="long", hint=_KEY_HINT),
+    # Gemini answers a wrong key with 400 INVALID_ARGUMENT; only its ErrorInfo reason tells.
+    Rule(
+        "auth",
+        statuses=frozenset({400}),
+        codes=frozenset({"api_key_invalid"}),
+        cooldown="long",
+        hint=_KEY_HINT,
+    ),
     Rule(
         "payment_required",
         statuses=frozenset({402}),

@@ -75,13 +75,18 @@ def scrub(text: str, secret: str | None) -> str:
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def _describe_body(adapter: Adapter, body: bytes) -> tuple[str, str | None]:
-    """A short message and vendor code for an error body: JSON, an HTML page or plain text."""
+def _decode(body: bytes) -> tuple[str, Any]:
+    """The body as text, and as JSON if it is JSON (else None)."""
     text = body.decode("utf-8", errors="replace")
     try:
-        message, code = adapter.parse_error(json.loads(text))
+        return text, json.loads(text)
     except ValueError:
-        message, code = None, None
+        return text, None
+
+
+def _describe_body(adapter: Adapter, text: str, data: Any) -> tuple[str, str | None]:
+    """A short message and vendor code for an error body: JSON, an HTML page or plain text."""
+    message, code = adapter.parse_error(data) if data is not None else (None, None)
     if message:
         return message, code
     if text.lstrip()[:1] == "<":
@@ -149,24 +154,26 @@ def _interpret(
             " set base_url to the final URL",
             status=status,
         )
+    text, data = _decode(body)
     if status >= 400 or status < 200:
-        message, code = _describe_body(adapter, body)
+        message, code = _describe_body(adapter, text, data)
+        retry_after = parse_retry_after(response.headers, now)
+        if retry_after is None and data is not None:
+            retry_after = adapter.retry_after(data)
         raise ProviderError(
             "http",
             scrub(message, options.api_key),
             status=status,
             code=code,
-            retry_after_s=parse_retry_after(response.headers, now),
+            retry_after_s=retry_after,
         )
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        message, _ = _describe_body(adapter, body)
+    if data is None:
+        message, _ = _describe_body(adapter, text, data)
         raise ProviderError(
             "invalid_response",
             f"HTTP {status} body is not JSON: {scrub(message, options.api_key)}",
             status=status,
-        ) from None
+        )
     try:
         return Reply(adapter.parse_response(data, options), status)
     except ProviderError as exc:

@@ -8,13 +8,15 @@ beside `parse_response` without changing the engine.
 
 from __future__ import annotations
 
+import json
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import ProviderError
-from ..types import Conversation, LlmResponse
+from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,71 @@ def count(value: Any) -> int | None:
     return value if ok else None
 
 
+def joined_system(conversation: Conversation) -> str | None:
+    """Every system message, joined with a blank line, for APIs with one system slot (D28)."""
+    texts = [m.content for m in conversation.messages if m.role == "system"]
+    return "\n\n".join(texts) if texts else None
+
+
+def function_tools(tools: Iterable[ToolDefinition]) -> list[dict[str, Any]]:
+    """Tools in the `{"type": "function", "function": {...}}` form (OpenAI, Ollama)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": dict(t.parameters),
+            },
+        }
+        for t in tools
+    ]
+
+
+def arguments_object(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as a JSON object, for APIs that take an object rather than a string.
+
+    Arguments that are not a JSON object (a model can emit broken JSON) are kept, not
+    dropped, under the key `arguments`.
+    """
+    value = call.parsed_arguments()
+    if isinstance(value, dict):
+        return value
+    return {} if value in ("", None) else {"arguments": call.arguments}
+
+
+def tool_name(conversation: Conversation, msg: Message) -> str | None:
+    """The function a tool result answers: its own `name`, else the call it answers."""
+    return msg.name or conversation.tool_name_for(msg.tool_call_id)
+
+
+def new_call_id() -> str:
+    """A unique id for a tool call the vendor sent without one (D25)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def merge_turns(turns: Iterable[tuple[str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+    """Consecutive turns of one role joined into one, so roles strictly alternate.
+
+    Tool results then share one turn, which Anthropic and Gemini require.
+    """
+    merged: list[tuple[str, list[Any]]] = []
+    for role, parts in turns:
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(parts)
+        else:
+            merged.append((role, list(parts)))
+    return merged
+
+
+def json_or_text(text: str) -> Any:
+    """`text` decoded if it is JSON, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def error_summary(data: Any) -> tuple[str | None, str | None]:
     """(message, code) from the common error shapes, or (None, None).
 
@@ -100,6 +167,22 @@ class Adapter(ABC):
     def parse_error(self, data: Any) -> tuple[str | None, str | None]:
         """(short message, vendor code) from a decoded error body."""
         return error_summary(data)
+
+    def retry_after(self, data: Any) -> float | None:
+        """Seconds to wait named in an error body (for APIs that say it there, not in a header)."""
+        return None
+
+    def reject_error_body(self, data: Any) -> None:
+        """Raise if a 2xx body is an error object (gateways and error events send these)."""
+        if not isinstance(data, Mapping) or not (data.get("error") or data.get("type") == "error"):
+            return
+        message, code = self.parse_error(data)
+        if message or code:
+            raise ProviderError(
+                "invalid_response",
+                f"error in a 2xx response: {message or code}",
+                code=code,
+            )
 
     @staticmethod
     def empty(reason: str) -> ProviderError:

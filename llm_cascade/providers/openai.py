@@ -14,7 +14,15 @@ from ..types import (
     ToolCall,
     compact_json,
 )
-from .base import Adapter, CallOptions, WireRequest, count, deep_merge, obj
+from .base import (
+    Adapter,
+    CallOptions,
+    WireRequest,
+    count,
+    deep_merge,
+    function_tools,
+    obj,
+)
 
 
 def _message(msg: Message) -> dict[str, Any]:
@@ -31,23 +39,13 @@ def _message(msg: Message) -> dict[str, Any]:
 
 
 def chat_body(conversation: Conversation, options: CallOptions) -> dict[str, Any]:
-    """The body shared by Chat Completions and its look-alikes (Ollama reuses the messages)."""
+    """The Chat Completions body: model, messages and tools."""
     body: dict[str, Any] = {
         "model": options.model,
         "messages": [_message(m) for m in conversation.messages],
     }
     if conversation.tools:  # an empty list is rejected by the API, so omit it (D27)
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": dict(t.parameters),
-                },
-            }
-            for t in conversation.tools
-        ]
+        body["tools"] = function_tools(conversation.tools)
     return body
 
 
@@ -92,9 +90,7 @@ class OpenAIAdapter(Adapter):
             raise self.malformed("response is not a JSON object")
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
-            message, _ = self.parse_error(data)
-            if message:  # an error-shaped 200, as some proxies send
-                raise self.malformed(f"error in a 2xx response: {message}")
+            self.reject_error_body(data)  # an error-shaped 200, as some proxies send
             raise self.empty("no choices")
         choice = obj(choices[0])
         message_obj = obj(choice.get("message"))

@@ -77,13 +77,22 @@ class Empty:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """A 200 whose body is the error a `status` would carry, as gateways and streams send."""
+
+    status: int = 529
+    message: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Redirect:
     """A 307 to another URL (clients must not follow it with credentials)."""
 
     location: str = "http://127.0.0.1:9/elsewhere"
 
 
-Behaviour = Reply | Fail | Hang | Close | InvalidJson | HtmlError | Empty | Redirect
+Behaviour = Reply | Fail | Hang | Close | InvalidJson | HtmlError | Empty | ErrorEvent | Redirect
 
 _TYPES: dict[str, type[Any]] = {
     "reply": Reply,
@@ -93,6 +102,7 @@ _TYPES: dict[str, type[Any]] = {
     "invalid_json": InvalidJson,
     "html_error": HtmlError,
     "empty": Empty,
+    "error_event": ErrorEvent,
     "redirect": Redirect,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}

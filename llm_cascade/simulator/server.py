@@ -28,6 +28,7 @@ from .behaviours import (
     Behaviour,
     Close,
     Empty,
+    ErrorEvent,
     Fail,
     Hang,
     HtmlError,
@@ -204,7 +205,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_sim/requests":
             data = [
-                {"vendor": r.vendor, "path": r.path, "model": r.model, "body": r.body}
+                {
+                    "vendor": r.vendor,
+                    "path": r.path,
+                    "target": r.target,
+                    "model": r.model,
+                    "body": r.body,
+                }
                 for r in self.sim.requests
             ]
             self._json(200, data)
@@ -249,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, vendor: Vendor, path: str, model: str, body: Any, raw: bytes) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        request = SimRequest(vendor.name, path, model, headers, body)
+        request = SimRequest(vendor.name, path, model, headers, body, target=self.path)
         serial = self.sim._record(request)
         if body is None:
             self._json(400, vendor.error(400, "the request body is not valid JSON", None))
@@ -265,12 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(behaviour, Reply):
             self._reply(behaviour, vendor, request, serial)
         elif isinstance(behaviour, Fail):
-            message = behaviour.message or phrase(behaviour.status)
-            headers = dict(behaviour.headers)
-            if behaviour.retry_after is not None:
-                headers["Retry-After"] = behaviour.retry_after
-            body = vendor.error(behaviour.status, message, behaviour.code)
-            self._json(behaviour.status, body, headers.items())
+            self._fail(behaviour, vendor)
         elif isinstance(behaviour, Hang):
             self.sim._stopping.wait(behaviour.seconds)
             self.close_connection = True
@@ -305,8 +307,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(behaviour.status, page.encode(), "text/html")
         elif isinstance(behaviour, Empty):
             self._json(200, vendor.empty(behaviour, request))
+        elif isinstance(behaviour, ErrorEvent):
+            message = behaviour.message or phrase(behaviour.status)
+            self._json(200, vendor.error(behaviour.status, message, behaviour.code))
         elif isinstance(behaviour, Redirect):
             self._send(307, b"", "text/plain", [("Location", behaviour.location)])
+
+    def _fail(self, behaviour: Fail, vendor: Vendor) -> None:
+        """The vendor's error body; Retry-After as a header, or in the body where it goes."""
+        message = behaviour.message or phrase(behaviour.status)
+        headers = dict(behaviour.headers)
+        in_body = None
+        if behaviour.retry_after is not None and vendor.retry_after_header:
+            headers["Retry-After"] = behaviour.retry_after
+        else:
+            in_body = behaviour.retry_after
+        body = vendor.error(behaviour.status, message, behaviour.code, in_body)
+        self._json(behaviour.status, body, headers.items())
 
 
 __all__ = ["Simulator", "to_json"]

@@ -12,13 +12,17 @@ from ..behaviours import Empty, Reply
 
 @dataclass(frozen=True, slots=True)
 class SimRequest:
-    """A request as received: path, lower-cased headers and the decoded JSON body."""
+    """A request as received: path, lower-cased headers and the decoded JSON body.
+
+    `target` is the raw request target, query string included.
+    """
 
     vendor: str
     path: str
     model: str
     headers: Mapping[str, str] = field(repr=False)
     body: Any
+    target: str = ""
 
 
 class Invalid(Exception):
@@ -35,6 +39,7 @@ class Vendor(ABC):
     """One wire format."""
 
     name: str
+    retry_after_header = True  # False: the vendor names its wait in the error body instead
 
     @abstractmethod
     def model_for(self, path: str, body: Any) -> str | None:
@@ -56,8 +61,10 @@ class Vendor(ABC):
         """A 2xx body with no usable answer."""
 
     @abstractmethod
-    def error(self, status: int, message: str, code: str | None) -> dict[str, Any]:
-        """The vendor's error body for `status`."""
+    def error(
+        self, status: int, message: str, code: str | None, retry_after: str | None = None
+    ) -> dict[str, Any]:
+        """The vendor's error body for `status` (`retry_after` only if not sent as a header)."""
 
     @abstractmethod
     def last_user_text(self, body: Any) -> str:

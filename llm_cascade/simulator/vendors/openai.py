@@ -164,7 +164,9 @@ class OpenAIVendor(Vendor):
             "choices": [],
         }
 
-    def error(self, status: int, message: str, code: str | None) -> dict[str, Any]:
+    def error(
+        self, status: int, message: str, code: str | None, retry_after: str | None = None
+    ) -> dict[str, Any]:
         kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 

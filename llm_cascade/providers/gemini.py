@@ -1,0 +1,198 @@
+"""Google Gemini `generateContent`, v1beta (SPEC §7.3 with D20-D22, D24, D25 and D28 fixed)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from ..types import (
+    ContentBlock,
+    Conversation,
+    LlmResponse,
+    Message,
+    TextBlock,
+    ToolCall,
+    compact_json,
+)
+from .base import (
+    Adapter,
+    CallOptions,
+    WireRequest,
+    arguments_object,
+    count,
+    deep_merge,
+    error_summary,
+    joined_system,
+    json_or_text,
+    merge_turns,
+    new_call_id,
+    obj,
+    tool_name,
+)
+
+# Finish reasons that mean the answer was withheld: fail over rather than return it (D20).
+BLOCKED_FINISH = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def model_path(model: str) -> str:
+    """`models/<id>` (or `tunedModels/<id>`) with the id percent-encoded as one segment (D22)."""
+    collection, sep, name = model.partition("/")
+    if not (sep and collection in ("models", "tunedModels")):
+        collection, name = "models", model
+    return f"{collection}/{quote(name, safe='')}"
+
+
+def _function_response(conversation: Conversation, msg: Message) -> dict[str, Any]:
+    name = tool_name(conversation, msg)
+    # The API documents `output` as the key for a result; a JSON object is the result itself.
+    result = json_or_text(msg.content)
+    response: dict[str, Any] = {
+        "name": name or msg.tool_call_id or "unknown",  # old files named the function here
+        "response": result if isinstance(result, dict) else {"output": result},
+    }
+    if name and msg.tool_call_id:
+        response["id"] = msg.tool_call_id
+    return {"functionResponse": response}
+
+
+def _parts(conversation: Conversation, msg: Message) -> tuple[str, list[dict[str, Any]]]:
+    """One message as (role, parts): roles are `user` and `model`; tool results are user parts."""
+    if msg.role == "tool":
+        return "user", [_function_response(conversation, msg)]
+    parts: list[dict[str, Any]] = [{"text": msg.content}] if msg.content else []
+    for call in msg.tool_calls:
+        fn: dict[str, Any] = {"name": call.name, "args": arguments_object(call)}
+        if call.id:
+            fn["id"] = call.id
+        parts.append({"functionCall": fn})
+    return ("model" if msg.role == "assistant" else "user"), parts
+
+
+def contents(conversation: Conversation) -> list[dict[str, Any]]:
+    """The `contents` array. Consecutive turns of one role are merged, so all responses to one
+    function-call turn travel together as the API requires; turns with no parts are dropped
+    (the API rejects empty parts)."""
+    turns = merge_turns(
+        _parts(conversation, m) for m in conversation.messages if m.role != "system"
+    )
+    return [{"role": role, "parts": parts} for role, parts in turns if parts]
+
+
+def _declaration(name: str, description: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    decl: dict[str, Any] = {"name": name, "description": description}
+    # An OBJECT schema without properties is rejected; a function without arguments has none.
+    if parameters.get("properties") or parameters.get("type", "object") != "object":
+        decl["parameters"] = dict(parameters)
+    return decl
+
+
+def _detail(data: Any, kind: str) -> Mapping[str, Any]:
+    """The `google.rpc.<kind>` entry of an error's `details` list, or an empty object."""
+    details = obj(obj(data).get("error")).get("details")
+    for item in details if isinstance(details, list) else ():
+        if str(obj(item).get("@type", "")).endswith(f"google.rpc.{kind}"):
+            return obj(item)
+    return {}
+
+
+def _parse_part(raw: Any) -> ContentBlock | None:
+    part = obj(raw)
+    if part.get("thought") is True:  # a thought summary, not answer text
+        return None
+    text = part.get("text")
+    if isinstance(text, str) and text:
+        return TextBlock(text)
+    call = part.get("functionCall")
+    if isinstance(call, Mapping):
+        call_id = call.get("id")
+        return ToolCall(
+            call_id if isinstance(call_id, str) and call_id else new_call_id(),
+            str(call.get("name") or ""),
+            compact_json(call.get("args") or {}),
+        )
+    return None
+
+
+class GeminiAdapter(Adapter):
+    """Gemini generateContent, v1beta."""
+
+    type_name = "gemini"
+
+    def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:
+        body: dict[str, Any] = {"contents": contents(conversation)}
+        system = joined_system(conversation)
+        if system is not None:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        if conversation.tools:
+            decls = [_declaration(t.name, t.description, t.parameters) for t in conversation.tools]
+            body["tools"] = [{"functionDeclarations": decls}]
+        config: dict[str, Any] = {}
+        if options.max_tokens is not None:
+            config["maxOutputTokens"] = options.max_tokens
+        if options.temperature is not None:
+            config["temperature"] = options.temperature
+        if config:
+            body["generationConfig"] = config
+        # The key goes in a header: a URL ends up in logs and error texts (D21).
+        headers = {"x-goog-api-key": options.api_key} if options.api_key else {}
+        url = f"{options.base_url}/v1beta/{model_path(options.model)}:generateContent"
+        return WireRequest(url, deep_merge(body, options.extra), headers)
+
+    def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
+        if not isinstance(data, Mapping):
+            raise self.malformed("response is not a JSON object")
+        self.reject_error_body(data)
+        candidates = data.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            blocked = obj(data.get("promptFeedback")).get("blockReason")
+            raise self.empty(f"prompt blocked ({blocked})" if blocked else "no candidates")
+        candidate = obj(candidates[0])
+        finish = candidate.get("finishReason")
+        stop_reason = finish if isinstance(finish, str) else None
+        if stop_reason in BLOCKED_FINISH:
+            raise self.empty(f"answer blocked (finishReason: {stop_reason})")
+        parts = obj(candidate.get("content")).get("parts")
+        parsed = (_parse_part(p) for p in (parts if isinstance(parts, list) else ()))
+        usage = obj(data.get("usageMetadata"))
+        version = data.get("modelVersion")
+        response = LlmResponse(
+            content=tuple(b for b in parsed if b is not None),
+            model=version if isinstance(version, str) and version else options.model,
+            input_tokens=count(usage.get("promptTokenCount")),
+            output_tokens=count(usage.get("candidatesTokenCount")),
+            stop_reason=stop_reason,
+        )
+        if not response.has_content():
+            raise self.empty(f"no text or function calls (finishReason: {stop_reason})")
+        return response
+
+    def parse_error(self, data: Any) -> tuple[str | None, str | None]:
+        """Prefer the ErrorInfo reason (e.g. API_KEY_INVALID, sent with a 400) to the status."""
+        message, code = error_summary(data)
+        reason = _detail(data, "ErrorInfo").get("reason")
+        if not isinstance(reason, str) or not reason:
+            return message, code
+        text = obj(obj(data).get("error")).get("message")
+        return (f"{reason}: {text}" if isinstance(text, str) else reason), reason
+
+    def retry_after(self, data: Any) -> float | None:
+        """A 429 names its wait as RetryInfo.retryDelay (e.g. "37s") in the body."""
+        match = _DURATION.match(str(_detail(data, "RetryInfo").get("retryDelay", "")))
+        return float(match.group(1)) if match else None
+
+
+ADAPTER = GeminiAdapter()

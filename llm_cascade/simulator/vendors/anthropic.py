@@ -1,0 +1,262 @@
+"""Simulated Anthropic Messages API (`POST /v1/messages`), with its request rules.
+
+The rules are the documented ones: `x-api-key` and `anthropic-version` headers, `max_tokens`
+required, roles `user`/`assistant` only (system is a top-level field), consecutive turns of
+one role combined, every `tool_use` answered by a `tool_result` in the next (user) turn with
+the results first, and no `tool_result` without its `tool_use`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..behaviours import Empty, Reply
+from .base import SimRequest, Vendor, check_key, require
+
+# Top-level fields of the Messages API; anything else is "Extra inputs are not permitted".
+KNOWN_FIELDS = {
+    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
+    "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier",
+    "container", "mcp_servers", "context_management", "output_config", "inference_geo",
+}  # fmt: skip
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def _blocks(content: Any, where: str) -> list[Mapping[str, Any]]:
+    """A message's content as blocks: a string is one text block."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    require(isinstance(content, list), f"{where}.content: Input should be a valid list")
+    for j, block in enumerate(content):
+        require(isinstance(block, Mapping), f"{where}.content.{j}: Input should be an object")
+    return list(content)
+
+
+def _check_block(block: Mapping[str, Any], role: str, where: str) -> None:
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        require(isinstance(text, str), f"{where}.text: Field required")
+        require(bool(text), "messages: text content blocks must be non-empty")
+    elif kind == "tool_use":
+        require(
+            role == "assistant", f"{where}: tool_use blocks are only allowed in assistant turns"
+        )
+        require(
+            isinstance(block.get("id"), str) and bool(TOOL_USE_ID.match(block["id"])),
+            f"{where}.id: String should match pattern '^[a-zA-Z0-9_-]+$'",
+        )
+        require(isinstance(block.get("name"), str), f"{where}.name: Field required")
+        require(
+            isinstance(block.get("input"), Mapping), f"{where}.input: Input should be an object"
+        )
+    elif kind == "tool_result":
+        require(role == "user", f"{where}: tool_result blocks are only allowed in user turns")
+        require(isinstance(block.get("tool_use_id"), str), f"{where}.tool_use_id: Field required")
+        content = block.get("content", "")
+        require(isinstance(content, str | list), f"{where}.content: Input should be a string")
+    elif kind not in ("image", "document", "thinking", "redacted_thinking"):
+        require(False, f"{where}.type: Input tag {kind!r} does not match any of the expected tags")
+
+
+def _combined(messages: list[Any]) -> list[tuple[str, list[Mapping[str, Any]], int]]:
+    """Consecutive turns of one role combined into one, as the API does: (role, blocks, index)."""
+    turns: list[tuple[str, list[Mapping[str, Any]], int]] = []
+    for i, msg in enumerate(messages):
+        require(isinstance(msg, Mapping), f"messages.{i}: Input should be an object")
+        role = msg.get("role")
+        require(
+            role != "system",
+            'messages: Unexpected role "system". The Messages API accepts a top-level `system`'
+            ' parameter, not "system" as an input message role.',
+        )
+        require(
+            role in ("user", "assistant"),
+            f"messages.{i}.role: Input should be 'user' or 'assistant'",
+        )
+        blocks = _blocks(msg.get("content"), f"messages.{i}")
+        for j, block in enumerate(blocks):
+            _check_block(block, role, f"messages.{i}.content.{j}")
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, list(blocks), i))
+    return turns
+
+
+def _check_messages(messages: Any) -> None:
+    require(isinstance(messages, list), "messages: Field required")
+    require(bool(messages), "messages: at least one message is required")
+    turns = _combined(messages)
+    require(turns[0][0] == "user", 'messages: first message must use the "user" role')
+    pending: set[str] = set()  # tool_use ids of the previous assistant turn
+    for n, (role, blocks, i) in enumerate(turns):
+        final_assistant = role == "assistant" and n == len(turns) - 1
+        require(
+            bool(blocks) or final_assistant,
+            f"messages.{i}: all messages must have non-empty content except for the optional"
+            " final assistant message",
+        )
+        kinds = [b.get("type") for b in blocks]
+        results = [str(b.get("tool_use_id")) for b in blocks if b.get("type") == "tool_result"]
+        leading = kinds[: len(results)] == ["tool_result"] * len(results)
+        if pending:
+            missing = sorted(pending - set(results))
+            require(
+                not missing and leading,
+                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately"
+                f" after: {', '.join(missing or sorted(pending))}. Each `tool_use` block must have"
+                " a corresponding `tool_result` block in the next message.",
+            )
+        unexpected = sorted(set(results) - pending)
+        require(
+            not unexpected,
+            f"messages.{i}.content.0: unexpected `tool_use_id` found in `tool_result` blocks:"
+            f" {', '.join(unexpected)}. Each `tool_result` block must have a corresponding"
+            " `tool_use` block in the previous message.",
+        )
+        pending = {str(b["id"]) for b in blocks if b.get("type") == "tool_use"}
+
+
+def _check_tools(tools: Any) -> None:
+    require(isinstance(tools, list), "tools: Input should be a valid list")
+    for i, tool in enumerate(tools):
+        require(isinstance(tool, Mapping), f"tools.{i}: Input should be an object")
+        if tool.get("type", "custom") != "custom":
+            continue  # a server tool (web search, code execution...)
+        require(
+            isinstance(tool.get("name"), str) and bool(TOOL_NAME.match(tool["name"])),
+            f"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'",
+        )
+        schema = tool.get("input_schema")
+        require(isinstance(schema, Mapping), f"tools.{i}.custom.input_schema: Field required")
+        require(
+            schema.get("type") == "object",
+            f"tools.{i}.custom.input_schema.type: Input should be 'object'",
+        )
+
+
+def _check_system(system: Any) -> None:
+    if isinstance(system, str):
+        return
+    require(isinstance(system, list), "system: Input should be a valid string or list")
+    for j, block in enumerate(system):
+        require(
+            isinstance(block, Mapping)
+            and block.get("type") == "text"
+            and isinstance(block.get("text"), str),
+            f"system.{j}: expected a text block",
+        )
+
+
+class AnthropicVendor(Vendor):
+    """Anthropic's Messages API."""
+
+    name = "anthropic"
+
+    def model_for(self, path: str, body: Any) -> str | None:
+        if path != "/v1/messages":
+            return None
+        model = body.get("model") if isinstance(body, Mapping) else None
+        return model if isinstance(model, str) else ""
+
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        check_key(request.headers.get("x-api-key"), api_key)
+        require(
+            bool(request.headers.get("anthropic-version")), "anthropic-version: header is required"
+        )
+        body = request.body
+        require(isinstance(body, Mapping), "the body must be a JSON object")
+        unknown = sorted(set(body) - KNOWN_FIELDS)
+        require(not unknown, f"{', '.join(unknown)}: Extra inputs are not permitted")
+        require(isinstance(body.get("model"), str) and bool(body["model"]), "model: Field required")
+        max_tokens = body.get("max_tokens")
+        require(max_tokens is not None, "max_tokens: Field required")
+        require(
+            isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1,
+            "max_tokens: Input should be an integer greater than or equal to 1",
+        )
+        _check_messages(body.get("messages"))
+        if "system" in body:
+            _check_system(body["system"])
+        if "tools" in body:
+            _check_tools(body["tools"])
+        if "temperature" in body:
+            t = body["temperature"]
+            require(
+                isinstance(t, int | float) and 0 <= t <= 1,
+                "temperature: Input should be less than or equal to 1",
+            )
+
+    def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        content += [
+            {
+                "type": "tool_use",
+                "id": c.id or f"toolu_sim_{serial}_{i}",
+                "name": c.name,
+                "input": c.arguments,
+            }
+            for i, c in enumerate(reply.tool_calls)
+        ]
+        stop = reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn")
+        return self._message(
+            request, serial, content, stop, reply.input_tokens, reply.output_tokens
+        )
+
+    def empty(self, empty: Empty, request: SimRequest) -> dict[str, Any]:
+        stop = "refusal" if empty.reason.lower() in ("refusal", "safety") else "end_turn"
+        return self._message(request, 0, [], stop, 11, 0)
+
+    @staticmethod
+    def _message(
+        request: SimRequest, serial: int, content: list[Any], stop: str, tokens_in: int, out: int
+    ) -> dict[str, Any]:
+        return {
+            "id": f"msg_sim_{serial}",
+            "type": "message",
+            "role": "assistant",
+            "model": request.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": tokens_in, "output_tokens": out},
+        }
+
+    def error(
+        self, status: int, message: str, code: str | None, retry_after: str | None = None
+    ) -> dict[str, Any]:
+        types = set(ERROR_TYPES.values())
+        default = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        err: dict[str, Any] = {"type": code if code in types else default, "message": message}
+        if code and code not in types:  # e.g. the spend limit's enforced_spend_limit_reached
+            err["details"] = {"error_code": code}
+        return {"type": "error", "error": err, "request_id": "req_sim"}
+
+    def last_user_text(self, body: Any) -> str:
+        for msg in reversed(body.get("messages") or []):
+            if isinstance(msg, Mapping) and msg.get("role") == "user":
+                content = msg.get("content")
+                if isinstance(content, str):
+                    return content
+                texts = [b.get("text", "") for b in content or () if isinstance(b, Mapping)]
+                return "".join(t for t in texts if isinstance(t, str))
+        return ""
+
+
+VENDOR = AnthropicVendor()
