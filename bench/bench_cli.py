@@ -89,6 +89,11 @@ async def per_request(sim: Simulator, config_path: Path, n: int) -> tuple[float,
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument(
+        "--peers-venv",
+        type=Path,
+        help="a venv with `llm` and `litellm` installed, to time their start-up in the same run",
+    )
     args = parser.parse_args()
     os.environ["BENCH_KEY"] = "bench-key"
     with tempfile.TemporaryDirectory() as tmp, Simulator() as sim:
@@ -146,6 +151,20 @@ def main() -> int:
                 median_s([*CLI, "run", "-C", "failover", "-p", "hi"], args.runs, env),
             )
         )
+        if args.peers_venv:
+            peer_bin = args.peers_venv / "bin"
+            rows.append(
+                (
+                    "peer: llm --version",
+                    median_s([str(peer_bin / "llm"), "--version"], args.runs, env),
+                )
+            )
+            rows.append(
+                (
+                    "peer: python -c 'import litellm'",
+                    median_s([str(peer_bin / "python"), "-c", "import litellm"], args.runs, env),
+                )
+            )
         bare, engine = asyncio.run(per_request(sim, work / "config-false.toml", 200))
 
     print(f"{'command':<42} {'median ms':>10} {'x baseline':>11}")
