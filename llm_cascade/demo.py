@@ -3,7 +3,8 @@
 No network and no API keys: the simulator listens on 127.0.0.1 and every file goes to a
 temporary directory. The primary entry is rate-limited, the secondary returns an HTML error
 page, the third answers; a second run skips the two cooling entries without a request; then
-the attempt log and the cooldowns are shown, and a total outage leaves the prompt on disk.
+the attempt log and the cooldowns are shown, a total outage leaves the prompt on disk, and
+`failed retry` answers it.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ base_url = "{openai}"
 api_key_env = "DEMO_PRIMARY_KEY"
 
 [providers.secondary]
-type = "openai"
-base_url = "{openai}"
+type = "anthropic"
+base_url = "{anthropic}"
 api_key_env = "DEMO_SECONDARY_KEY"
 
 [providers.local]
-type = "openai"
-base_url = "{openai}"
-api_key_env = "DEMO_LOCAL_KEY"
+type = "ollama"
+base_url = "{ollama}"
 
 [cascades.demo]
 entries = [
@@ -81,14 +81,14 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = No
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="llm-cascade-demo-") as tmp, Simulator() as sim:
         work = Path(tmp)
-        (work / "config.toml").write_text(CONFIG.format(openai=sim.base_url("openai")))
+        urls = {kind: sim.base_url(kind) for kind in ("openai", "anthropic", "ollama")}
+        (work / "config.toml").write_text(CONFIG.format(**urls))
         env = {
             **os.environ,
             "LLM_CASCADE_CONFIG": str(work / "config.toml"),
             "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
             "DEMO_PRIMARY_KEY": "sim-demo-key-1",
             "DEMO_SECONDARY_KEY": "sim-demo-key-2",
-            "DEMO_LOCAL_KEY": "sim-demo-key-3",
             "NO_COLOR": "1",
         }
         sim.script("gpt-4o", Fail(429, "Rate limit reached for gpt-4o", retry_after="30"))
@@ -112,8 +112,12 @@ def main() -> int:
         _banner("4. The attempt log (every try, skip and failure) and the cooldowns")
         _cli(["log", "-n", "12"], env, work)
         _cli(["status"], env, work)
-        saved = sorted((work / "failed_prompts").glob("*.json"))
-        print(f"\nSaved prompts: {[p.name for p in saved]}")
+
+        _banner("5. Replay: the saved prompt is listed, then answered through another cascade")
+        _cli(["failed", "list"], env, work)
+        _cli(["failed", "retry", "--all", "-C", "demo"], env, work)
+        left = sorted((work / "failed_prompts").glob("*.json"))
+        print(f"(saved prompts left: {len(left)})")
     return 0
 
 
