@@ -182,7 +182,7 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
     kinds = None
     if "kind" in raw:
         kind_list = raw["kind"] if isinstance(raw["kind"], list) else [raw["kind"]]
-        bad = [k for k in kind_list if k not in KINDS]
+        bad = [k for k in kind_list if not isinstance(k, str) or k not in KINDS]
         if bad:
             raise RuleError(
                 f"kind: unknown {bad[0]!r} (expected one of {', '.join(sorted(KINDS))})"
@@ -191,7 +191,11 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
     codes = None
     if "code" in raw:
         code_list = raw["code"] if isinstance(raw["code"], list) else [raw["code"]]
-        codes = frozenset(str(c).lower() for c in code_list)
+        if not all(isinstance(c, str) for c in code_list):
+            raise RuleError(
+                f"code: expected a vendor error code or a list of them, got {raw['code']!r}"
+            )
+        codes = frozenset(c.lower() for c in code_list)
     action = raw.get("action", "failover")
     if action not in ("failover", "stop"):
         raise RuleError(f"action: expected 'failover' or 'stop', got {action!r}")
