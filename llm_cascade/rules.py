@@ -162,6 +162,8 @@ def _parse_statuses(value: Any) -> frozenset[int]:
             lo, _, hi = item.partition("-")
             if not (lo.strip().isdigit() and hi.strip().isdigit()):
                 raise RuleError(f"status: cannot read range {item!r}")
+            if not 100 <= int(lo) <= int(hi) <= 599:
+                raise RuleError(f"status: range {item!r} must go upwards within 100-599")
             out |= _codes(int(lo), int(hi))
         else:
             raise RuleError(f"status: expected a code like 429, '5xx' or '500-504', got {item!r}")
