@@ -206,6 +206,16 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
             raise RuleError(f"{flag}: expected true or false")
     if statuses is None and kinds is None and codes is None:
         raise RuleError("a rule needs at least one of status, kind or code to match on")
+    hint = raw.get("hint")
+    if hint is not None:
+        if not isinstance(hint, str):
+            raise RuleError(f"hint: expected a string, got {hint!r}")
+        try:  # the engine fills it in on failure: a bad placeholder must fail here, not there
+            hint.format(provider="")
+        except (KeyError, IndexError, ValueError, AttributeError):
+            raise RuleError(
+                f"hint: {hint!r} may only use {{provider}} (write {{{{ }}}} for literal braces)"
+            ) from None
     return Rule(
         name=str(raw.get("name", default_name)),
         statuses=statuses,
@@ -215,5 +225,5 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         cooldown=_parse_cooldown(raw.get("cooldown", "backoff")),
         retry=raw.get("retry", False),
         honor_retry_after=raw.get("retry_after", True),
-        hint=raw.get("hint"),
+        hint=hint,
     )
