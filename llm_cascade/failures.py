@@ -216,8 +216,14 @@ class FailureStore:
         """Every saved conversation, oldest first; unreadable files are skipped."""
         if not self.dir.is_dir():
             return []
+        dated = []
+        for path in self.dir.glob("*.json"):
+            try:
+                dated.append((path.stat().st_mtime, path.name, path))
+            except FileNotFoundError:
+                continue  # a run that just answered removed its pending file
         found = []
-        for path in sorted(self.dir.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name)):
+        for _, _, path in sorted(dated):
             saved = self.load(path)
             if saved is not None:
                 found.append(saved)
