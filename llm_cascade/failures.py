@@ -92,11 +92,11 @@ class SavedPrompt:
 
     @property
     def status(self) -> str:
-        """failed, interrupted (its run died) or running (its run is still going)."""
+        """failed, interrupted (its run died) or running (a run or a retry holds it)."""
+        if self.in_flight:
+            return "running"
         status = str(self.envelope.get("status", "failed"))
-        if status == "pending":
-            return "running" if self.in_flight else "interrupted"
-        return status
+        return "interrupted" if status == "pending" else status
 
     @property
     def errors(self) -> list[dict[str, Any]]:
