@@ -102,7 +102,7 @@ def test_default_config_is_loaded_when_no_path_is_given(tmp_path, monkeypatch):
     assert list(load_config().providers) == ["p"]
 
 
-# --- providers, entries and options --------------------------------------------------------------
+# --- providers, entries and options ----------------------------------------------------------
 
 
 def test_provider_fields_and_defaults(tmp_path):
@@ -171,7 +171,7 @@ def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
     assert cascade.deadline == 45.0
 
 
-# --- errors ----------------------------------------------------------------------------------------
+# --- errors ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -261,7 +261,7 @@ def test_a_missing_config_says_how_to_create_one(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
-# --- unknown keys ------------------------------------------------------------------------------------
+# --- unknown keys ----------------------------------------------------------------------------
 
 
 def test_unknown_keys_are_warnings_with_a_suggestion(tmp_path):
@@ -286,8 +286,7 @@ def test_unknown_keys_are_warnings_with_a_suggestion(tmp_path):
         "config.toml: unknown key 'rules[0].cooldwn' ignored (did you mean 'cooldown'?)",
         "config.toml: unknown key 'providers.p.api_key_evn' ignored (did you mean 'api_key_env'?)",
         "config.toml: unknown key 'cascades.c.dedline' ignored (did you mean 'deadline'?)",
-        "config.toml: unknown key 'cascades.c.entries[0].timout' ignored"
-        " (did you mean 'timeout'?)",
+        "config.toml: unknown key 'cascades.c.entries[0].timout' ignored (did you mean 'timeout'?)",
     }
     # Ignored means ignored: the typo changes nothing.
     assert config.cascades["c"].entries[0].options.timeout == 120.0
@@ -303,7 +302,7 @@ def test_unknown_keys_are_logged_as_warnings(tmp_path, caplog):
     assert "unknown key 'database.paht' ignored (did you mean 'path'?)" in caplog.text
 
 
-# --- rules --------------------------------------------------------------------------------------------
+# --- rules -----------------------------------------------------------------------------------
 
 
 def rules_config(tmp_path: Path, *tables: str) -> Path:

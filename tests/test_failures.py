@@ -45,7 +45,7 @@ def failures(tmp_path: Path) -> FailureStore:
     return FailureStore(tmp_path / "failed")
 
 
-# --- names and files -----------------------------------------------------------------------------
+# --- names and files -------------------------------------------------------------------------
 
 
 def test_file_name_is_cascade_utc_stamp_and_hex(failures, new_york):
@@ -152,7 +152,7 @@ def test_no_temporary_files_are_left_behind(failures):
     assert len(list(failures.dir.iterdir())) == 2
 
 
-# --- pending, running, interrupted ----------------------------------------------------------------
+# --- pending, running, interrupted -----------------------------------------------------------
 
 
 def test_a_run_in_progress_is_listed_as_running(failures):
@@ -269,7 +269,7 @@ def test_list_survives_files_that_vanish_while_it_runs(failures):
             worker.join()
 
 
-# --- find ---------------------------------------------------------------------------------------
+# --- find ------------------------------------------------------------------------------------
 
 
 @pytest.fixture

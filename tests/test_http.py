@@ -3,8 +3,8 @@ out of error text (D19, D21), and short messages from each vendor's error shape.
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -17,14 +17,16 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
 def retry_after(**headers: str) -> float | None:
-    return parse_retry_after(httpx.Headers({k.replace("_", "-"): v for k, v in headers.items()}), NOW)
+    return parse_retry_after(
+        httpx.Headers({k.replace("_", "-"): v for k, v in headers.items()}), NOW
+    )
 
 
 def http_date(epoch: float) -> str:
     return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
 
 
-# --- parse_retry_after ---------------------------------------------------------------------------
+# --- parse_retry_after -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -73,7 +75,7 @@ def test_no_retry_after_header_is_none():
     assert retry_after(retry_after_ms="inf") is None
 
 
-# --- scrub ------------------------------------------------------------------------------------------
+# --- scrub -----------------------------------------------------------------------------------
 
 
 def test_scrub_removes_the_key_everywhere():
@@ -101,7 +103,7 @@ def test_scrub_removes_the_key_before_cutting():
     assert "sk-kkk" not in cleaned
 
 
-# --- error_summary --------------------------------------------------------------------------------
+# --- error_summary ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -120,7 +122,13 @@ def test_scrub_removes_the_key_before_cutting():
             "rate_limit_exceeded",
         ),
         (  # OpenAI, code already in the message: not repeated
-            {"error": {"message": "insufficient_quota: out", "type": "x", "code": "insufficient_quota"}},
+            {
+                "error": {
+                    "message": "insufficient_quota: out",
+                    "type": "x",
+                    "code": "insufficient_quota",
+                }
+            },
             "insufficient_quota: out",
             "insufficient_quota",
         ),
@@ -170,7 +178,9 @@ def test_error_summary_reads_each_vendors_shape(body, message, code):
     assert error_summary(body) == (message, code)
 
 
-@pytest.mark.parametrize("body", [None, [], "text", 5, {"error": 5}, {"error": None}, {"detail": 1}])
+@pytest.mark.parametrize(
+    "body", [None, [], "text", 5, {"error": 5}, {"error": None}, {"detail": 1}]
+)
 def test_error_summary_of_an_unknown_shape_is_nothing(body):
     assert error_summary(body) == (None, None)
 
@@ -179,7 +189,7 @@ def test_error_summary_keeps_the_code_when_the_message_is_missing():
     assert error_summary({"error": {"code": "E2"}}) == (None, "E2")
 
 
-# --- error bodies ------------------------------------------------------------------------------------
+# --- error bodies ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -190,7 +200,9 @@ def adapter():
 def test_an_html_error_page_is_summarised_by_its_title(adapter):
     page = (
         b"<!DOCTYPE html>\n<html><head><TITLE>\n 502 Bad Gateway \n</TITLE></head>"
-        + b"<body>" + b"<p>upstream</p>" * 500 + b"</body></html>"
+        + b"<body>"
+        + b"<p>upstream</p>" * 500
+        + b"</body></html>"
     )
     assert _describe_body(adapter, page) == ("HTML error page: 502 Bad Gateway", None)
 
@@ -221,7 +233,7 @@ def test_other_bodies_are_shown_as_text(adapter, body, message):
     assert _describe_body(adapter, body) == (message, None)
 
 
-# --- deep_merge ----------------------------------------------------------------------------------
+# --- deep_merge ------------------------------------------------------------------------------
 
 
 def test_deep_merge_merges_nested_tables_and_replaces_the_rest():

@@ -79,7 +79,7 @@ def provider(name: str = "openai", type_: str = "openai", **fields: str) -> Prov
     return ProviderConfig(name=name, type=type_, **fields)  # type: ignore[arg-type]
 
 
-# --- mask_key ------------------------------------------------------------------------------------
+# --- mask_key --------------------------------------------------------------------------------
 
 ALPHABETS = ["abcdefghijklmnopqrstuvwxyz0123456789-_", "éüßñçø", "日本語キー", "🔑🗝️x"]
 
@@ -119,7 +119,7 @@ def test_mask_examples(key, masked):
     assert mask_key(key) == masked
 
 
-# --- where a key is looked up ------------------------------------------------------------------------
+# --- where a key is looked up ----------------------------------------------------------------
 
 
 def test_vendor_default_env_var_is_used_for_the_vendors_own_url():
@@ -172,7 +172,7 @@ def test_ollama_needs_no_key_even_with_key_fields():
     assert resolve_key(lookup).source == "not_needed"
 
 
-# --- env vars ------------------------------------------------------------------------------------------
+# --- env vars --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("value", "expected"), [("  sk-1 \n", "sk-1"), ("", None), ("  \t", None)])
@@ -187,7 +187,7 @@ def test_read_env_of_an_unset_or_unnamed_variable_is_none(monkeypatch):
     assert read_env(None) is None
 
 
-# --- resolution order ------------------------------------------------------------------------------
+# --- resolution order ------------------------------------------------------------------------
 
 
 def test_the_keyring_wins_over_the_env_var(isolated_env, monkeypatch):
@@ -233,7 +233,7 @@ def test_the_key_never_shows_in_a_repr(isolated_env):
     assert "sk-secret-value" not in repr(resolved)
 
 
-# --- a failing or hanging keyring ------------------------------------------------------------------
+# --- a failing or hanging keyring ------------------------------------------------------------
 
 
 def test_a_failing_keyring_warns_and_falls_back_to_the_env_var(monkeypatch):
@@ -278,7 +278,7 @@ def test_backend_name_reports_the_backend_in_use():
     assert keys.backend_name().endswith("BrokenKeyring")
 
 
-# --- set, get, delete ----------------------------------------------------------------------------------
+# --- set, get, delete ------------------------------------------------------------------------
 
 
 def test_set_get_delete_round_trip(isolated_env):

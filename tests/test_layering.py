@@ -100,7 +100,7 @@ def in_area(name: str, area: str) -> bool:
     return short(name) == area or short(name).startswith(area + ".")
 
 
-# --- the walker itself ---------------------------------------------------------------------------
+# --- the walker itself -----------------------------------------------------------------------
 
 
 def test_the_walker_sees_relative_absolute_and_function_level_imports():
@@ -122,7 +122,7 @@ def test_every_module_is_checked():
     assert len(MODULES) >= 30
 
 
-# --- the rules ----------------------------------------------------------------------------------------
+# --- the rules -------------------------------------------------------------------------------
 
 LEAVES = {
     "llm_cascade.types": {"llm_cascade.errors"},
@@ -178,7 +178,7 @@ def test_httpx_is_imported_only_at_the_http_edge():
     assert "llm_cascade.providers._http" in users
 
 
-# --- start-up cost ------------------------------------------------------------------------------------
+# --- start-up cost ---------------------------------------------------------------------------
 
 
 def test_importing_the_cli_does_not_import_the_engines_dependencies():

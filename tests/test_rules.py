@@ -109,7 +109,7 @@ def test_every_builtin_rule_is_reachable():
     assert {decide(err, t).name for err, t in samples} == {r.name for r in BUILTIN_RULES}
 
 
-# --- user rules ---------------------------------------------------------------------------------
+# --- user rules ------------------------------------------------------------------------------
 
 
 def test_user_rules_come_before_the_builtins():
@@ -148,7 +148,7 @@ def test_a_rule_matches_on_all_of_its_fields():
     assert not rule.matches(http(500, "quota_exceeded"), "gemini")
 
 
-# --- cooldowns ------------------------------------------------------------------------------------
+# --- cooldowns -------------------------------------------------------------------------------
 
 
 def test_backoff_doubles_from_base_up_to_the_cap():

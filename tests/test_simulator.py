@@ -57,7 +57,7 @@ def error_message(response: httpx.Response) -> str:
     return str(error["message"])
 
 
-# --- request validation ------------------------------------------------------------------------------
+# --- request validation ----------------------------------------------------------------------
 
 
 def test_a_valid_tool_round_trip_is_accepted(sim):
@@ -108,9 +108,7 @@ def test_a_tool_message_without_a_preceding_tool_call_is_400(sim):
         ),
     )
     assert response.status_code == 400
-    assert "must be a response to a preceding message with 'tool_calls'" in error_message(
-        response
-    )
+    assert "must be a response to a preceding message with 'tool_calls'" in error_message(response)
 
 
 def test_a_tool_result_for_another_call_is_400(sim):
@@ -142,9 +140,7 @@ def test_tool_calls_not_followed_by_their_results_are_400(sim):
 def test_an_unknown_top_level_argument_is_400(sim):
     response = chat(sim, body(user(), max_tokenz=5, system="x"))
     assert response.status_code == 400
-    assert error_message(response) == (
-        "Unrecognized request argument supplied: max_tokenz, system"
-    )
+    assert error_message(response) == ("Unrecognized request argument supplied: max_tokenz, system")
 
 
 @pytest.mark.parametrize(
@@ -186,7 +182,7 @@ def test_an_unknown_path_is_404(sim):
     assert response.status_code == 404
 
 
-# --- scripts -------------------------------------------------------------------------------------------
+# --- scripts ---------------------------------------------------------------------------------
 
 
 def test_scripted_behaviours_play_in_order_and_the_last_repeats(sim):
@@ -217,7 +213,7 @@ def test_a_scripted_reply_carries_tool_calls_and_usage(sim):
     assert data["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 
 
-# --- control endpoints ---------------------------------------------------------------------------------
+# --- control endpoints -----------------------------------------------------------------------
 
 
 def test_control_endpoints_script_list_and_reset(sim):
@@ -263,7 +259,7 @@ def test_unknown_control_paths_are_404(sim):
     assert httpx.get(sim.url + "/_sim/nothing", timeout=10).status_code == 404
 
 
-# --- as a program -------------------------------------------------------------------------------------
+# --- as a program ----------------------------------------------------------------------------
 
 
 def start_simulator(*args: str) -> subprocess.Popen[str]:

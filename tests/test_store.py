@@ -175,9 +175,9 @@ def test_cooldowns_written_by_the_original_are_read_at_full_precision(tmp_path):
     expected = datetime(2026, 4, 14, 9, 15, 32, 123457, tzinfo=UTC).timestamp()
     assert states[KEY].cooldown_until == pytest.approx(expected, abs=1e-6)
     assert states[KEY].failures == 0  # the original has no counter: NULL reads as 0
-    assert states["groq/llama"].cooldown_until == datetime(
-        2026, 4, 14, 9, 16, tzinfo=UTC
-    ).timestamp()
+    assert (
+        states["groq/llama"].cooldown_until == datetime(2026, 4, 14, 9, 16, tzinfo=UTC).timestamp()
+    )
     assert states["never/seen"].cooldown_until is None
 
 
@@ -191,7 +191,7 @@ def test_a_failure_never_shortens_a_cooldown_the_original_wrote(tmp_path):
     assert level == 1
 
 
-# --- opening -----------------------------------------------------------------------------------
+# --- opening ---------------------------------------------------------------------------------
 
 
 def test_database_uses_wal(store):
@@ -226,7 +226,7 @@ def test_two_connections_share_the_state(tmp_path):
         assert two.states([KEY])[KEY].cooldown_until == T0 + 30
 
 
-# --- the breaker -------------------------------------------------------------------------------
+# --- the breaker -----------------------------------------------------------------------------
 
 
 def test_consecutive_failures_escalate_the_level_and_the_backoff(store):
@@ -374,7 +374,7 @@ def test_every_timestamp_written_has_six_digits_and_a_utc_offset(store):
     assert all(TS_FORMAT.match(t) for t in texts), texts
 
 
-# --- clock.format_ts / parse_ts ------------------------------------------------------------------
+# --- clock.format_ts / parse_ts --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
