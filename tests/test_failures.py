@@ -4,12 +4,14 @@ pending/running/interrupted life cycle that `failed list/retry` rely on."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +33,20 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @pytest.fixture
-def new_york(monkeypatch):
-    """A local time zone far from UTC, so a local-time file name would show."""
-    monkeypatch.setenv("TZ", "America/New_York")
+def local_time_behind_utc() -> Iterator[None]:
+    """A local time zone five hours behind UTC, so a local-time file name would show."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "EST5"  # POSIX form: needs no tz database
     time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+    try:
+        assert time.localtime(T0).tm_hour == 19
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
 
 
 @pytest.fixture
@@ -48,7 +57,7 @@ def failures(tmp_path: Path) -> FailureStore:
 # --- names and files -------------------------------------------------------------------------
 
 
-def test_file_name_is_cascade_utc_stamp_and_hex(failures, new_york):
+def test_file_name_is_cascade_utc_stamp_and_hex(failures, local_time_behind_utc):
     path = failures.save("creative_task", prompt(), T0)
     match = NAME.match(path.name)
     assert match, path.name

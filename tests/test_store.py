@@ -200,7 +200,8 @@ def test_database_uses_wal(store):
 
 def test_new_database_is_owner_only_and_new_parents_are_0700(tmp_path):
     existing = tmp_path / "existing"
-    existing.mkdir(mode=0o755)
+    existing.mkdir()
+    existing.chmod(0o755)
     path = existing / "a" / "b" / "db.sqlite"
     with Store(path) as store:
         store.log_attempt(ok(), T0)
