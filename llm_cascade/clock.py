@@ -76,8 +76,9 @@ def parse_ts(text: str) -> float | None:
     if "." in value:
         # Python reads at most 6 fractional digits; the original may write 9.
         head, _, rest = value.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        value = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
+        offset = rest.lstrip("0123456789")  # the digits of the fraction end at the offset
+        digits = rest[: len(rest) - len(offset)]
+        value = f"{head}.{digits[:6].ljust(6, '0')}{offset}"
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

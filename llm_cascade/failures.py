@@ -96,11 +96,11 @@ class SavedPrompt:
 
     @property
     def status(self) -> str:
-        """failed, interrupted (its run died) or running (its run is still going)."""
+        """failed, interrupted (its run died) or running (a run or a retry holds it)."""
+        if self.in_flight:
+            return "running"
         status = str(self.envelope.get("status", "failed"))
-        if status == "pending":
-            return "running" if self.in_flight else "interrupted"
-        return status
+        return "interrupted" if status == "pending" else status
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -235,8 +235,14 @@ class FailureStore:
         """Every saved conversation, oldest first; unreadable files are skipped."""
         if not self.dir.is_dir():
             return []
+        dated = []
+        for path in self.dir.glob("*.json"):
+            try:
+                dated.append((path.stat().st_mtime, path.name, path))
+            except FileNotFoundError:
+                continue  # a run that just answered removed its pending file
         found = []
-        for path in sorted(self.dir.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name)):
+        for _, _, path in sorted(dated):
             saved = self.load(path)
             if saved is not None:
                 found.append(saved)

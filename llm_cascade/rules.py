@@ -170,6 +170,8 @@ def _parse_statuses(value: Any) -> frozenset[int]:
             lo, _, hi = item.partition("-")
             if not (lo.strip().isdigit() and hi.strip().isdigit()):
                 raise RuleError(f"status: cannot read range {item!r}")
+            if not 100 <= int(lo) <= int(hi) <= 599:
+                raise RuleError(f"status: range {item!r} must go upwards within 100-599")
             out |= _codes(int(lo), int(hi))
         else:
             raise RuleError(f"status: expected a code like 429, '5xx' or '500-504', got {item!r}")
@@ -190,7 +192,7 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
     kinds = None
     if "kind" in raw:
         kind_list = raw["kind"] if isinstance(raw["kind"], list) else [raw["kind"]]
-        bad = [k for k in kind_list if k not in KINDS]
+        bad = [k for k in kind_list if not isinstance(k, str) or k not in KINDS]
         if bad:
             raise RuleError(
                 f"kind: unknown {bad[0]!r} (expected one of {', '.join(sorted(KINDS))})"
@@ -199,7 +201,11 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
     codes = None
     if "code" in raw:
         code_list = raw["code"] if isinstance(raw["code"], list) else [raw["code"]]
-        codes = frozenset(str(c).lower() for c in code_list)
+        if not all(isinstance(c, str) for c in code_list):
+            raise RuleError(
+                f"code: expected a vendor error code or a list of them, got {raw['code']!r}"
+            )
+        codes = frozenset(c.lower() for c in code_list)
     action = raw.get("action", "failover")
     if action not in ("failover", "stop"):
         raise RuleError(f"action: expected 'failover' or 'stop', got {action!r}")
@@ -208,6 +214,16 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
             raise RuleError(f"{flag}: expected true or false")
     if statuses is None and kinds is None and codes is None:
         raise RuleError("a rule needs at least one of status, kind or code to match on")
+    hint = raw.get("hint")
+    if hint is not None:
+        if not isinstance(hint, str):
+            raise RuleError(f"hint: expected a string, got {hint!r}")
+        try:  # the engine fills it in on failure: a bad placeholder must fail here, not there
+            hint.format(provider="")
+        except (KeyError, IndexError, ValueError, AttributeError):
+            raise RuleError(
+                f"hint: {hint!r} may only use {{provider}} (write {{{{ }}}} for literal braces)"
+            ) from None
     return Rule(
         name=str(raw.get("name", default_name)),
         statuses=statuses,
@@ -217,5 +233,5 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         cooldown=_parse_cooldown(raw.get("cooldown", "backoff")),
         retry=raw.get("retry", False),
         honor_retry_after=raw.get("retry_after", True),
-        hint=raw.get("hint"),
+        hint=hint,
     )

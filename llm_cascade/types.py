@@ -232,11 +232,12 @@ def _jtype(value: Any) -> str:
 def _parse_call(raw: Any, where: str) -> ToolCall:
     obj = _obj(raw, where)
     fn = obj.get("function")  # also accept OpenAI's nested {"function": {...}} shape
-    src = _obj(fn, f"{where}.function") if fn is not None else obj
+    src_where = f"{where}.function" if fn is not None else where
+    src = _obj(fn, src_where) if fn is not None else obj
     args = src.get("arguments", "{}")
     if not isinstance(args, str):
         args = compact_json(args)
-    return ToolCall(_str(obj, "id", where, default=""), _str(src, "name", where), args)
+    return ToolCall(_str(obj, "id", where, default=""), _str(src, "name", src_where), args)
 
 
 def _parse_message(raw: Any, where: str) -> Message:

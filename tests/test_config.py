@@ -1,0 +1,401 @@
+"""Loading and validating the TOML config (SPEC §3, D48, D50): defaults, paths, options,
+errors that name the file and key, warnings for unknown keys, and rule tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_cascade import paths
+from llm_cascade.config import Options, load_config
+from llm_cascade.errors import ConfigError
+
+PROVIDER = '[providers.p]\ntype = "openai"\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def home() -> Path:
+    return Path.home()
+
+
+# --- defaults and paths ----------------------------------------------------------------------
+
+
+def test_an_empty_file_is_a_valid_config_with_default_paths(tmp_path, monkeypatch):
+    data_home = tmp_path / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(data_home))
+    config = load_config(write(tmp_path, ""))
+    assert config.providers == {} and config.cascades == {}
+    assert config.database_path == data_home / "llm-cascade" / "db.sqlite"
+    assert config.failure_dir == data_home / "llm-cascade" / "failed_prompts"
+    assert config.keyring is True
+    assert (config.cooldown.base_s, config.cooldown.cap_s) == (30.0, 3600.0)
+    assert config.rules == () and config.warnings == ()
+
+
+def test_an_empty_xdg_data_home_counts_as_unset(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", "")
+    config = load_config(write(tmp_path, ""))
+    assert config.database_path == home() / ".local" / "share" / "llm-cascade" / "db.sqlite"
+
+
+def test_tilde_paths_expand_to_home_and_relative_paths_follow_the_config(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = load_config(
+        write(
+            folder,
+            '[database]\npath = "~/state/db.sqlite"\n[failure_persistence]\ndir = "failed"\n',
+        )
+    )
+    assert config.database_path == home() / "state" / "db.sqlite"
+    assert config.failure_dir == folder / "failed"
+    assert config.failure_dir.is_absolute()
+    assert config.path == folder / "config.toml"
+
+
+def test_a_relative_config_path_is_made_absolute(tmp_path, monkeypatch):
+    write(tmp_path, '[database]\npath = "db.sqlite"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config("config.toml")
+    assert config.path == tmp_path / "config.toml"
+    assert config.database_path == tmp_path / "db.sqlite"
+
+
+def test_llm_cascade_config_names_the_default_config(tmp_path, monkeypatch):
+    chosen = write(tmp_path, '[database]\npath = "chosen.sqlite"\n', name="chosen.toml")
+    monkeypatch.setenv("LLM_CASCADE_CONFIG", str(chosen))
+    assert paths.default_config_path() == chosen
+    assert load_config().database_path == tmp_path / "chosen.sqlite"
+
+
+def test_llm_cascade_config_expands_tilde(monkeypatch):
+    monkeypatch.setenv("LLM_CASCADE_CONFIG", "~/cfg/llm.toml")
+    assert paths.default_config_path() == home() / "cfg" / "llm.toml"
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_a_blank_llm_cascade_config_is_ignored(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("LLM_CASCADE_CONFIG", value)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert paths.default_config_path() == tmp_path / "xdg" / "llm-cascade" / "config.toml"
+
+
+def test_default_config_path_follows_xdg_config_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert paths.default_config_path() == tmp_path / "xdg" / "llm-cascade" / "config.toml"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "")  # D50: empty means unset, not "relative"
+    assert paths.default_config_path() == home() / ".config" / "llm-cascade" / "config.toml"
+
+
+def test_default_config_is_loaded_when_no_path_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    folder = tmp_path / "xdg" / "llm-cascade"
+    folder.mkdir(parents=True)
+    write(folder, PROVIDER)
+    assert list(load_config().providers) == ["p"]
+
+
+# --- providers, entries and options ----------------------------------------------------------
+
+
+def test_provider_fields_and_defaults(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            "[providers.groq]\n"
+            'type = "openai"\n'
+            'base_url = "https://api.groq.com/openai/v1///"\n'
+            'api_key_service = "groq-svc"\n'
+            'api_key_env = "GROQ_API_KEY"\n'
+            "[providers.local]\n"
+            'type = "ollama"\n',
+        )
+    )
+    groq, local = config.providers["groq"], config.providers["local"]
+    assert (groq.type, groq.api_key_service, groq.api_key_env) == (
+        "openai",
+        "groq-svc",
+        "GROQ_API_KEY",
+    )
+    assert groq.base_url == "https://api.groq.com/openai/v1"
+    assert not groq.uses_default_base_url
+    assert local.effective_base_url == "http://localhost:11434"
+    assert local.uses_default_base_url
+    assert local.options == Options()
+
+
+def test_entry_options_override_provider_options_which_override_defaults(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            PROVIDER + "timeout = 30\n"
+            "max_tokens = 100\n"
+            'extra = {seed = 1, top_p = 0.5}\nheaders = {"X-A" = "1", "X-B" = "2"}\n'
+            "[cascades.c]\n"
+            "entries = [\n"
+            '  {provider = "p", model = "fast", max_tokens = 5, extra = {seed = 2, user = "u"},'
+            ' headers = {"X-B" = "b"}},\n'
+            '  {provider = "p", model = "plain"},\n'
+            "]\n",
+        )
+    )
+    fast, plain = config.cascades["c"].entries
+    assert fast.options.timeout == 30.0  # from the provider
+    assert fast.options.max_tokens == 5  # from the entry
+    assert fast.options.connect_timeout == 10.0  # the default
+    assert fast.options.extra == {"seed": 2, "top_p": 0.5, "user": "u"}  # merged key-wise
+    assert fast.options.headers == {"X-A": "1", "X-B": "b"}
+    assert plain.options == config.providers["p"].options
+    assert isinstance(fast.options.timeout, float)
+
+
+def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            PROVIDER + "[cascades.c]\n"
+            'entries = [{provider = "p", model = "b"}, {provider = "p", model = " a "},'
+            ' {provider = "p", model = "llama3:8b"}]\n'
+            "deadline = 45\n",
+        )
+    )
+    cascade = config.cascades["c"]
+    assert [e.key for e in cascade.entries] == ["p/b", "p/a", "p/llama3:8b"]
+    assert cascade.deadline == 45.0
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[providers.p]\n", "providers.p.type", "is missing"),
+        ('[providers.p]\ntype = "OpenAI"\n', "providers.p.type", "unknown 'OpenAI'"),
+        ('[providers."a/b"]\ntype = "openai"\n', "providers.a/b", "must not"),
+        ("providers = 5\n", "providers", "must be a table"),
+        ('[providers]\np = "openai"\n', "providers.p", "must be a table"),
+        (PROVIDER + 'base_url = "api.example.com"\n', "providers.p.base_url", "http(s) URL"),
+        (PROVIDER + "api_key_env = 5\n", "providers.p.api_key_env", "must be a string"),
+        (PROVIDER + "timeout = 0\n", "providers.p.timeout", "above 0"),
+        (PROVIDER + 'connect_timeout = "5"\n', "providers.p.connect_timeout", "above 0"),
+        (PROVIDER + "max_tokens = 1.5\n", "providers.p.max_tokens", "an integer"),
+        (PROVIDER + "retries = 11\n", "providers.p.retries", "from 0 to 10"),
+        (PROVIDER + "retries = true\n", "providers.p.retries", "from 0 to 10"),
+        (PROVIDER + "temperature = -0.1\n", "providers.p.temperature", "0 or more"),
+        (PROVIDER + "headers = {X = 1}\n", "providers.p.headers", "string values"),
+        (PROVIDER + 'extra = "x"\n', "providers.p.extra", "a table"),
+        ("[cascades.c]\n", "cascades.c.entries", "is missing"),
+        ("[cascades.c]\nentries = []\n", "cascades.c.entries", "is empty"),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m"}, "p/m"]\n',
+            "cascades.c.entries[1]",
+            "must be a table",
+        ),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{model = "m"}]\n',
+            "cascades.c.entries[0].provider",
+            "is missing",
+        ),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "q", model = "m"}]\n',
+            "cascades.c.entries[0].provider",
+            "'q' is not defined under [providers] (defined: p)",
+        ),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "  "}]\n',
+            "cascades.c.entries[0].model",
+            "non-empty",
+        ),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m", retries = -1}]\n',
+            "cascades.c.entries[0].retries",
+            "from 0 to 10",
+        ),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m"}]\ndeadline = 0\n',
+            "cascades.c.deadline",
+            "above 0",
+        ),
+        ('keyring = "no"\n', "keyring", "true or false"),
+        ("[cooldown]\nbase = 0\n", "cooldown.base", "above 0"),
+        ("database = 1\n", "database", "must be a table"),
+        ("[database]\npath = 1\n", "database.path", "must be a string"),
+        ("[failure_persistence]\ndir = []\n", "failure_persistence.dir", "must be a string"),
+    ],
+)
+def test_each_validation_error_names_the_file_and_the_key(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"'{path}': {key}: "), message
+    assert problem in message
+    assert caught.value.exit_code == 2
+
+
+def test_a_toml_syntax_error_names_the_file(tmp_path):
+    path = write(tmp_path, "[providers.p\ntype = 'openai'\n")
+    with pytest.raises(ConfigError, match=r"^Failed to parse config file '.*config\.toml': "):
+        load_config(path)
+
+
+def test_an_unreadable_config_is_a_read_error(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ConfigError, match=r"^Failed to read config file '.*config\.toml': "):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^Failed to read config file '.*'"):
+        load_config(tmp_path)  # a directory
+
+
+def test_a_missing_config_says_how_to_create_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"no config file at '.*nope\.toml'.*llm-cascade setup"):
+        load_config(tmp_path / "nope.toml")
+
+
+# --- unknown keys ----------------------------------------------------------------------------
+
+
+def test_unknown_keys_are_warnings_with_a_suggestion(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            "[providers.p]\n"
+            'type = "openai"\n'
+            'api_key_evn = "X"\n'
+            "[cascades.c]\n"
+            'entries = [{provider = "p", model = "m", timout = 5}]\n'
+            "dedline = 3\n"
+            "[databse]\n"
+            'path = "x"\n'
+            "[[rules]]\n"
+            "status = 500\n"
+            'cooldwn = "none"\n',
+        )
+    )
+    assert set(config.warnings) == {
+        "config.toml: unknown key 'databse' ignored (did you mean 'database'?)",
+        "config.toml: unknown key 'rules[0].cooldwn' ignored (did you mean 'cooldown'?)",
+        "config.toml: unknown key 'providers.p.api_key_evn' ignored (did you mean 'api_key_env'?)",
+        "config.toml: unknown key 'cascades.c.dedline' ignored (did you mean 'deadline'?)",
+        "config.toml: unknown key 'cascades.c.entries[0].timout' ignored (did you mean 'timeout'?)",
+    }
+    # Ignored means ignored: the typo changes nothing.
+    assert config.cascades["c"].entries[0].options.timeout == 120.0
+
+
+def test_an_unknown_key_with_nothing_close_has_no_suggestion(tmp_path):
+    config = load_config(write(tmp_path, 'zebra = "stripes"\n'))
+    assert config.warnings == ("config.toml: unknown key 'zebra' ignored",)
+
+
+def test_unknown_keys_are_logged_as_warnings(tmp_path, caplog):
+    load_config(write(tmp_path, "[database]\npaht = 'x'\n"))
+    assert "unknown key 'database.paht' ignored (did you mean 'path'?)" in caplog.text
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+def rules_config(tmp_path: Path, *tables: str) -> Path:
+    return write(tmp_path, "".join(f"[[rules]]\n{t}\n" for t in tables))
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("429", {429}),
+        ('"5xx"', set(range(500, 600))),
+        ('"500-504"', {500, 501, 502, 503, 504}),
+        ('" 500 - 502 "', {500, 501, 502}),
+        ('[429, 503, "520-521"]', {429, 503, 520, 521}),
+        ('["4xx", 503]', set(range(400, 500)) | {503}),
+    ],
+)
+def test_rule_status_forms(tmp_path, status, expected):
+    [rule] = load_config(rules_config(tmp_path, f"status = {status}")).rules
+    assert rule.statuses == frozenset(expected)
+
+
+def test_rule_fields_are_parsed(tmp_path):
+    first, second = load_config(
+        rules_config(
+            tmp_path,
+            'name = "too_long"\nstatus = 400\ncode = "Context_Length_Exceeded"\n'
+            'action = "stop"\ncooldown = "none"\nhint = "shorten the prompt for {provider}"',
+            'kind = ["timeout", "connect"]\ncooldown = 12\nretry = true\nretry_after = false',
+        )
+    ).rules
+    assert first.name == "too_long"
+    assert first.codes == frozenset({"context_length_exceeded"})  # codes match case-blind
+    assert (first.action, first.cooldown, first.hint) == (
+        "stop",
+        "none",
+        "shorten the prompt for {provider}",
+    )
+    assert second.name == "rules[1]"
+    assert second.kinds == frozenset({"timeout", "connect"}) and second.statuses is None
+    assert (second.cooldown, second.retry, second.honor_retry_after) == (12.0, True, False)
+
+
+def test_provider_rules_are_kept_apart_from_global_ones(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            PROVIDER + "[[providers.p.rules]]\nstatus = 400\naction = 'stop'\n"
+            "[[rules]]\nkind = 'timeout'\n",
+        )
+    )
+    assert [r.name for r in config.providers["p"].rules] == ["providers.p.rules[0]"]
+    assert [r.name for r in config.rules] == ["rules[0]"]
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ("status = 600", "status: expected a code like 429"),
+        ("status = true", "status: expected a code like 429"),
+        ('status = "5XX"', "status: expected a code like 429"),
+        ('status = "abc"', "status: expected a code like 429"),
+        ('status = "500-"', "status: cannot read range"),
+        ('status = "504-500"', "status: "),
+        ('status = "1-99999"', "status: "),
+        ('kind = "hang"', "kind: unknown 'hang'"),
+        ('kind = ["timeout", ["connect"]]', "kind: "),
+        ("kind = {a = 1}", "kind: "),
+        ("code = {a = 1}", "code: "),
+        ('status = 500\naction = "explode"', "action: expected 'failover' or 'stop'"),
+        ("status = 500\ncooldown = -1", "cooldown: expected"),
+        ('status = 500\ncooldown = "forever"', "cooldown: expected"),
+        ('status = 500\nretry = "yes"', "retry: expected true or false"),
+        ("status = 500\nretry_after = 1", "retry_after: expected true or false"),
+        ("status = 500\nhint = 5", "hint: "),
+        ('status = 500\nhint = "see {docs}"', "hint: "),
+        ('action = "stop"', "a rule needs at least one of status, kind or code"),
+    ],
+)
+def test_a_bad_rule_is_a_config_error_naming_the_rule(tmp_path, table, problem):
+    path = rules_config(tmp_path, "status = 429", table)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': rules[1]: {problem}"), str(caught.value)
+
+
+def test_a_bad_provider_rule_names_its_path(tmp_path):
+    path = write(tmp_path, PROVIDER + "[[providers.p.rules]]\nkind = 'nope'\n")
+    with pytest.raises(ConfigError, match=r"providers\.p\.rules\[0\]: kind: unknown 'nope'"):
+        load_config(path)
+
+
+def test_rules_must_be_an_array_of_tables(tmp_path):
+    path = write(tmp_path, "[rules]\nstatus = 500\n")
+    with pytest.raises(ConfigError, match=r"rules: must be an array of tables"):
+        load_config(path)

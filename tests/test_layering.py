@@ -1,0 +1,192 @@
+"""Imports point one way (STYLE §1, rule 2), checked on each module's `ast`, plus a check that
+the CLI starts without importing the engine's heavy dependencies.
+
+Only imports that run are counted: those under `if TYPE_CHECKING:` exist for the type checker
+and create no dependency at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+import llm_cascade
+
+PACKAGE = Path(llm_cascade.__file__).parent
+ROOT = "llm_cascade"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(body: list[ast.stmt]) -> list[ast.AST]:
+    """Every node of `body`, except what sits under `if TYPE_CHECKING:`."""
+    found: list[ast.AST] = []
+    for stmt in body:
+        if isinstance(stmt, ast.If) and _is_type_checking(stmt):
+            found.extend(_runtime_nodes(stmt.orelse))
+            continue
+        found.append(stmt)
+        for child in ast.iter_child_nodes(stmt):
+            if isinstance(child, ast.stmt):
+                found.extend(_runtime_nodes([child]))
+            else:
+                found.extend(ast.walk(child))
+    return found
+
+
+@cache
+def imports_of(name: str) -> frozenset[str]:
+    """Absolute names of the modules `name` imports at run time (functions included)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: set[str] = set()
+    for node in _runtime_nodes(tree.body):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            # `from . import x` imports the module `x` when there is one.
+            found.update(
+                f"{target}.{alias.name}"
+                for alias in node.names
+                if f"{target}.{alias.name}" in MODULES
+            )
+    return frozenset(found)
+
+
+def internal(name: str) -> set[str]:
+    """The package modules `name` imports, without the package root itself."""
+    return {m for m in imports_of(name) if m.startswith(ROOT + ".")}
+
+
+def third_party(name: str) -> set[str]:
+    return {m.split(".")[0] for m in imports_of(name) if not m.startswith(ROOT)}
+
+
+def short(name: str) -> str:
+    return name.removeprefix(ROOT + ".")
+
+
+def in_area(name: str, area: str) -> bool:
+    """True if `name` is the module `area` or inside the package `area` (short names)."""
+    return short(name) == area or short(name).startswith(area + ".")
+
+
+# --- the walker itself -----------------------------------------------------------------------
+
+
+def test_the_walker_sees_relative_absolute_and_function_level_imports():
+    assert "llm_cascade.errors" in imports_of("llm_cascade.types")  # from .errors import
+    assert "httpx" in imports_of("llm_cascade.providers._http")  # import httpx
+    assert "llm_cascade.providers._http" in imports_of("llm_cascade.cascade")  # inside a function
+    assert "keyring" in imports_of("llm_cascade.keys")  # inside a function
+    assert "llm_cascade.cli.failed_cmd" in imports_of("llm_cascade.cli")  # from . import x
+    assert "llm_cascade.errors" in imports_of("llm_cascade.providers.base")  # from ..errors
+
+
+def test_the_walker_skips_type_checking_imports():
+    assert "llm_cascade.cascade" not in imports_of("llm_cascade.errors")
+    assert "httpx" not in third_party("llm_cascade.cascade")
+
+
+def test_every_module_is_checked():
+    assert {"llm_cascade.types", "llm_cascade.store", "llm_cascade.cli.run"} <= set(MODULES)
+    assert len(MODULES) >= 30
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+LEAVES = {
+    "llm_cascade.types": {"llm_cascade.errors"},
+    "llm_cascade.errors": set(),
+    "llm_cascade.clock": set(),
+    "llm_cascade.paths": set(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_leaf_modules_import_no_other_package_module(name):
+    assert internal(name) <= LEAVES[name], internal(name) - LEAVES[name]
+
+
+PROVIDER_MODULES = sorted(m for m in MODULES if in_area(m, "providers"))
+
+
+@pytest.mark.parametrize("name", PROVIDER_MODULES)
+def test_providers_import_only_types_errors_and_each_other(name):
+    allowed = {"llm_cascade.types", "llm_cascade.errors"}
+    bad = {m for m in internal(name) if m not in allowed and not in_area(m, "providers")}
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_store_knows_nothing_of_the_engine_the_cli_or_providers():
+    forbidden = ("cascade", "cli", "providers", "keys", "config")
+    bad = {m for m in internal("llm_cascade.store") if any(in_area(m, f) for f in forbidden)}
+    assert not bad, bad
+
+
+def test_only_main_imports_the_cli():
+    importers = {
+        name
+        for name in MODULES
+        if not in_area(name, "cli") and any(in_area(m, "cli") for m in internal(name))
+    }
+    assert importers == {"llm_cascade.__main__"}
+
+
+@pytest.mark.parametrize("library", ["typer", "rich", "click"])
+def test_only_the_cli_imports_terminal_libraries(library):
+    users = {name for name in MODULES if library in third_party(name)}
+    assert all(in_area(name, "cli") for name in users), users
+
+
+HTTP_MODULES = {"providers._http", "http_client", "simulator"}
+
+
+def test_httpx_is_imported_only_at_the_http_edge():
+    users = {name for name in MODULES if "httpx" in third_party(name)}
+    outside = {n for n in users if not any(in_area(n, area) for area in HTTP_MODULES)}
+    assert not outside, outside
+    assert "llm_cascade.providers._http" in users
+
+
+# --- start-up cost ---------------------------------------------------------------------------
+
+
+def test_importing_the_cli_does_not_import_the_engines_dependencies():
+    code = "import json, sys, llm_cascade.cli; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "llm_cascade.cli" in loaded and "typer" in loaded  # the check is not vacuous
+    heavy = {"httpx", "keyring", "asyncio", "llm_cascade.cascade"}
+    assert not heavy & loaded, sorted(heavy & loaded)
