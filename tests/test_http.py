@@ -9,8 +9,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from llm_cascade.providers import get_adapter
-from llm_cascade.providers._http import MAX_MESSAGE_CHARS, _describe_body, parse_retry_after, scrub
+from llm_cascade.providers import _http, get_adapter
+from llm_cascade.providers._http import MAX_MESSAGE_CHARS, parse_retry_after, scrub
 from llm_cascade.providers.base import deep_merge, error_summary
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -197,6 +197,11 @@ def adapter():
     return get_adapter("openai")
 
 
+def describe(adapter, body: bytes) -> tuple[str, str | None]:
+    """Summarise a raw error body as `_http` does: decode, then describe."""
+    return _http._describe_body(adapter, *_http._decode(body))
+
+
 def test_an_html_error_page_is_summarised_by_its_title(adapter):
     page = (
         b"<!DOCTYPE html>\n<html><head><TITLE>\n 502 Bad Gateway \n</TITLE></head>"
@@ -204,16 +209,16 @@ def test_an_html_error_page_is_summarised_by_its_title(adapter):
         + b"<p>upstream</p>" * 500
         + b"</body></html>"
     )
-    assert _describe_body(adapter, page) == ("HTML error page: 502 Bad Gateway", None)
+    assert describe(adapter, page) == ("HTML error page: 502 Bad Gateway", None)
 
 
 def test_an_html_page_without_a_title_still_says_it_was_html(adapter):
-    assert _describe_body(adapter, b"  <html><body>oops</body></html>") == ("HTML error page", None)
+    assert describe(adapter, b"  <html><body>oops</body></html>") == ("HTML error page", None)
 
 
 def test_a_json_error_body_gives_message_and_code(adapter):
     body = b'{"error": {"message": "Invalid model", "type": "invalid_request_error"}}'
-    assert _describe_body(adapter, body) == (
+    assert describe(adapter, body) == (
         "invalid_request_error: Invalid model",
         "invalid_request_error",
     )
@@ -230,7 +235,7 @@ def test_a_json_error_body_gives_message_and_code(adapter):
     ],
 )
 def test_other_bodies_are_shown_as_text(adapter, body, message):
-    assert _describe_body(adapter, body) == (message, None)
+    assert describe(adapter, body) == (message, None)
 
 
 # --- deep_merge ------------------------------------------------------------------------------
