@@ -17,6 +17,7 @@ from typing import Any
 from . import paths
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
+from .providers.base import deep_merge
 from .rules import RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,10 @@ class Options:
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
         values = dict(overrides)
-        for table in ("extra", "headers"):
-            if table in values:
-                values[table] = {**getattr(self, table), **values[table]}
+        if "extra" in values:  # nested tables merge too, as they do into the request body
+            values["extra"] = deep_merge(dict(self.extra), values["extra"])
+        if "headers" in values:
+            values["headers"] = {**self.headers, **values["headers"]}
         return replace(self, **values)
 
 

@@ -290,7 +290,8 @@ class FailureStore:
         except ConversationError:
             os.close(fd)
             raise
-        retries = int(saved.envelope.get("retries", 0)) + 1
+        previous = saved.envelope.get("retries", 0)
+        retries = (previous if isinstance(previous, int) else 0) + 1
         saved.envelope.update(retries=retries)
         return PendingPrompt(self, saved.path, fd, saved.envelope)
 

@@ -161,6 +161,8 @@ def _parse_statuses(value: Any) -> frozenset[int]:
     items: Iterable[Any] = value if isinstance(value, list) else [value]
     out: set[int] = set()
     for item in items:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)  # "503" means 503
         if isinstance(item, int) and not isinstance(item, bool) and 100 <= item <= 599:
             out.add(item)
         elif isinstance(item, str) and len(item) == 3 and item[0] in "12345" and item[1:] == "xx":

@@ -247,7 +247,8 @@ def _parse_message(raw: Any, where: str) -> Message:
         raise ConversationError(
             f"{where}.role", f"must be one of {', '.join(ROLES)}, got {json.dumps(role)}"
         )
-    calls_raw = obj.get("tool_calls") or []
+    calls_raw = obj.get("tool_calls")
+    calls_raw = [] if calls_raw is None else calls_raw
     if not isinstance(calls_raw, list):
         raise ConversationError(f"{where}.tool_calls", "must be an array")
     calls = tuple(_parse_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls_raw))

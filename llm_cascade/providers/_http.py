@@ -12,6 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -58,9 +59,12 @@ def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
         value = float(raw.strip())
     except ValueError:
         try:
-            value = parsedate_to_datetime(raw).timestamp() - now
+            moment = parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
+        if moment.tzinfo is None:  # "-0000": UTC with no stated zone, never local time
+            moment = moment.replace(tzinfo=UTC)
+        value = moment.timestamp() - now
     return max(value, 0.0) if math.isfinite(value) else None
 
 

@@ -225,9 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/_sim/script":
             try:
-                data = json.loads(raw)
-                for model, items in data.items():
-                    self.sim.script(model, *(from_json(i) for i in items))
+                parsed = {m: [from_json(i) for i in items] for m, items in json.loads(raw).items()}
+                for model, behaviours in parsed.items():  # all or nothing
+                    self.sim.script(model, *behaviours)
             except (ValueError, AttributeError, TypeError) as exc:
                 self._json(400, {"error": {"message": str(exc)}})
                 return
