@@ -18,6 +18,7 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
 from . import run as run_module
 from . import state
 from ._common import setup_logging
+from .key_cmd import key_app
 
 app = typer.Typer(
     name="llm-cascade",
@@ -50,6 +51,7 @@ app.command("run")(run_module.run)
 app.command("status")(state.status)
 app.command("log")(state.log)
 app.command("reset")(state.reset)
+app.add_typer(key_app, name="key")
 
 
 def main() -> None:
