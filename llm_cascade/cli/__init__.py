@@ -18,7 +18,9 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
 from . import run as run_module
 from . import state
 from ._common import setup_logging
+from .config_cmd import config_app
 from .key_cmd import key_app
+from .setup_cmd import setup
 
 app = typer.Typer(
     name="llm-cascade",
@@ -51,7 +53,9 @@ app.command("run")(run_module.run)
 app.command("status")(state.status)
 app.command("log")(state.log)
 app.command("reset")(state.reset)
+app.command("setup")(setup)
 app.add_typer(key_app, name="key")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:
