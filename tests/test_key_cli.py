@@ -175,12 +175,14 @@ def test_providers_without_keys_are_not_an_error_for_get_and_delete(cfg, command
         (["set", "openai"], "", "the API key is empty"),
         (["set", "openai"], "sk-one\nsk-two\n", "several lines"),
         (["get", "nope"], "", "(defined: groq, ollama, openai, proxy)"),
+        (["set", "openai", SECRET], "", "takes no key argument"),
     ],
 )
 def test_key_mistakes_exit_2_with_the_fix(cfg, file_keyring, args, stdin, message):
     done = key(*args, "-c", str(cfg), stdin=stdin)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert SECRET not in done.stdout + done.stderr
     assert not Path(file_keyring.file_path).exists()
 
 

@@ -71,6 +71,7 @@ def _require_keyring(app_config: AppConfig, lookup: KeyLookup) -> None:
 
 
 def set_key(
+    ctx: typer.Context,
     provider: ProviderArg,
     config: ConfigOption = None,
     stdin: Annotated[
@@ -88,6 +89,12 @@ def set_key(
     from ..keys import KeyringUnavailable, clean_secret, keyring_backend, read_env, store_key
     from .prompter import read_key
 
+    if ctx.args:  # caught here so the usual "unexpected argument (sk-...)" never echoes a key
+        raise UsageError(
+            "`key set` takes no key argument (it stays in shell history; consider removing it):"
+            f" run `llm-cascade key set {provider}` and paste the key at the prompt, or"
+            f' printf %s "$KEY" | llm-cascade key set {provider}'
+        )
     app_config, provider_config, lookup = _load(config, provider)
     if not lookup.needs_key:
         raise UsageError(
@@ -263,7 +270,8 @@ def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> N
             say(missing_key_message(status.lookup, use_keyring=app_config.keyring))
 
 
-key_app.command("set")(set_key)
+# Extra arguments reach set_key, which refuses them without echoing what may be a key.
+key_app.command("set", context_settings={"allow_extra_args": True})(set_key)
 key_app.command("get")(get_key)
 key_app.command("list")(list_keys)
 key_app.command("delete")(delete_key)
