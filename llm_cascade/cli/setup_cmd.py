@@ -56,7 +56,14 @@ def setup(config: ConfigOption = None, interactive: InteractiveOption = False) -
     except KeyboardInterrupt:
         say("\nAborted; nothing was written.")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    app_config = _commit(path, text, keys)
+    try:
+        app_config = _commit(path, text, keys)
+    except KeyboardInterrupt:
+        say(
+            f"\nInterrupted while writing; `llm-cascade config check -c {path}`"
+            " shows what is there."
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if interactive:
         print()
         print(f"Wrote {path}:")
@@ -143,7 +150,7 @@ def _commit(path: Path, text: str, keys: dict[str, str]) -> AppConfig:
 
 
 def _store_keys(app_config: AppConfig, keys: dict[str, str]) -> None:
-    from ..keys import KeyringUnavailable, lookup_for, store_key
+    from ..keys import KeyringUnavailable, key_fix, lookup_for, store_key
 
     for provider, secret in sorted(keys.items()):
         lookup = lookup_for(app_config.providers[provider])
@@ -151,7 +158,7 @@ def _store_keys(app_config: AppConfig, keys: dict[str, str]) -> None:
             store_key(lookup, secret)
         except KeyringUnavailable as exc:
             say(f"Warning: could not store the key for '{provider}': {exc}")
-            say(f"  Try again with `llm-cascade key set {provider}`, or set {lookup.env_var}.")
+            say(f"  To fix: {key_fix(lookup)}.")
         else:
             print(f"API key for '{provider}' stored in keyring.")
     keys.clear()
