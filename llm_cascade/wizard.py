@@ -97,11 +97,10 @@ _EXAMPLES = {p.name: p.example_model for p in PRESETS}
 
 @dataclass
 class Answers:
-    """What the user chose. `keys` maps provider names to keys still to be stored."""
+    """What the user chose: provider tables by name, cascades as (provider, model) lists."""
 
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
     cascades: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    keys: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 # --- single answers: pure, each returns the value or raises ValueError with the fix ----------
@@ -234,11 +233,10 @@ def add_custom_provider(io: Prompter, answers: Answers) -> None:
     default_env = env_var_for(name)
 
     def parse_env(answer: str) -> str:
-        if not answer:
-            return default_env
-        if not ENV_RE.fullmatch(answer):
+        value = answer or default_env  # a name like `1x` makes a default that is not valid
+        if not ENV_RE.fullmatch(value):
             raise ValueError("An env var name uses letters, digits and '_' (e.g. MY_LLM_API_KEY).")
-        return answer
+        return value
 
     env = _ask_until_valid(io, f"  Env var for its key [{default_env}]: ", parse_env)
     answers.providers[name] = {

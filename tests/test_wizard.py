@@ -15,8 +15,9 @@ import pytest
 from keyrings.alt.file import PlaintextKeyring
 
 from llm_cascade.config import parse_config
+from llm_cascade.keys import lookup_for
 from llm_cascade.wizard import (
-    Answers,
+    ask_keys,
     build_document,
     check_base_url,
     check_name,
@@ -147,8 +148,15 @@ def test_closed_input_ends_the_dialogue_instead_of_asking_forever():
     assert sum("Providers [1-5]" in line for line in io.lines) == 4
 
 
-def test_keys_are_not_in_the_answers_repr():
-    assert SECRET not in repr(Answers(keys={"openai": SECRET}))
+def test_hidden_keys_are_asked_per_provider_and_can_be_skipped():
+    config = parse_config(
+        {"providers": {"a": {"type": "openai"}, "o": {"type": "ollama"}, "b": {"type": "gemini"}}}
+    )
+    lookups = [lookup_for(config.providers[n]) for n in sorted(config.providers)]
+    io = Scripted(["yes", "", "sk one", f"  {SECRET} "])
+    assert ask_keys(io, lookups, "memory") == {"b": SECRET}
+    assert "  the API key contains spaces or several lines; give exactly one key" in io.lines
+    assert not any("API key for o" in line for line in io.lines)  # ollama needs none
 
 
 # --- the real command in a pseudo-terminal --------------------------------------------------
