@@ -10,9 +10,10 @@ costs a one-line warning, never a hang or a traceback (D46, D47).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -23,7 +24,10 @@ logger = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "llm-cascade"
 KEYRING_TIMEOUT_S = 5.0
+KEYRING_TIMEOUT_ENV = "LLM_CASCADE_KEYRING_TIMEOUT"
+MAX_KEY_CHARS = 4096
 Source = Literal["keyring", "env", "missing", "not_needed"]
+KeyringState = Literal["set", "not set", "error", "off", "n/a"]
 T = TypeVar("T")
 
 
@@ -92,30 +96,78 @@ def _with_timeout(call: Callable[[], T], timeout_s: float) -> T:
             f"no answer within {timeout_s:g} s (locked or waiting for unlock?)"
         )
     if "error" in box:
-        exc = box["error"]
-        raise KeyringUnavailable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        raise KeyringUnavailable(_first_line(box["error"])) from None
     return box["value"]  # type: ignore[no-any-return]  # set by the worker
+
+
+def keyring_timeout_s() -> float:
+    """Seconds one keyring call may take: $LLM_CASCADE_KEYRING_TIMEOUT, else 5 (D47)."""
+    raw = os.environ.get(KEYRING_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else KEYRING_TIMEOUT_S
+    except ValueError:
+        return KEYRING_TIMEOUT_S
+    return value if value > 0 and math.isfinite(value) else KEYRING_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """The keyring backend in use; `problem` says why keys cannot be kept in it."""
+
+    name: str
+    problem: str | None = None
+    note: str | None = None  # worth knowing but not fatal, e.g. keys stored unencrypted
+
+
+def keyring_backend() -> Backend:
+    """Describe the backend `keyring` picked; never raises, never hangs (D46)."""
+    try:
+        import keyring
+
+        backend = _with_timeout(keyring.get_keyring, keyring_timeout_s())
+    except ImportError as exc:  # pragma: no cover - keyring is a dependency
+        return Backend("none", f"the keyring package cannot be imported ({exc})")
+    except KeyringUnavailable as exc:
+        return Backend("unknown", str(exc))
+    name = str(getattr(backend, "name", type(backend).__name__))
+    module = type(backend).__module__
+    problem = note = None
+    # These three accept or refuse every call without keeping anything.
+    if module == "keyring.backends.null":
+        problem = "the null backend keeps nothing"
+    elif module == "keyring.backends.fail" or (
+        module == "keyring.backends.chainer" and not getattr(backend, "backends", None)
+    ):
+        problem = "no keyring backend is installed or reachable"
+    elif "plaintext" in type(backend).__name__.lower():
+        where = getattr(backend, "file_path", None)
+        note = "keys are stored unencrypted" + (f" in {where}" if where else "")
+    return Backend(name, problem, note)
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """`NoKeyringError: No recommended backend was available.`: one short line, not a page."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.split(". ")[0].rstrip(".")
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def backend_name() -> str:
     """The keyring backend in use, e.g. `SecretService Keyring`, or why there is none."""
-    try:
-        import keyring
-
-        backend = _with_timeout(keyring.get_keyring, KEYRING_TIMEOUT_S)
-    except (ImportError, KeyringUnavailable) as exc:
-        return f"unavailable ({exc})"
-    name = getattr(backend, "name", type(backend).__name__)
-    return str(name)
+    backend = keyring_backend()
+    return f"{backend.name} (unusable: {backend.problem})" if backend.problem else backend.name
 
 
-def keyring_get(user: str, timeout_s: float = KEYRING_TIMEOUT_S) -> str | None:
+def keyring_get(user: str, timeout_s: float | None = None) -> str | None:
     """Read (`llm-cascade`, user) from the keyring; None if absent. Raises KeyringUnavailable."""
     try:
         import keyring
     except ImportError as exc:  # pragma: no cover - keyring is a dependency
         raise KeyringUnavailable(str(exc)) from None
-    value = _with_timeout(lambda: keyring.get_password(KEYRING_SERVICE, user), timeout_s)
+    value = _with_timeout(
+        lambda: keyring.get_password(KEYRING_SERVICE, user), timeout_s or keyring_timeout_s()
+    )
     return (value.strip() or None) if isinstance(value, str) else None
 
 
@@ -123,7 +175,23 @@ def keyring_set(user: str, secret: str) -> None:
     """Store a key. Raises KeyringUnavailable."""
     import keyring
 
-    _with_timeout(lambda: keyring.set_password(KEYRING_SERVICE, user, secret), KEYRING_TIMEOUT_S)
+    _with_timeout(lambda: keyring.set_password(KEYRING_SERVICE, user, secret), keyring_timeout_s())
+
+
+def store_key(lookup: KeyLookup, secret: str) -> None:
+    """Store a provider's key where the runtime looks, and read it back.
+
+    Raises KeyringUnavailable when the backend is unusable, fails, or does not return what it
+    was given (a backend that silently drops keys must not look like success, D46).
+    """
+    if not lookup.keyring_user:
+        raise KeyringUnavailable(f"provider '{lookup.provider}' does not use an API key")
+    backend = keyring_backend()
+    if backend.problem:
+        raise KeyringUnavailable(f"{backend.name}: {backend.problem}")
+    keyring_set(lookup.keyring_user, secret)
+    if keyring_get(lookup.keyring_user) != secret:
+        raise KeyringUnavailable(f"{backend.name} accepted the key but does not return it")
 
 
 def keyring_delete(user: str) -> bool:
@@ -138,7 +206,7 @@ def keyring_delete(user: str) -> bool:
             return False
         return True
 
-    return _with_timeout(delete, KEYRING_TIMEOUT_S)
+    return _with_timeout(delete, keyring_timeout_s())
 
 
 def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
@@ -162,17 +230,81 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
     return ResolvedKey("missing", env_var=lookup.env_var, warning=warning)
 
 
-def missing_key_message(lookup: KeyLookup) -> str:
+def missing_key_message(lookup: KeyLookup, *, use_keyring: bool = True) -> str:
     """Say where the key was looked for and how to provide one."""
     message = f"API key not configured for provider '{lookup.provider}'"
-    fixes = [f"run `llm-cascade key set {lookup.provider}`"]
+    return f"{message}: {key_fix(lookup, use_keyring=use_keyring)}"
+
+
+def key_fix(lookup: KeyLookup, *, use_keyring: bool = True) -> str:
+    """How to give a provider its key: `run `llm-cascade key set x` or set X_API_KEY`."""
+    fixes = [f"run `llm-cascade key set {lookup.provider}`"] if use_keyring else []
     if lookup.env_var:
         fixes.append(f"set {lookup.env_var}")
     elif lookup.withheld_env_var:
         fixes.append(
             f"set api_key_env for it ({lookup.withheld_env_var} is not sent to a custom base_url)"
         )
-    return f"{message}: {' or '.join(fixes)}"
+    return " or ".join(fixes)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """Where one provider's key would come from right now (for `key list`, `config check`)."""
+
+    lookup: KeyLookup
+    keyring: KeyringState
+    env_set: bool | None  # None: no env var applies to this provider
+    source: Source
+
+    @property
+    def where(self) -> str:
+        """`keyring`, `env var NAME`, `missing` or `not needed`."""
+        if self.source == "env":
+            return f"env var {self.lookup.env_var}"
+        return {"keyring": "keyring", "missing": "missing"}.get(self.source, "not needed")
+
+
+def key_statuses(
+    lookups: Iterable[KeyLookup], *, use_keyring: bool = True
+) -> tuple[list[KeyStatus], str | None]:
+    """The status of each lookup, and a warning if the keyring failed.
+
+    After the first keyring failure the keyring is not asked again, so a locked keyring costs
+    one time limit, not one per provider. No key value leaves this function.
+    """
+    warning = None
+    statuses = []
+    for lookup in lookups:
+        if not lookup.needs_key:
+            statuses.append(KeyStatus(lookup, "n/a", None, "not_needed"))
+            continue
+        state: KeyringState = "off"
+        if use_keyring and lookup.keyring_user:
+            state = "error"
+            if warning is None:
+                try:
+                    state = "set" if keyring_get(lookup.keyring_user) else "not set"
+                except KeyringUnavailable as exc:
+                    warning = f"keyring unavailable ({exc}); only env vars are used"
+        env_set = None if lookup.env_var is None else read_env(lookup.env_var) is not None
+        source: Source = "keyring" if state == "set" else "env" if env_set else "missing"
+        statuses.append(KeyStatus(lookup, state, env_set, source))
+    return statuses, warning
+
+
+def clean_secret(raw: str) -> str:
+    """The key as vendors expect it: stripped (D40). Raises ValueError naming the problem."""
+    value = raw.strip()
+    if not value:
+        raise ValueError("the API key is empty")
+    if len(value) > MAX_KEY_CHARS:
+        raise ValueError(f"the API key is longer than {MAX_KEY_CHARS} characters")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("the API key contains spaces or several lines; give exactly one key")
+    if not value.isprintable():
+        raise ValueError("the API key contains control characters")
+    return value
 
 
 def mask_key(key: str) -> str:

@@ -20,6 +20,13 @@ def default_config_path() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
+def config_path(override: str | Path | None = None) -> Path:
+    """The config file a command uses: `-c PATH` if given, else `default_config_path()`."""
+    if override is None:
+        return default_config_path()
+    return Path(override).expanduser().absolute()  # as load_config() reads it
+
+
 def default_data_dir() -> Path:
     """The platform data dir (`~/.local/share/llm-cascade` on Linux, honouring XDG_DATA_HOME)."""
     import platformdirs

@@ -18,6 +18,9 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
 from . import failed_cmd, state
 from . import run as run_module
 from ._common import setup_logging
+from .config_cmd import config_app
+from .key_cmd import key_app
+from .setup_cmd import setup
 
 app = typer.Typer(
     name="llm-cascade",
@@ -51,6 +54,9 @@ app.command("status")(state.status)
 app.command("log")(state.log)
 app.command("reset")(state.reset)
 app.add_typer(failed_cmd.app, name="failed")
+app.command("setup")(setup)
+app.add_typer(key_app, name="key")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

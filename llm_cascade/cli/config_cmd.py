@@ -1,0 +1,139 @@
+"""`config check` and `config path`: is the config valid and runnable, and where do files live."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ..errors import EXIT_USAGE
+from ._common import ConfigOption, JsonOption, format_table, say
+
+if TYPE_CHECKING:
+    from ..readiness import Report
+
+config_app = typer.Typer(
+    help="Check the config and show where its files live.", no_args_is_help=True
+)
+
+
+def show_path(config: ConfigOption = None) -> None:
+    """Print the config file in use (-c, else $LLM_CASCADE_CONFIG, else the platform default)."""
+    from ..paths import config_path
+
+    path = config_path(config)
+    print(path)
+    if not path.exists():
+        say("(no file there yet: `llm-cascade setup` creates it)")
+
+
+def check(config: ConfigOption = None, json_output: JsonOption = False) -> None:
+    """Validate the config and say whether each cascade can run.
+
+    Shows the resolved paths, then every entry with its key source and cooldown.
+
+    Exit status: 0 runnable, 2 when the config is invalid or a cascade cannot run.
+    """
+    import time
+
+    from ..config import load_config
+    from ..readiness import check as check_config
+
+    report = check_config(load_config(config), time.time())
+    if json_output:
+        print(json.dumps(_as_json(report, time.time()), indent=2))
+    else:
+        _print(report, time.time())
+    if not report.runnable:
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _cooldown(state: Any, now: float) -> str:
+    from ..clock import format_human
+
+    if not state.is_cooling(now):
+        return "-"
+    why = f", {state.reason}" if state.reason else ""
+    return f"until {format_human(state.cooldown_until)} ({state.failures} failures{why})"
+
+
+def _keyring_line(report: Report) -> str:
+    if report.keyring is None:
+        return "off (keyring = false); keys come from env vars"
+    if report.keyring.problem:
+        return f"{report.keyring.name} (unusable: {report.keyring.problem})"
+    note = f" ({report.keyring.note})" if report.keyring.note else ""
+    return f"{report.keyring.name}{note}"
+
+
+def _print(report: Report, now: float) -> None:
+    db_note = "" if report.database_exists else " (not created yet; the first run creates it)"
+    print(f"Config:         {report.config_path}")
+    print(f"Database:       {report.database_path}{db_note}")
+    print(f"Failed prompts: {report.failure_dir}")
+    print(f"Keyring:        {_keyring_line(report)}")
+    if report.cascades:
+        rows = [
+            [c.name, str(i), e.key, e.key_status.where, _cooldown(e.state, now)]
+            for c in report.cascades
+            for i, e in enumerate(c.entries, 1)
+        ]
+        print()
+        print(format_table(["CASCADE", "#", "ENTRY", "KEY", "COOLDOWN"], rows, min_width=1))
+    for title, lines in (("Warnings:", report.warnings), ("Errors:", report.problems)):
+        if lines:
+            print()
+            print(title)
+            for line in lines:
+                print(f"  - {line}")
+    total = len(report.cascades)
+    ready = sum(c.runnable for c in report.cascades)
+    print()
+    if report.runnable:
+        print(f"OK: {ready} of {total} cascades can run.")
+    else:
+        print(f"Not runnable: {ready} of {total} cascades can run; fix the errors above.")
+
+
+def _as_json(report: Report, now: float) -> dict[str, Any]:
+    backend = report.keyring
+    return {
+        "runnable": report.runnable,
+        "config": str(report.config_path),
+        "database": str(report.database_path),
+        "database_exists": report.database_exists,
+        "failed_prompts": str(report.failure_dir),
+        "keyring": None
+        if backend is None
+        else {"backend": backend.name, "problem": backend.problem, "note": backend.note},
+        "cascades": [
+            {
+                "name": c.name,
+                "runnable": c.runnable,
+                "entries": [
+                    {
+                        "entry": e.key,
+                        "provider": e.provider,
+                        "key": e.key_status.source,
+                        "env_var": e.key_status.lookup.env_var,
+                        "cooling": e.state.is_cooling(now),
+                        "cooldown_until": e.state.cooldown_until
+                        if e.state.is_cooling(now)
+                        else None,
+                        "failures": e.state.failures,
+                        "reason": e.state.reason,
+                    }
+                    for e in c.entries
+                ],
+            }
+            for c in report.cascades
+        ],
+        "problems": list(report.problems),
+        "warnings": list(report.warnings),
+        "config_warnings": list(report.config_warnings),
+    }
+
+
+config_app.command("check")(check)
+config_app.command("path")(show_path)
