@@ -1,4 +1,4 @@
-"""Key status, storage and failing keyrings, as `key list`, `key set` and `config check` see them."""
+"""Key status, storage and failing keyrings, as `key list`, `key set` and `config check` see."""
 
 from __future__ import annotations
 
