@@ -248,15 +248,5 @@ class AnthropicVendor(Vendor):
             err["details"] = {"error_code": code}
         return {"type": "error", "error": err, "request_id": "req_sim"}
 
-    def last_user_text(self, body: Any) -> str:
-        for msg in reversed(body.get("messages") or []):
-            if isinstance(msg, Mapping) and msg.get("role") == "user":
-                content = msg.get("content")
-                if isinstance(content, str):
-                    return content
-                texts = [b.get("text", "") for b in content or () if isinstance(b, Mapping)]
-                return "".join(t for t in texts if isinstance(t, str))
-        return ""
-
 
 VENDOR = AnthropicVendor()

@@ -66,9 +66,20 @@ class Vendor(ABC):
     ) -> dict[str, Any]:
         """The vendor's error body for `status` (`retry_after` only if not sent as a header)."""
 
-    @abstractmethod
     def last_user_text(self, body: Any) -> str:
-        """The text of the last user turn (the default reply echoes it)."""
+        """The text of the last user turn (the default reply echoes it).
+
+        This reads the `messages` shape shared by OpenAI, Anthropic and Ollama, where content
+        is a string or a list of parts with `text`; Gemini overrides it.
+        """
+        for msg in reversed(body.get("messages") or []):
+            if isinstance(msg, Mapping) and msg.get("role") == "user":
+                content = msg.get("content")
+                if isinstance(content, str):
+                    return content
+                texts = [b.get("text", "") for b in content or () if isinstance(b, Mapping)]
+                return "".join(t for t in texts if isinstance(t, str))
+        return ""
 
 
 def require(condition: bool, message: str, status: int = 400, code: str | None = None) -> None:

@@ -150,12 +150,5 @@ class OllamaVendor(Vendor):
     ) -> dict[str, Any]:
         return {"error": message}
 
-    def last_user_text(self, body: Any) -> str:
-        for msg in reversed(body.get("messages") or []):
-            if isinstance(msg, Mapping) and msg.get("role") == "user":
-                content = msg.get("content")
-                return content if isinstance(content, str) else ""
-        return ""
-
 
 VENDOR = OllamaVendor()

@@ -170,13 +170,6 @@ class OpenAIVendor(Vendor):
         kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
-    def last_user_text(self, body: Any) -> str:
-        for msg in reversed(body.get("messages") or []):
-            if isinstance(msg, Mapping) and msg.get("role") == "user":
-                content = msg.get("content")
-                return content if isinstance(content, str) else ""
-        return ""
-
 
 VENDOR = OpenAIVendor()
 
