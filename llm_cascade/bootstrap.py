@@ -6,16 +6,15 @@ leaves nothing behind (D45). Data paths follow the platform dirs, honouring XDG 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import tomli_w
 
+from . import files
 from .config import AppConfig
 from .paths import contract_user, default_data_dir, ensure_private_dir
 
@@ -48,30 +47,11 @@ def _constant(value: str) -> Callable[[re.Match[str]], str]:
 def write_new_file(path: Path, text: str) -> None:
     """Create `path` (mode 0600) holding `text`, atomically, and only if nothing is there.
 
-    The text goes to a temp file in the same folder, which is then hard-linked to `path`.
-    link() refuses an existing name, so a file created meanwhile is never replaced, and
-    readers see either no file or the whole file (D45). Raises FileExistsError or OSError.
+    Readers see either no file or the whole file, and a file created meanwhile is never
+    replaced (D45). Raises FileExistsError or OSError.
     """
     ensure_private_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp made it 0600
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:
-            # A file system without hard links: claim the name exclusively, then swap the
-            # content in with a rename, which is still atomic for readers.
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    os.close(files.create_new(path, text.encode("utf-8"), durable=True))
 
 
 def prepare_state(config: AppConfig) -> list[Path]:

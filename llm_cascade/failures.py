@@ -22,17 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .clock import format_ts
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
 from .types import Conversation
 
 logger = logging.getLogger(__name__)
-
-try:  # advisory locks mark a file as "in flight"; without fcntl every file looks idle
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]  # checked before every use
 
 
 def sanitize_name(name: str) -> str:
@@ -41,41 +37,14 @@ def sanitize_name(name: str) -> str:
     return cleaned or "cascade"
 
 
-def _lock(fd: int, *, blocking: bool = True) -> bool:
-    if fcntl is None:  # pragma: no cover
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _render(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
 
 
 def write_private(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to `path` owner-only and atomically: a temp file, fsync, then rename."""
+    """Write JSON to `path` owner-only and atomically (a temp file, fsync, then rename)."""
     ensure_private_dir(path.parent)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(3)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        _write_all(fd, _render(data))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    files.replace_file(path, _render(data))
 
 
 @dataclass(slots=True)
@@ -208,22 +177,10 @@ class FailureStore:
         while True:
             name = f"{sanitize_name(cascade_name)}_{stamp}_{secrets.token_hex(3)}.json"
             final = (self.dir / name).absolute()
-            temp = self.dir / f".{name}.tmp"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                if keep_locked:
-                    _lock(fd)
-                _write_all(fd, data)
-                os.link(temp, final)  # fails if the name exists: never overwrite (D30)
+            try:  # never overwrite, even within one second (D30)
+                return final, files.create_new(final, data, locked=keep_locked)
             except FileExistsError:
-                os.close(fd)
                 continue
-            except BaseException:
-                os.close(fd)
-                raise
-            finally:
-                temp.unlink(missing_ok=True)
-            return final, fd
 
     def replace(self, path: Path, envelope: Mapping[str, Any]) -> None:
         """Atomically rewrite an existing file (D32)."""
@@ -255,7 +212,7 @@ class FailureStore:
             return None
         if not isinstance(envelope, dict) or "conversation" not in envelope:
             return None
-        return SavedPrompt(path, envelope, in_flight=self._is_locked(path))
+        return SavedPrompt(path, envelope, in_flight=files.is_locked(path))
 
     def find(self, ident: str) -> SavedPrompt:
         """A saved prompt by id, file name, path or unambiguous id prefix/suffix."""
@@ -282,7 +239,7 @@ class FailureStore:
             fd = os.open(saved.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        if not _lock(fd, blocking=False):
+        if not files.lock(fd, blocking=False):
             os.close(fd)
             return None
         try:
@@ -294,21 +251,6 @@ class FailureStore:
         retries = (previous if isinstance(previous, int) else 0) + 1
         saved.envelope.update(retries=retries)
         return PendingPrompt(self, saved.path, fd, saved.envelope)
-
-    def _is_locked(self, path: Path) -> bool:
-        if fcntl is None:  # pragma: no cover
-            return False
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
 
 class PromptKeeper:
