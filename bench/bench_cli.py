@@ -1,10 +1,12 @@
 """Start-up, per-request overhead and failover latency, as ratios to baselines of the same run.
 
-    python bench/bench_cli.py [--runs N]
+    python bench/bench_cli.py [--runs N] [--peers-venv DIR]
 
-Process timings are medians of N runs of real commands; the simulator runs on 127.0.0.1 in
-this process. Baselines: `python -c "import httpx"` for start-up, and a bare httpx POST to the
-same simulator for the per-request cost. Never part of the test suite.
+Every command is a real process; the simulator runs on 127.0.0.1 in this process. Commands
+are timed in rounds (one of each per round) so a change of machine load hits all of them
+alike; the table shows medians. Baselines: `python -c "import httpx"` for start-up, and a bare
+httpx POST to the same simulator for the in-process cost of one cascade call. Never part of
+the test suite; numbers go to bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -25,10 +29,10 @@ from llm_cascade.cascade import Cascade
 from llm_cascade.clock import ManualClock
 from llm_cascade.config import load_config
 from llm_cascade.simulator import Fail, Reply, Simulator
-from llm_cascade.store import Store
+from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
-CLI = [str(Path(sys.executable).with_name("llm-cascade"))]
+CLI = str(Path(sys.executable).with_name("llm-cascade"))
 
 CONFIG = """\
 keyring = {keyring}
@@ -39,6 +43,9 @@ api_key_env = "BENCH_KEY"
 
 [cascades.one]
 entries = [{{ provider = "sim", model = "ok" }}]
+
+[cascades.down]
+entries = [{{ provider = "sim", model = "down" }}]
 
 [cascades.failover]
 entries = [{{ provider = "sim", model = "down" }}, {{ provider = "sim", model = "ok" }}]
@@ -51,44 +58,94 @@ dir = "{dir}/failed"
 """
 
 
-def median_s(command: list[str], runs: int, env: dict[str, str], before=None) -> float:
-    times = []
-    for _ in range(runs):
-        if before:
-            before()
+@dataclass
+class Case:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    before: Callable[[], None] | None = None
+    exit_status: int = 0
+    times: list[float] = field(default_factory=list)
+
+    def run_once(self) -> None:
+        if self.before:
+            self.before()
         start = time.perf_counter()
-        subprocess.run(
-            command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        done = subprocess.run(
+            self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.times.append(time.perf_counter() - start)
+        if done.returncode != self.exit_status:
+            raise SystemExit(f"{self.name}: exit {done.returncode}\n{done.stderr.decode()}")
 
 
 async def per_request(sim: Simulator, config_path: Path, n: int) -> tuple[float, float]:
-    """(bare httpx POST, engine run) median seconds, one shared client, same simulator."""
+    """(bare httpx POST, Cascade.run) median seconds, interleaved, one shared client."""
     config = load_config(config_path)
     body = {"model": "ok", "messages": [{"role": "user", "content": "hi"}]}
     headers = {"Authorization": "Bearer bench"}
+    url = sim.base_url("openai") + "/chat/completions"
     bare, engine_times = [], []
     async with httpx.AsyncClient() as client:
-        url = sim.base_url("openai") + "/chat/completions"
-        for _ in range(n):
-            start = time.perf_counter()
-            (await client.post(url, json=body, headers=headers)).raise_for_status()
-            bare.append(time.perf_counter() - start)
         with Store(config.database_path) as store:
             engine = Cascade(config, store=store, client=client, clock=ManualClock())
             conversation = Conversation.single_user_prompt("hi")
             for _ in range(n):
+                start = time.perf_counter()
+                (await client.post(url, json=body, headers=headers)).raise_for_status()
+                bare.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 await engine.run("one", conversation)
                 engine_times.append(time.perf_counter() - start)
     return statistics.median(bare), statistics.median(engine_times)
 
 
+def cases(work: Path, peers: Path | None) -> list[Case]:
+    env = {
+        **os.environ,
+        "BENCH_KEY": "bench-key",
+        "LLM_CASCADE_CONFIG": str(work / "config-false.toml"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    keyring_env = {**env, "LLM_CASCADE_CONFIG": str(work / "config-true.toml")}
+    keyring_env.pop("PYTHON_KEYRING_BACKEND")  # let keyring pick its backend, as for a user
+
+    def closed() -> None:
+        with Store(work / "db.sqlite") as store:
+            store.clear_cooldowns()
+
+    def cooling() -> None:
+        with Store(work / "db.sqlite") as store:
+            row = AttemptRecord("bench", "sim/down", 500, 1, outcome="failed")
+            store.record_failure(row, time.time(), lambda _level: 3600.0)
+
+    run = [CLI, "run", "-p", "hi", "-C"]
+    found = [
+        Case("python -c 'import httpx' (baseline)", [sys.executable, "-c", "import httpx"], env),
+        Case("python -c 'pass'", [sys.executable, "-c", "pass"], env),
+        Case("llm-cascade --version", [CLI, "--version"], env),
+        Case("llm-cascade --help", [CLI, "--help"], env),
+        Case("llm-cascade run: one entry answers", [*run, "one"], env),
+        Case("  same, keyring looked up first", [*run, "one"], keyring_env),
+        Case("llm-cascade run: 500, then failover", [*run, "failover"], env, before=closed),
+        Case("llm-cascade run: skip a cooling entry", [*run, "failover"], env, before=cooling),
+        Case("llm-cascade run: all cooling, fail fast", [*run, "down"], env, cooling, 1),
+    ]
+    if peers:
+        found += [
+            Case("peer: llm --version", [str(peers / "bin" / "llm"), "--version"], env),
+            Case(
+                "peer: python -c 'import litellm'",
+                [str(peers / "bin" / "python"), "-c", "import litellm"],
+                env,
+            ),
+        ]
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=15, help="rounds (default 15)")
     parser.add_argument(
         "--peers-venv",
         type=Path,
@@ -100,81 +157,31 @@ def main() -> int:
         work = Path(tmp)
         sim.script("down", Fail(500))
         sim.script("ok", Reply("fine"))
-        rows = []
         for keyring in ("false", "true"):
-            cfg = work / f"config-{keyring}.toml"
-            cfg.write_text(CONFIG.format(url=sim.base_url("openai"), dir=work, keyring=keyring))
-        env = {
-            **os.environ,
-            "BENCH_KEY": "bench-key",
-            "LLM_CASCADE_CONFIG": str(work / "config-false.toml"),
-            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        }
-        python = [sys.executable]
-        baseline = median_s([*python, "-c", "import httpx"], args.runs, env)
-        rows.append(("python -c 'import httpx' (baseline)", baseline))
-        rows.append(("python -c 'pass'", median_s([*python, "-c", "pass"], args.runs, env)))
-        rows.append(("llm-cascade --version", median_s([*CLI, "--version"], args.runs, env)))
-        rows.append(("llm-cascade --help", median_s([*CLI, "--help"], args.runs, env)))
-        rows.append(
-            (
-                "llm-cascade run (1 entry answers)",
-                median_s([*CLI, "run", "-C", "one", "-p", "hi"], args.runs, env),
-            )
-        )
-        env_kr = {**env, "LLM_CASCADE_CONFIG": str(work / "config-true.toml")}
-        rows.append(
-            (
-                "llm-cascade run, keyring lookup first",
-                median_s([*CLI, "run", "-C", "one", "-p", "hi"], args.runs, env_kr),
-            )
-        )
+            text = CONFIG.format(url=sim.base_url("openai"), dir=work, keyring=keyring)
+            (work / f"config-{keyring}.toml").write_text(text)
+        timed = cases(work, args.peers_venv)
+        for case in timed:  # warm the OS caches once
+            case.run_once()
+            case.times.clear()
+        for _ in range(args.runs):
+            for case in timed:
+                case.run_once()
+        bare, engine = asyncio.run(per_request(sim, work / "config-false.toml", 300))
 
-        def reopen() -> None:
-            with Store(work / "db.sqlite") as store:
-                store.clear_cooldowns()
-
-        rows.append(
-            (
-                "llm-cascade run (500, then failover)",
-                median_s(
-                    [*CLI, "run", "-C", "failover", "-p", "hi"], args.runs, env, before=reopen
-                ),
-            )
-        )
-        subprocess.run(
-            [*CLI, "run", "-C", "failover", "-p", "hi"], env=env, check=True, capture_output=True
-        )
-        rows.append(
-            (
-                "llm-cascade run (skip cooling entry)",
-                median_s([*CLI, "run", "-C", "failover", "-p", "hi"], args.runs, env),
-            )
-        )
-        if args.peers_venv:
-            peer_bin = args.peers_venv / "bin"
-            rows.append(
-                (
-                    "peer: llm --version",
-                    median_s([str(peer_bin / "llm"), "--version"], args.runs, env),
-                )
-            )
-            rows.append(
-                (
-                    "peer: python -c 'import litellm'",
-                    median_s([str(peer_bin / "python"), "-c", "import litellm"], args.runs, env),
-                )
-            )
-        bare, engine = asyncio.run(per_request(sim, work / "config-false.toml", 200))
-
+    baseline = statistics.median(timed[0].times)
     print(f"{'command':<42} {'median ms':>10} {'x baseline':>11}")
-    for name, seconds in rows:
-        print(f"{name:<42} {seconds * 1000:>10.1f} {seconds / baseline:>11.2f}")
+    for case in timed:
+        median = statistics.median(case.times)
+        print(f"{case.name:<42} {median * 1000:>10.1f} {median / baseline:>11.2f}")
     print()
-    print("in-process, per request (median of 200, shared client):")
+    print("in-process, one cascade call (median of 300, interleaved, shared client):")
     print(f"  bare httpx POST to the simulator      {bare * 1000:8.2f} ms  (baseline)")
     print(f"  Cascade.run, one entry answers        {engine * 1000:8.2f} ms  x{engine / bare:.2f}")
-    print(f"  engine overhead (log, prompt saved and removed)  {(engine - bare) * 1000:.2f} ms")
+    print(
+        f"  engine overhead per call (SQLite row, prompt file written and removed): "
+        f"{(engine - bare) * 1000:.2f} ms"
+    )
     return 0
 
 

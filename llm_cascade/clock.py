@@ -6,7 +6,6 @@ monotonic clock. Tests pass a `ManualClock` so nothing ever sleeps for real.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -38,6 +37,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # not at module level: commands that only format times stay fast
+
         await asyncio.sleep(seconds)
 
 
@@ -60,9 +61,11 @@ class ManualClock:
         self._mono += seconds
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         self.slept.append(seconds)
         self.advance(max(0.0, seconds))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # still yield to the event loop, as a real sleep would
 
 
 def format_ts(epoch: float) -> str:

@@ -166,27 +166,23 @@ async def _retry_all(
 ) -> int:
     from ..cascade import Cascade
     from ..errors import CascadeFailed
-    from ..http_client import new_client
-    from ..store import Store
 
     failures = 0
-    with Store(config.database_path) as db:
-        async with new_client() as client:
-            engine = Cascade(config, store=db, client=client)
-            for saved in chosen:
-                claim = store.claim(saved)
-                if claim is None:
-                    continue  # another retry took it, or it was removed meanwhile
-                name = cascade or saved.cascade_name
-                try:
-                    result = await engine.run(name, saved.conversation(), saved=claim)
-                except CascadeFailed as exc:
-                    failures += 1
-                    say(f"{saved.id}: still failing ({exc.message.splitlines()[-1]})")
-                    if json_output:
-                        print(json.dumps({"id": saved.id, "ok": False, "error": exc.message}))
-                    continue
-                _emit(saved, result, answers_dir, json_output)
+    async with Cascade(config) as engine:
+        for saved in chosen:
+            claim = store.claim(saved)
+            if claim is None:
+                continue  # another retry took it, or it was removed meanwhile
+            name = cascade or saved.cascade_name
+            try:
+                result = await engine.run(name, saved.conversation(), saved=claim)
+            except CascadeFailed as exc:
+                failures += 1
+                say(f"{saved.id}: still failing ({exc.message.splitlines()[-1]})")
+                if json_output:
+                    print(json.dumps({"id": saved.id, "ok": False, "error": exc.message}))
+                continue
+            _emit(saved, result, answers_dir, json_output)
     return failures
 
 

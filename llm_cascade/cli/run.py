@@ -163,16 +163,14 @@ async def _run(
     import signal
 
     from ..cascade import Cascade
-    from ..http_client import new_client
-    from ..store import Store
 
     task = asyncio.current_task()
     if task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with Store(config.database_path) as store:
-        async with new_client() as client:
-            engine = Cascade(config, store=store, client=client)
-            return await engine.run(cascade, conversation, options)
+    # The engine opens its HTTP client (and imports httpx) only if a request is made, so a run
+    # that finds every entry cooling down answers fast.
+    async with Cascade(config) as engine:
+        return await engine.run(cascade, conversation, options)
 
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
