@@ -50,7 +50,9 @@ class Cascade:
         clock: Clock | None = None,
         key_resolver: KeyResolver | None = None,
         jitter: Callable[[], float] = random.random,
+        on_request: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`on_request(entry_key, try_number)` is called before each request (progress display)."""
         self.config = config
         self._owns_store = store is None
         self.store = store if store is not None else Store(config.database_path)
@@ -62,6 +64,7 @@ class Cascade:
             lambda p: resolve_key(lookup_for(p), use_keyring=config.keyring)
         )
         self.jitter = jitter
+        self.on_request = on_request
 
     async def aclose(self) -> None:
         """Close the HTTP client and the database if the engine opened them."""
@@ -236,6 +239,8 @@ class _Run:
                 first_byte=min(opts.first_byte_timeout or total, total),
             )
             logger.info("attempting %s%s", entry.key, " (probe)" if probe else "")
+            if self.e.on_request is not None:
+                self.e.on_request(entry.key, try_number)
             started = self.e.clock.monotonic()
             try:
                 reply = await _http.send(

@@ -352,3 +352,30 @@ def test_log_prune_deletes_old_rows_only(tmp_path, sim):
     assert done.returncode == 0 and "Deleted 1 attempt row older than 30 days" in done.stderr
     rows = json.loads(run_cli("log", "--json", "-c", str(cfg)).stdout)
     assert [r["http_status"] for r in rows] == [200]
+
+
+def test_a_terminal_sees_which_entry_is_being_asked(tmp_path, sim):
+    import pexpect
+
+    sim.script("a", Fail(503))
+    sim.script("b", Reply("patience pays", hold=True))
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    env = {**os.environ, "SIM_KEY": SIM_KEY, "TERM": "xterm", "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(
+        cli_command()[0],
+        ["run", "-C", "x", "-c", str(cfg), "-p", "hi"],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(24, 120),
+    )
+    try:
+        child.expect("asking sim/b")
+        assert sim.count("a") == 1
+        sim.release()
+        child.expect("patience pays")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, CascadeFailed, ConversationError, UsageError
-from ._common import ConfigOption, JsonOption, VerboseOption, say, setup_logging
+from ._common import ConfigOption, JsonOption, VerboseOption, say, setup_logging, stderr_is_tty
 
 if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for them
     from ..cascade import CascadeResult, RunOptions
@@ -123,6 +123,7 @@ def run(
     conversation = build_conversation(prompt, file, system)
     wait_s = _parse_wait(wait_cooldown)
     setup_logging(verbose)
+    spinner = not verbose and stderr_is_tty()
     import asyncio
 
     from ..cascade import RunOptions
@@ -137,7 +138,7 @@ def run(
         deadline_s=deadline, ignore_cooldown=ignore_cooldown, wait_cooldown_s=wait_s
     )
     try:
-        result = asyncio.run(_run(app_config, cascade, conversation, options))
+        result = asyncio.run(_run(app_config, cascade, conversation, options, spinner))
     except KeyboardInterrupt:  # the engine has logged where the prompt is
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except asyncio.CancelledError:  # SIGTERM
@@ -157,7 +158,11 @@ def run(
 
 
 async def _run(
-    config: AppConfig, cascade: str, conversation: Conversation, options: RunOptions
+    config: AppConfig,
+    cascade: str,
+    conversation: Conversation,
+    options: RunOptions,
+    spinner: bool,
 ) -> CascadeResult:
     import asyncio
     import signal
@@ -169,8 +174,18 @@ async def _run(
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     # The engine opens its HTTP client (and imports httpx) only if a request is made, so a run
     # that finds every entry cooling down answers fast.
-    async with Cascade(config) as engine:
-        return await engine.run(cascade, conversation, options)
+    if not spinner:
+        async with Cascade(config) as engine:
+            return await engine.run(cascade, conversation, options)
+    from rich.console import Console  # a terminal is watching: say which entry is being asked
+
+    with Console(stderr=True).status(f"cascade '{cascade}'") as status:
+
+        def on_request(entry: str, try_number: int) -> None:
+            status.update(f"asking {entry}" + (f" (try {try_number})" if try_number > 1 else ""))
+
+        async with Cascade(config, on_request=on_request) as engine:
+            return await engine.run(cascade, conversation, options)
 
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
