@@ -126,6 +126,10 @@ def load_config(path: str | Path | None = None) -> AppConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Failed to parse config file '{config_path}': {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"Failed to parse config file '{config_path}': nested too deeply"
+        ) from None
     return parse_config(raw, config_path)
 
 

@@ -208,7 +208,7 @@ class FailureStore:
     def load(self, path: Path) -> SavedPrompt | None:
         try:
             envelope = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(envelope, dict) or "conversation" not in envelope:
             return None

@@ -153,6 +153,8 @@ class Conversation:
             data = json.loads(text)
         except ValueError as exc:
             raise ConversationError("", f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ConversationError("", "not valid JSON (nested too deeply)") from None
         return _parse_conversation(data)
 
 

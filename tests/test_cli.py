@@ -352,3 +352,35 @@ def test_log_prune_deletes_old_rows_only(tmp_path, sim):
     assert done.returncode == 0 and "Deleted 1 attempt row older than 30 days" in done.stderr
     rows = json.loads(run_cli("log", "--json", "-c", str(cfg)).stdout)
     assert [r["http_status"] for r in rows] == [200]
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def test_a_deeply_nested_conversation_file_is_a_usage_error(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    conv = tmp_path / "deep.json"
+    conv.write_text('{"messages": ' + DEEP_JSON + "}")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-f", str(conv))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"Error parsing conversation JSON from '{conv}'")
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
+
+
+def test_a_deeply_nested_config_is_a_config_error(tmp_path):
+    cfg = tmp_path / "deep.toml"
+    cfg.write_text("a = " + DEEP_JSON + "\n")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"Error: Failed to parse config file '{cfg}'")
+
+
+def test_a_deeply_nested_saved_prompt_does_not_block_the_queue(tmp_path, sim):
+    sim.script("a", Fail(500, "down"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "keep me").returncode == 1
+    (tmp_path / "failed" / "x_20200101_000000_abcdef.json").write_text(DEEP_JSON)
+    listed = run_cli("failed", "list", "--json", "-c", str(cfg))
+    assert listed.returncode == 0, listed.stderr
+    assert [e["cascade"] for e in json.loads(listed.stdout)] == ["x"]

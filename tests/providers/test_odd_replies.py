@@ -47,3 +47,14 @@ def test_token_counts_too_big_for_sqlite_do_not_lose_the_answer(tmp_path, sim, c
     assert (result.entry, result.text) == ("odd/m", "odd but fine")
     assert result.response.input_tokens is None  # not a count anyone can use
     assert sim.count() == 0
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON that Python's parser cannot recurse into
+
+
+@pytest.mark.parametrize(("status", "rule"), [(200, "invalid_response"), (500, "server_error")])
+def test_a_deeply_nested_body_fails_over(tmp_path, sim, clock, status, rule):
+    with RawServer(DEEP, status) as raw:
+        result = run_engine(raw_config(tmp_path, sim, raw, "openai"), "x", clock=clock)
+    assert result.entry == "sim/b"
+    assert (result.attempts[0].status, result.attempts[0].rule) == (status, rule)
