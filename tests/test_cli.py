@@ -14,7 +14,7 @@ import pytest
 from llm_cascade._version import __version__
 from llm_cascade.simulator import Fail, Reply, SimToolCall
 
-from .support import SIM_KEY, cli_command, run_cli, write_config
+from .support import SIM_KEY, cli_command, entry, run_cli, write_config
 
 PROVIDER_A = '[providers.a]\ntype = "openai"\n[cascades.x]\n'
 
@@ -384,3 +384,34 @@ def test_a_deeply_nested_saved_prompt_does_not_block_the_queue(tmp_path, sim):
     listed = run_cli("failed", "list", "--json", "-c", str(cfg))
     assert listed.returncode == 0, listed.stderr
     assert [e["cascade"] for e in json.loads(listed.stdout)] == ["x"]
+
+
+def _everything_written(tmp_path: Path) -> str:
+    """The database rows and saved prompts of a run, as one string to search for secrets."""
+    with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
+        rows = conn.execute("SELECT * FROM attempt_log").fetchall()
+    files = [p.read_text() for p in (tmp_path / "failed").glob("*.json")]
+    return repr(rows) + "".join(files)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-first-half-0123\nsk-second-half-4567",  # a file of two lines in the variable
+        "sk-first-half-0123\rsk-second-half-4567",
+        "sk-first-half-0123\u201dsk-second-half-4567",  # a pasted typographic quote
+    ],
+)
+def test_a_key_that_cannot_go_in_a_header_is_never_shown_or_sent(tmp_path, sim, key):
+    sim.script("b", Reply("from the other provider"))
+    providers = {
+        "bad": {"type": "openai", "base_url": sim.base_url("openai"), "api_key_env": "BAD_KEY"}
+    }
+    cfg = write_config(tmp_path, sim, {"x": [entry("bad", "a"), "b"]}, providers=providers)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v", env={"BAD_KEY": key})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "from the other provider\n"
+    assert "BAD_KEY" in done.stderr  # the warning names the variable to fix
+    shown = done.stderr + done.stdout + _everything_written(tmp_path)
+    assert "first-half" not in shown and "second-half" not in shown
+    assert sim.count("a") == 0
