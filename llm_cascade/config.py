@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -184,6 +185,21 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
 }
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _header_problem(name: str, value: str) -> str | None:
+    """Why HTTP cannot carry this header, or None. Never quotes the value: it may be a secret."""
+    if not _HEADER_NAME.match(name):
+        return "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    if value != value.strip() or not all(c == "\t" or " " <= c <= "~" for c in value):
+        return (
+            "must be one line of printable ASCII without surrounding spaces"
+            " (the value is not shown)"
+        )
+    return None
+
+
 class _Parser:
     """Walks the raw TOML once, collecting warnings and raising the first error."""
 
@@ -286,6 +302,11 @@ class _Parser:
                 if not check(table[key]):
                     raise self.fail(f"{prefix}{key}", f"must be {expected}")
                 value = table[key]
+                if key == "headers":
+                    for name, text in value.items():
+                        problem = _header_problem(name, text)
+                        if problem:
+                            raise self.fail(f"{prefix}headers.{name}", problem)
                 if key in ("timeout", "connect_timeout", "first_byte_timeout", "max_wait"):
                     value = float(value)
                 values[key] = value

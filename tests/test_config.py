@@ -399,3 +399,32 @@ def test_rules_must_be_an_array_of_tables(tmp_path):
     path = write(tmp_path, "[rules]\nstatus = 500\n")
     with pytest.raises(ConfigError, match=r"rules: must be an array of tables"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("headers", "key", "problem"),
+    [
+        ('{ X-Token = "tok-secret-1\\ntok-secret-2" }', "headers.X-Token", "one line"),
+        ('{ X-Token = "tok-secret-\\u00e9" }', "headers.X-Token", "printable ASCII"),
+        ('{ X-Token = "tok-secret-\\u0000" }', "headers.X-Token", "printable ASCII"),
+        ('{ "X Token" = "tok-secret" }', "headers.X Token", "not a valid header name"),
+    ],
+)
+def test_a_header_that_http_cannot_carry_is_an_error_that_hides_its_value(
+    tmp_path, headers, key, problem
+):
+    for text, prefix in [
+        (PROVIDER + f"headers = {headers}\n", "providers.p."),
+        (
+            PROVIDER
+            + f'[cascades.c]\nentries = [{{provider = "p", model = "m", headers = {headers}}}]\n',
+            "cascades.c.entries[0].",
+        ),
+    ]:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        message = str(caught.value)
+        assert message.startswith(f"'{path}': {prefix}{key}: "), message
+        assert problem in message
+        assert "tok-secret" not in message
