@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -159,7 +160,19 @@ CASCADE_KEYS = {"entries", "deadline"}
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number: TOML's inf and nan would crash the time arithmetic or the JSON body."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite(value: Any) -> bool:
+    """True unless `value` holds inf or nan somewhere (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 _Check = Callable[[Any], bool]
@@ -177,7 +190,10 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         "an integer from 0 to 10",
     ),
     "max_wait": (lambda v: _is_number(v) and v >= 0, "a number of seconds, 0 or more"),
-    "extra": (lambda v: isinstance(v, dict), "a table of request-body fields"),
+    "extra": (
+        lambda v: isinstance(v, dict) and _finite(v),
+        "a table of request-body fields (without inf or nan)",
+    ),
     "headers": (
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
         "a table of header names to string values",

@@ -428,3 +428,28 @@ def test_a_header_that_http_cannot_carry_is_an_error_that_hides_its_value(
         assert message.startswith(f"'{path}': {prefix}{key}: "), message
         assert problem in message
         assert "tok-secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (PROVIDER + "timeout = inf\n", "providers.p.timeout"),
+        (PROVIDER + "connect_timeout = nan\n", "providers.p.connect_timeout"),
+        (PROVIDER + "first_byte_timeout = inf\n", "providers.p.first_byte_timeout"),
+        (PROVIDER + "max_wait = inf\n", "providers.p.max_wait"),
+        (PROVIDER + "temperature = inf\n", "providers.p.temperature"),
+        (PROVIDER + "extra = { top_p = nan }\n", "providers.p.extra"),
+        (PROVIDER + "extra = { a = { b = [1.0, -inf] } }\n", "providers.p.extra"),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m"}]\ndeadline = inf\n',
+            "cascades.c.deadline",
+        ),
+        ("[cooldown]\ncap = inf\n", "cooldown.cap"),
+        ("[[rules]]\nstatus = 500\ncooldown = inf\n", "rules[0]"),
+    ],
+)
+def test_infinite_or_nan_numbers_are_errors_not_crashes_at_run_time(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': {key}: "), caught.value
