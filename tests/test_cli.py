@@ -415,3 +415,28 @@ def test_a_key_that_cannot_go_in_a_header_is_never_shown_or_sent(tmp_path, sim, 
     shown = done.stderr + done.stdout + _everything_written(tmp_path)
     assert "first-half" not in shown and "second-half" not in shown
     assert sim.count("a") == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_answer_that_cannot_be_written_keeps_the_prompt(tmp_path, sim):
+    sim.script("a", Reply("lost in a full disk"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*cli_command(), "run", "-C", "x", "-c", str(cfg), "-p", "keep me"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SIM_KEY": SIM_KEY},
+            check=False,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "internal error" not in done.stderr
+    [saved] = (tmp_path / "failed").glob("*.json")
+    assert f"the prompt is saved in {saved}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    envelope = json.loads(saved.read_text())
+    assert envelope["status"] == "failed"
+    assert envelope["conversation"]["messages"] == [{"role": "user", "content": "keep me"}]
+    assert "could not be written" in envelope["errors"][-1]["detail"]

@@ -150,10 +150,17 @@ def run(
 
         for line in render.explain(result.cascade_name, result.attempts, SystemClock().now()):
             say(line)
-    sys.stdout.write(
-        (render.result_json(result) if json_output else render.answer_text(result.response)) + "\n"
-    )
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(
+            (render.result_json(result) if json_output else render.answer_text(result.response))
+            + "\n"
+        )
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader went away on purpose (`| head -1`): exit 141
+    except OSError as exc:  # a full disk, an I/O error: the answer is lost, keep the prompt
+        _keep_undelivered(app_config, conversation, result, exc)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 async def _run(
@@ -171,6 +178,34 @@ async def _run(
     # that finds every entry cooling down answers fast.
     async with Cascade(config) as engine:
         return await engine.run(cascade, conversation, options)
+
+
+def _keep_undelivered(
+    config: AppConfig, conversation: Conversation, result: CascadeResult, exc: OSError
+) -> None:
+    """Save the prompt again (the engine removed it on success) and say so in one line."""
+    from ..clock import SystemClock
+    from ..failures import FailureStore, PromptKeeper
+
+    reason = exc.strerror or str(exc)
+    errors = [a.to_dict() for a in result.attempts if a.outcome != "ok"]
+    errors.append(
+        {
+            "entry": result.entry,
+            "outcome": "failed",
+            "detail": f"answered, but the answer could not be written to stdout: {reason}",
+        }
+    )
+    keeper = PromptKeeper(
+        FailureStore(config.failure_dir), result.cascade_name, conversation, SystemClock().now
+    )
+    saved = keeper.keep("failed", errors)
+    where = (
+        f"the prompt is saved in {saved.path}"
+        if saved.path
+        else f"the prompt could not be saved either: {saved.error}"
+    )
+    say(f"Error: the answer from {result.entry} could not be written to stdout ({reason}); {where}")
 
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
