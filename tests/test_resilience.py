@@ -177,3 +177,42 @@ def test_one_probe_reaches_a_recovering_provider_from_many_processes(tmp_path, s
     assert all(p.returncode == 0 for p in procs)
     with Store(config.database_path) as store:
         assert store.states(["sim/a"])["sim/a"].failures == 0  # the probe closed the breaker
+
+
+def _two_saved_prompts(tmp_path: Path, sim) -> tuple[Path, list[dict[str, object]]]:
+    sim.script("a", Fail(500, "down"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"], "y": ["b"]})
+    for prompt in ("first", "second"):
+        assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", prompt).returncode == 1
+    return cfg, failed_list(cfg)
+
+
+def test_failed_retry_refuses_an_answers_dir_it_cannot_use_before_sending(tmp_path, sim):
+    cfg, saved = _two_saved_prompts(tmp_path, sim)
+    not_a_dir = tmp_path / "answers"
+    not_a_dir.write_text("a file")
+    done = run_cli(
+        "failed", "retry", "--all", "-C", "y", "--answers-dir", str(not_a_dir), "-c", str(cfg)
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"Error: --answers-dir: cannot use '{not_a_dir}'")
+    assert sim.count("b") == 0
+    assert [e["id"] for e in failed_list(cfg)] == [e["id"] for e in saved]
+
+
+def test_an_answer_that_cannot_be_kept_keeps_its_prompt_and_the_queue_goes_on(tmp_path, sim):
+    cfg, saved = _two_saved_prompts(tmp_path, sim)
+    answers = tmp_path / "answers"
+    (answers / f"{saved[0]['id']}.json").mkdir(parents=True)  # the answer file cannot be made
+    done = run_cli(
+        "failed", "retry", "--all", "-C", "y", "--answers-dir", str(answers), "-c", str(cfg)
+    )
+    assert done.returncode == 1
+    assert "internal error" not in done.stderr
+    assert sim.count("b") == 2  # the second prompt was still sent
+    assert (answers / f"{saved[1]['id']}.json").is_file()
+    [kept] = failed_list(cfg)
+    path = Path(str(kept["path"]))
+    assert f"the prompt is saved in {path}" in done.stderr
+    envelope = json.loads(path.read_text())
+    assert envelope["conversation"]["messages"] == [{"role": "user", "content": "first"}]

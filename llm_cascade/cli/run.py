@@ -159,7 +159,7 @@ def run(
     except BrokenPipeError:
         raise  # the reader went away on purpose (`| head -1`): exit 141
     except OSError as exc:  # a full disk, an I/O error: the answer is lost, keep the prompt
-        _keep_undelivered(app_config, conversation, result, exc)
+        keep_undelivered(app_config, conversation, result, exc, "stdout")
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -180,8 +180,12 @@ async def _run(
         return await engine.run(cascade, conversation, options)
 
 
-def _keep_undelivered(
-    config: AppConfig, conversation: Conversation, result: CascadeResult, exc: OSError
+def keep_undelivered(
+    config: AppConfig,
+    conversation: Conversation,
+    result: CascadeResult,
+    exc: OSError,
+    target: str,
 ) -> None:
     """Save the prompt again (the engine removed it on success) and say so in one line."""
     from ..clock import SystemClock
@@ -193,7 +197,7 @@ def _keep_undelivered(
         {
             "entry": result.entry,
             "outcome": "failed",
-            "detail": f"answered, but the answer could not be written to stdout: {reason}",
+            "detail": f"answered, but the answer could not be written to {target}: {reason}",
         }
     )
     keeper = PromptKeeper(
@@ -205,7 +209,8 @@ def _keep_undelivered(
         if saved.path
         else f"the prompt could not be saved either: {saved.error}"
     )
-    say(f"Error: the answer from {result.entry} could not be written to stdout ({reason}); {where}")
+    head = f"Error: the answer from {result.entry} could not be written to {target}"
+    say(f"{head} ({reason}); {where}")
 
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
