@@ -440,3 +440,34 @@ def test_an_answer_that_cannot_be_written_keeps_the_prompt(tmp_path, sim):
     assert envelope["status"] == "failed"
     assert envelope["conversation"]["messages"] == [{"role": "user", "content": "keep me"}]
     assert "could not be written" in envelope["errors"][-1]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["-p", "caf\udce9"], None, "-p/--prompt is not valid UTF-8"),  # argv byte 0xE9
+        (["-p", "hi", "-s", "caf\udce9"], None, "-s/--system is not valid UTF-8"),
+        ([], b"caf\xe9", "stdin is not valid UTF-8"),
+        (["-p", "-"], b"caf\xe9", "stdin is not valid UTF-8"),
+        (
+            ["-f", "-"],
+            b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}',
+            "not valid Unicode",
+        ),
+    ],
+)
+def test_text_that_is_not_utf8_is_a_usage_error(tmp_path, sim, args, stdin, message):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = subprocess.run(
+        [*cli_command(), "run", "-C", "x", "-c", str(cfg), *args],
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, "SIM_KEY": SIM_KEY, "LC_ALL": "C.UTF-8"},
+        check=False,
+        timeout=60,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert message in stderr and len(stderr.splitlines()) == 1
+    assert sim.count() == 0
+    assert not (tmp_path / "state").exists()

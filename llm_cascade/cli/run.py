@@ -21,9 +21,22 @@ EXIT_TERMINATED = 143
 
 def _read_stdin() -> str:
     try:
-        return sys.stdin.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        data = sys.stdin.buffer.read()
+    except OSError as exc:
         raise UsageError(f"cannot read stdin: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"stdin is not valid UTF-8 text (byte {exc.start})") from None
+
+
+def _check_utf8(text: str, option: str) -> str:
+    """Command-line text with bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{option} is not valid UTF-8 text (character {exc.start})") from None
+    return text
 
 
 def _read_conversation(file: str) -> Conversation:
@@ -54,7 +67,7 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
     else:
         if prompt is None and sys.stdin.isatty():
             raise UsageError("no prompt: give -p TEXT, -f FILE, or pipe the prompt on stdin")
-        text = _read_stdin() if prompt in (None, "-") else prompt
+        text = _read_stdin() if prompt in (None, "-") else _check_utf8(prompt, "-p/--prompt")
         if not text.strip():
             raise UsageError("the prompt is empty")
         conversation = Conversation([Message.user(text)])
@@ -62,7 +75,8 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
         raise UsageError("the conversation has no messages")
     if system:
         conversation = Conversation(
-            [Message.system(system), *conversation.messages], conversation.tools
+            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages],
+            conversation.tools,
         )
     return conversation
 
