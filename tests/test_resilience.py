@@ -216,3 +216,18 @@ def test_an_answer_that_cannot_be_kept_keeps_its_prompt_and_the_queue_goes_on(tm
     assert f"the prompt is saved in {path}" in done.stderr
     envelope = json.loads(path.read_text())
     assert envelope["conversation"]["messages"] == [{"role": "user", "content": "first"}]
+
+
+def test_one_unreadable_saved_prompt_does_not_block_the_queue(tmp_path, sim):
+    cfg, saved = _two_saved_prompts(tmp_path, sim)
+    broken = Path(str(saved[0]["path"]))
+    envelope = json.loads(broken.read_text())
+    envelope["conversation"]["messages"][0]["role"] = "robot"  # edited by hand
+    broken.write_text(json.dumps(envelope))
+    os.utime(broken, (1, 1))  # still the first in the queue
+    done = run_cli("failed", "retry", "--all", "-C", "y", "-c", str(cfg))
+    assert done.returncode == 1
+    assert f"{saved[0]['id']}: cannot retry: $.messages[0].role" in done.stderr
+    assert sim.count("b") == 1  # the next prompt was answered
+    assert done.stdout.startswith("Simulated answer from b: second")
+    assert [e["id"] for e in failed_list(cfg)] == [saved[0]["id"]]

@@ -180,12 +180,17 @@ async def _retry_all(
     json_output: bool,
 ) -> int:
     from ..cascade import Cascade
-    from ..errors import CascadeFailed
+    from ..errors import CascadeFailed, ConversationError
 
     failures = 0
     async with Cascade(config) as engine:
         for saved in chosen:
-            claim = store.claim(saved)
+            try:
+                claim = store.claim(saved)
+            except ConversationError as exc:  # one bad file must not stop the queue
+                failures += 1
+                say(f"{saved.id}: cannot retry: {exc} (fix or remove {saved.path})")
+                continue
             if claim is None:
                 continue  # another retry took it, or it was removed meanwhile
             name = cascade or saved.cascade_name
