@@ -16,7 +16,7 @@ from llm_cascade.config import load_config
 from llm_cascade.simulator import Fail, Hang, Reply
 from llm_cascade.store import AttemptRecord, Store
 
-from .support import SIM_KEY, cli_command, run_cli, write_config
+from .support import SIM_KEY, cli_command, entry, run_cli, write_config
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:
@@ -231,3 +231,22 @@ def test_one_unreadable_saved_prompt_does_not_block_the_queue(tmp_path, sim):
     assert sim.count("b") == 1  # the next prompt was answered
     assert done.stdout.startswith("Simulated answer from b: second")
     assert [e["id"] for e in failed_list(cfg)] == [saved[0]["id"]]
+
+
+def test_a_probe_retried_in_place_keeps_its_lease(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": [entry("sim", "a", retries=1), "b"]})
+    config = load_config(cfg)
+    with Store(config.database_path) as store:  # a failure whose 30 s cooldown is over
+        store.record_failure(
+            AttemptRecord("x", "sim/a", 500, 3, outcome="failed"), time.time() - 100, lambda _: 30
+        )
+    sim.script("a", Fail(500, "still warming up"), Reply("probe answered", hold=True))
+    sim.script("b", Reply("fallback"))
+    prober = start_cli("run", "-C", "x", "-c", str(cfg), "-p", "probe")
+    assert sim.wait_for(2, "a")  # its first try failed; its retry is in flight
+    others = [start_cli("run", "-C", "x", "-c", str(cfg), "-p", f"p{i}") for i in range(4)]
+    assert sim.wait_for(2 + 4, timeout=120)  # every process has sent its request
+    assert sim.count("a") == 2  # the others kept skipping the entry being probed
+    sim.release()
+    assert prober.communicate(timeout=60)[0] == "probe answered\n"
+    assert [p.communicate(timeout=60)[0] for p in others] == ["fallback\n"] * 4
