@@ -250,3 +250,17 @@ def test_a_probe_retried_in_place_keeps_its_lease(tmp_path, sim):
     sim.release()
     assert prober.communicate(timeout=60)[0] == "probe answered\n"
     assert [p.communicate(timeout=60)[0] for p in others] == ["fallback\n"] * 4
+
+
+def test_an_answer_to_an_older_request_does_not_end_a_newer_cooldown(tmp_path, sim):
+    sim.script("a", Reply("slow answer", hold=True), Fail(429, retry_after="600"))
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    slow = start_cli("run", "-C", "x", "-c", str(cfg), "-p", "sent first")
+    assert sim.wait_for(1, "a")
+    limited = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "sent second")
+    assert limited.returncode == 0  # 429 with Retry-After: 600, then b answered
+    sim.release()
+    assert slow.communicate(timeout=60)[0] == "slow answer\n"
+    status = json.loads(run_cli("status", "--json", "-c", str(cfg)).stdout)
+    [a] = [s for s in status if s["entry"] == "sim/a"]
+    assert a["state"] == "open" and a["retry_after"] > 500  # the rate limit still holds
