@@ -471,3 +471,21 @@ def test_text_that_is_not_utf8_is_a_usage_error(tmp_path, sim, args, stdin, mess
     assert message in stderr and len(stderr.splitlines()) == 1
     assert sim.count() == 0
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-p", "hi", "--wait-cooldown"],
+        ["--wait-cooldown", "-p", "hi"],
+        ["--wait-cooldown", "--json", "-p", "hi"],
+    ],
+)
+def test_wait_cooldown_without_a_value_waits_up_to_the_default(tmp_path, sim, args):
+    sim.script("a", Fail(429, retry_after="600"), Reply("answered"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "first").returncode == 1
+    done = run_cli("run", "-C", "x", "-c", str(cfg), *args)
+    assert done.returncode == 1, done.stderr  # 600 s is beyond the default 300: fail fast
+    assert "cooling down" in done.stderr
+    assert sim.count("a") == 1

@@ -17,6 +17,34 @@ if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for t
     from ..types import Conversation
 
 EXIT_TERMINATED = 143
+WAIT_COOLDOWN_DEFAULT = "300"
+_TAKES_VALUE = frozenset(
+    {"-C", "--cascade", "-p", "--prompt", "-f", "--file", "-s", "--system", "-c", "--config"}
+    | {"--deadline"}
+)
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """`run ... --wait-cooldown` with no MAX means the default (`--wait-cooldown=300`).
+
+    The option parser typer ships has no options with an optional value: without this, a bare
+    `--wait-cooldown` is an error at the end of the line and swallows the next option
+    (`--wait-cooldown -p hi`) elsewhere.
+    """
+    if args[:1] != ["run"]:
+        return args
+    out = list(args)
+    for i in range(1, len(out)):
+        if out[i] == "--":
+            break
+        following = out[i + 1] if i + 1 < len(out) else None
+        if (
+            out[i] == "--wait-cooldown"
+            and out[i - 1] not in _TAKES_VALUE
+            and (following is None or following.startswith("-"))
+        ):
+            out[i] = f"--wait-cooldown={WAIT_COOLDOWN_DEFAULT}"
+    return out
 
 
 def _read_stdin() -> str:
@@ -118,7 +146,7 @@ def run(
         typer.Option(
             "--wait-cooldown",
             is_flag=False,
-            flag_value="300",
+            flag_value=WAIT_COOLDOWN_DEFAULT,
             metavar="[MAX]",
             help="If every entry is cooling down, wait up to MAX seconds (default 300)"
             " for the first to free up.",
