@@ -489,3 +489,12 @@ def test_wait_cooldown_without_a_value_waits_up_to_the_default(tmp_path, sim, ar
     assert done.returncode == 1, done.stderr  # 600 s is beyond the default 300: fail fast
     assert "cooling down" in done.stderr
     assert sim.count("a") == 1
+
+
+def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv")
+    assert f"HTTP Request: POST {sim.base_url('openai')}/chat/completions" in done.stderr
+    assert SIM_KEY not in done.stderr + done.stdout
+    quiet = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v")
+    assert "HTTP Request" not in quiet.stderr
