@@ -201,6 +201,7 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
 }
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
@@ -341,6 +342,14 @@ class _Parser:
             raise self.fail(
                 f"{prefix}type", f"unknown {type_name!r} (expected {', '.join(PROVIDER_TYPES)})"
             )
+        api_key_env = self.string(table, "api_key_env", prefix)
+        if api_key_env is not None and not _ENV_NAME.match(api_key_env):
+            # Often the key itself pasted in the wrong field: never repeat the value.
+            raise self.fail(
+                f"{prefix}api_key_env",
+                "must be the name of an environment variable (letters, digits and _, e.g."
+                " OPENAI_API_KEY), not the key itself; the value is not shown",
+            )
         base_url = self.string(table, "base_url", prefix)
         if base_url is not None and not base_url.startswith(("http://", "https://")):
             raise self.fail(f"{prefix}base_url", f"{base_url!r} is not an http(s) URL")
@@ -348,7 +357,7 @@ class _Parser:
             name=name,
             type=type_name,
             api_key_service=self.string(table, "api_key_service", prefix),
-            api_key_env=self.string(table, "api_key_env", prefix),
+            api_key_env=api_key_env,
             base_url=base_url.rstrip("/") if base_url else None,
             options=Options().merged(self.options(table, prefix)),
             rules=self.rules(table.get("rules"), f"{prefix}rules"),

@@ -498,3 +498,22 @@ def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, si
     assert SIM_KEY not in done.stderr + done.stdout
     quiet = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v")
     assert "HTTP Request" not in quiet.stderr
+
+
+def test_a_key_pasted_as_api_key_env_is_a_config_error_that_does_not_show_it(tmp_path, sim):
+    providers = {
+        "sim": {
+            "type": "openai",
+            "base_url": sim.base_url("openai"),
+            "api_key_env": "sk-proj-Abc123SecretValue987",  # the key itself, not a name
+        }
+    }
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, providers=providers)
+    for args in (["run", "-C", "x", "-p", "hi"], ["key", "list"], ["config", "check"]):
+        done = run_cli(*args, "-c", str(cfg))
+        assert done.returncode == 2, done.stderr
+        assert "providers.sim.api_key_env: must be the name of an environment variable" in (
+            done.stderr
+        )
+        assert "Secret" not in done.stdout + done.stderr
+    assert sim.count() == 0
