@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import paths
 from .errors import ConfigError
@@ -217,6 +218,20 @@ def _header_problem(name: str, value: str) -> str | None:
     return None
 
 
+def _url_problem(url: str) -> str | None:
+    """Why no request could be sent to `url` + a path, or None (the URL is not repeated)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number 0-65535
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "has no host (expected e.g. https://api.example.com/v1)"
+    if parts.query or parts.fragment:
+        return "must not have a ?query or #fragment: the request path is appended to it"
+    return None
+
+
 class _Parser:
     """Walks the raw TOML once, collecting warnings and raising the first error."""
 
@@ -353,6 +368,9 @@ class _Parser:
         base_url = self.string(table, "base_url", prefix)
         if base_url is not None and not base_url.startswith(("http://", "https://")):
             raise self.fail(f"{prefix}base_url", f"{base_url!r} is not an http(s) URL")
+        problem = _url_problem(base_url) if base_url is not None else None
+        if problem:
+            raise self.fail(f"{prefix}base_url", problem)
         return ProviderConfig(
             name=name,
             type=type_name,

@@ -453,3 +453,22 @@ def test_infinite_or_nan_numbers_are_errors_not_crashes_at_run_time(tmp_path, te
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"'{path}': {key}: "), caught.value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/v1",  # an unclosed IPv6 literal
+        "http://127.0.0.1:99999/v1",  # no such port
+        "http://host:port/v1",
+        "http://",  # no host
+        "https:///v1",
+        "http://example.com/v1?key=1",  # the request path would land in the query
+        "http://example.com/v1#top",
+    ],
+)
+def test_a_base_url_no_request_can_use_is_an_error_at_load_time(tmp_path, url):
+    path = write(tmp_path, PROVIDER + f'base_url = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': providers.p.base_url: "), caught.value
