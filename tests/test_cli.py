@@ -517,3 +517,23 @@ def test_a_key_pasted_as_api_key_env_is_a_config_error_that_does_not_show_it(tmp
         )
         assert "Secret" not in done.stdout + done.stderr
     assert sim.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["log", "--prune", "1e12"], "--prune"),
+        (["log", "--prune", "inf"], "--prune"),
+        (["log", "--prune", "nan"], "--prune"),
+        (["log", "-n", "1000000000000000000000"], "--limit"),
+        (["run", "-C", "x", "-p", "hi", "--deadline", "nan"], "--deadline"),
+        (["run", "-C", "x", "-p", "hi", "--wait-cooldown=nan"], "--wait-cooldown"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(tmp_path, sim, args, message):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")  # a database with a row
+    done = run_cli(*args, "-c", str(cfg))
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "internal error" not in done.stderr
+    assert sim.count() == 1

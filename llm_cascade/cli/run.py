@@ -116,7 +116,7 @@ def _parse_wait(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         raise UsageError(f"--wait-cooldown: expected seconds, got {value!r}") from None
-    if seconds < 0:
+    if not seconds >= 0:  # also nan
         raise UsageError("--wait-cooldown: seconds must be 0 or more")
     return seconds
 
@@ -164,6 +164,8 @@ def run(
     """
     conversation = build_conversation(prompt, file, system)
     wait_s = _parse_wait(wait_cooldown)
+    if deadline is not None and deadline != deadline:  # nan passes the range check
+        raise UsageError("--deadline: expected a number of seconds, got nan")
     setup_logging(verbose)
     import asyncio
 
