@@ -58,10 +58,17 @@ class Cascade:
         self.client = client
         self._owns_client = client is None
         self.clock: Clock = clock or SystemClock()
-        self.resolve = key_resolver or (
-            lambda p: resolve_key(lookup_for(p), use_keyring=config.keyring)
-        )
+        self._keyring_failed = False
+        self.resolve = key_resolver or self._resolve_key
         self.jitter = jitter
+
+    def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
+        """Keyring, then env var; after the keyring failed once, env vars only (D47): a locked
+        keyring costs one time limit, not one per provider, and cannot eat the deadline."""
+        use_keyring = self.config.keyring and not self._keyring_failed
+        key = resolve_key(lookup_for(provider), use_keyring=use_keyring)
+        self._keyring_failed = self._keyring_failed or key.keyring_failed
+        return key
 
     async def aclose(self) -> None:
         """Close the HTTP client and the database if the engine opened them."""

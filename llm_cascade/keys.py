@@ -55,6 +55,7 @@ class ResolvedKey:
     value: str | None = field(default=None, repr=False)
     env_var: str | None = None
     warning: str | None = None  # e.g. the keyring failed and the env var was used
+    keyring_failed: bool = False  # the keyring itself failed (not just: no entry)
 
 
 def lookup_for(provider: ProviderConfig) -> KeyLookup:
@@ -229,10 +230,12 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
     if not lookup.needs_key:
         return ResolvedKey("not_needed")
     warnings = []
+    keyring_failed = False
     if use_keyring and lookup.keyring_user:
         try:
             value = keyring_get(lookup.keyring_user)
         except KeyringUnavailable as exc:
+            keyring_failed = True
             warnings.append(f"keyring unavailable for '{lookup.provider}' ({exc}); using env var")
             logger.debug("keyring lookup failed for %s: %s", lookup.provider, exc)
         else:
@@ -247,8 +250,8 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
         value = None
     warning = "; ".join(warnings) or None
     if value:
-        return ResolvedKey("env", value, env_var=lookup.env_var, warning=warning)
-    return ResolvedKey("missing", env_var=lookup.env_var, warning=warning)
+        return ResolvedKey("env", value, lookup.env_var, warning, keyring_failed)
+    return ResolvedKey("missing", None, lookup.env_var, warning, keyring_failed)
 
 
 def missing_key_message(lookup: KeyLookup, *, use_keyring: bool = True) -> str:

@@ -537,3 +537,22 @@ def test_out_of_range_numbers_are_usage_errors(tmp_path, sim, args, message):
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "internal error" not in done.stderr
     assert sim.count() == 1
+
+
+def test_a_hanging_keyring_costs_one_time_limit_per_run_not_one_per_provider(tmp_path, sim):
+    sim.script("a", Fail(500, "down"))
+    providers = {
+        name: {"type": "openai", "base_url": sim.base_url("openai"), "api_key_env": "SIM_KEY"}
+        for name in ("p1", "p2", "p3")
+    }
+    entries = [entry("p1", "a"), entry("p2", "a"), entry("p3", "b")]
+    cfg = write_config(tmp_path, sim, {"x": entries}, providers=providers)
+    env = {
+        "PYTHON_KEYRING_BACKEND": "tests.keyring_backends.HangingKeyring",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "LLM_CASCADE_KEYRING_TIMEOUT": "1",
+    }
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Simulated answer from b")
+    assert done.stderr.count("no answer within 1 s") == 1  # asked once, then env vars only
