@@ -36,6 +36,7 @@ __all__ = ["Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 logger = logging.getLogger(__name__)
 
 KeyResolver = Callable[[ProviderConfig], ResolvedKey]
+DEADLINE_SLACK_S = 0.05  # timers fire a little early or late; this close to the end, it is spent
 
 
 class Cascade:
@@ -250,7 +251,7 @@ class _Run:
                 )
             except ProviderError as err:
                 latency = _ms(self.e.clock.monotonic() - started)
-                if err.kind == "timeout" and total < opts.timeout:
+                if err.kind == "timeout" and total < opts.timeout and self._deadline_spent():
                     self._deadline(entry, probe, try_number, latency)  # our budget, not its fault
                     return None
                 rule = rules_mod.decide(err, provider.type, provider.rules, self.e.config.rules)
@@ -323,6 +324,12 @@ class _Run:
             latency_ms=latency,
         )
         self.stopped = True
+
+    def _deadline_spent(self) -> bool:
+        """The cascade deadline is (all but) used up: a timeout now was our budget running out,
+        not the provider's first-byte or connect limit firing while time was left."""
+        remaining = self._remaining()
+        return remaining is not None and remaining <= DEADLINE_SLACK_S
 
     def _remaining(self) -> float | None:
         if self.deadline_at is None:
