@@ -263,7 +263,8 @@ class FailureStore:
             return None
         saved.envelope = fresh
         try:
-            saved.conversation()
+            if not saved.conversation().messages:  # the original saved those too
+                raise ConversationError("$.conversation.messages", "is empty: nothing to send")
         except ConversationError:
             os.close(fd)
             raise

@@ -264,3 +264,20 @@ def test_an_answer_to_an_older_request_does_not_end_a_newer_cooldown(tmp_path, s
     status = json.loads(run_cli("status", "--json", "-c", str(cfg)).stdout)
     [a] = [s for s in status if s["entry"] == "sim/a"]
     assert a["state"] == "open" and a["retry_after"] > 500  # the rate limit still holds
+
+
+def test_a_saved_prompt_with_no_messages_does_not_block_the_queue(tmp_path, sim):
+    cfg, _ = _two_saved_prompts(tmp_path, sim)
+    empty = {
+        "cascade_name": "x",
+        "timestamp": "2026-04-14T12:15:02+02:00",
+        "conversation": {"messages": []},
+    }  # the original saved these too
+    path = tmp_path / "failed" / "x_20260414_121502.json"
+    path.write_text(json.dumps(empty))
+    os.utime(path, (1, 1))  # first in the queue
+    done = run_cli("failed", "retry", "--all", "-C", "y", "-c", str(cfg))
+    assert done.returncode == 1, done.stderr
+    assert "x_20260414_121502: cannot retry" in done.stderr
+    assert sim.count("b") == 2
+    assert [e["id"] for e in failed_list(cfg)] == ["x_20260414_121502"]
