@@ -281,3 +281,21 @@ def test_a_saved_prompt_with_no_messages_does_not_block_the_queue(tmp_path, sim)
     assert "x_20260414_121502: cannot retry" in done.stderr
     assert sim.count("b") == 2
     assert [e["id"] for e in failed_list(cfg)] == ["x_20260414_121502"]
+
+
+def test_a_prompt_of_a_cascade_no_longer_configured_does_not_block_the_queue(tmp_path, sim):
+    sim.script("a", Fail(500, "down"))
+    old = write_config(tmp_path, sim, {"gone": ["a"], "x": ["a"]}, name="old.toml")
+    assert run_cli("run", "-C", "gone", "-c", str(old), "-p", "from a removed cascade").returncode
+    assert run_cli("run", "-C", "x", "-c", str(old), "-p", "still routable").returncode
+    sim.script("a", Reply("back"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})  # same folders, cascade 'gone' removed
+    assert run_cli("reset", "--all", "-c", str(cfg)).returncode == 0
+    done = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    assert done.returncode == 1, done.stderr
+    assert "cascade 'gone' is not in the config; pass -C/--cascade" in done.stderr
+    assert done.stdout == "back\n"
+    [left] = failed_list(cfg)
+    assert left["cascade"] == "gone"
+    named = run_cli("failed", "retry", str(left["id"]), "-c", str(cfg))
+    assert named.returncode == 2  # asked for by id: a usage error, as before

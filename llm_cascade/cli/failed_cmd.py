@@ -144,15 +144,22 @@ def retry(
     chosen = store.list() if all_prompts else [store.find(i) for i in idents or []]
     chosen = [s for s in chosen if s.status != "running"]  # another run still owns those
     target = cascade
+    routable = []
     for s in chosen:
         name = target or s.cascade_name
-        if name not in app_config.cascades:
-            raise UsageError(
-                f"{s.id}: cascade '{name}' is not in the config; pass -C/--cascade to pick one"
-            )
+        if name in app_config.cascades:
+            routable.append(s)
+            continue
+        problem = f"{s.id}: cascade '{name}' is not in the config; pass -C/--cascade to pick one"
+        if not all_prompts:
+            raise UsageError(problem)
+        say(problem)  # --all drains the queue: one stale prompt must not stop the others
     import asyncio
 
-    failures = asyncio.run(_retry_all(app_config, store, chosen, target, answers_dir, json_output))
+    failures = asyncio.run(
+        _retry_all(app_config, store, routable, target, answers_dir, json_output)
+    )
+    failures += len(chosen) - len(routable)
     say(f"Retried {len(chosen)}: {len(chosen) - failures} answered, {failures} still failing.")
     if failures:
         raise typer.Exit(EXIT_FAILED)
