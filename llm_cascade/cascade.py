@@ -36,6 +36,7 @@ __all__ = ["Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 logger = logging.getLogger(__name__)
 
 KeyResolver = Callable[[ProviderConfig], ResolvedKey]
+DEADLINE_SLACK_S = 0.05  # timers fire a little early or late; this close to the end, it is spent
 
 
 class Cascade:
@@ -60,11 +61,18 @@ class Cascade:
         self.client = client
         self._owns_client = client is None
         self.clock: Clock = clock or SystemClock()
-        self.resolve = key_resolver or (
-            lambda p: resolve_key(lookup_for(p), use_keyring=config.keyring)
-        )
+        self._keyring_failed = False
+        self.resolve = key_resolver or self._resolve_key
         self.jitter = jitter
         self.on_request = on_request
+
+    def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
+        """Keyring, then env var; after the keyring failed once, env vars only (D47): a locked
+        keyring costs one time limit, not one per provider, and cannot eat the deadline."""
+        use_keyring = self.config.keyring and not self._keyring_failed
+        key = resolve_key(lookup_for(provider), use_keyring=use_keyring)
+        self._keyring_failed = self._keyring_failed or key.keyring_failed
+        return key
 
     async def aclose(self) -> None:
         """Close the HTTP client and the database if the engine opened them."""
@@ -248,7 +256,7 @@ class _Run:
                 )
             except ProviderError as err:
                 latency = _ms(self.e.clock.monotonic() - started)
-                if err.kind == "timeout" and total < opts.timeout:
+                if err.kind == "timeout" and total < opts.timeout and self._deadline_spent():
                     self._deadline(entry, probe, try_number, latency)  # our budget, not its fault
                     return None
                 rule = rules_mod.decide(err, provider.type, provider.rules, self.e.config.rules)
@@ -321,6 +329,12 @@ class _Run:
             latency_ms=latency,
         )
         self.stopped = True
+
+    def _deadline_spent(self) -> bool:
+        """The cascade deadline is (all but) used up: a timeout now was our budget running out,
+        not the provider's first-byte or connect limit firing while time was left."""
+        remaining = self._remaining()
+        return remaining is not None and remaining <= DEADLINE_SLACK_S
 
     def _remaining(self) -> float | None:
         if self.deadline_at is None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import paths
 from .errors import ConfigError
@@ -126,6 +129,10 @@ def load_config(path: str | Path | None = None) -> AppConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Failed to parse config file '{config_path}': {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"Failed to parse config file '{config_path}': nested too deeply"
+        ) from None
     return parse_config(raw, config_path)
 
 
@@ -154,7 +161,19 @@ CASCADE_KEYS = {"entries", "deadline"}
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number: TOML's inf and nan would crash the time arithmetic or the JSON body."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite(value: Any) -> bool:
+    """True unless `value` holds inf or nan somewhere (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 _Check = Callable[[Any], bool]
@@ -172,12 +191,45 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         "an integer from 0 to 10",
     ),
     "max_wait": (lambda v: _is_number(v) and v >= 0, "a number of seconds, 0 or more"),
-    "extra": (lambda v: isinstance(v, dict), "a table of request-body fields"),
+    "extra": (
+        lambda v: isinstance(v, dict) and _finite(v),
+        "a table of request-body fields (without inf or nan)",
+    ),
     "headers": (
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
         "a table of header names to string values",
     ),
 }
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _header_problem(name: str, value: str) -> str | None:
+    """Why HTTP cannot carry this header, or None. Never quotes the value: it may be a secret."""
+    if not _HEADER_NAME.match(name):
+        return "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    if value != value.strip() or not all(c == "\t" or " " <= c <= "~" for c in value):
+        return (
+            "must be one line of printable ASCII without surrounding spaces"
+            " (the value is not shown)"
+        )
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why no request could be sent to `url` + a path, or None (the URL is not repeated)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number 0-65535
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if not parts.hostname:
+        return "has no host (expected e.g. https://api.example.com/v1)"
+    if parts.query or parts.fragment:
+        return "must not have a ?query or #fragment: the request path is appended to it"
+    return None
 
 
 class _Parser:
@@ -282,6 +334,11 @@ class _Parser:
                 if not check(table[key]):
                     raise self.fail(f"{prefix}{key}", f"must be {expected}")
                 value = table[key]
+                if key == "headers":
+                    for name, text in value.items():
+                        problem = _header_problem(name, text)
+                        if problem:
+                            raise self.fail(f"{prefix}headers.{name}", problem)
                 if key in ("timeout", "connect_timeout", "first_byte_timeout", "max_wait"):
                     value = float(value)
                 values[key] = value
@@ -300,14 +357,25 @@ class _Parser:
             raise self.fail(
                 f"{prefix}type", f"unknown {type_name!r} (expected {', '.join(PROVIDER_TYPES)})"
             )
+        api_key_env = self.string(table, "api_key_env", prefix)
+        if api_key_env is not None and not _ENV_NAME.match(api_key_env):
+            # Often the key itself pasted in the wrong field: never repeat the value.
+            raise self.fail(
+                f"{prefix}api_key_env",
+                "must be the name of an environment variable (letters, digits and _, e.g."
+                " OPENAI_API_KEY), not the key itself; the value is not shown",
+            )
         base_url = self.string(table, "base_url", prefix)
         if base_url is not None and not base_url.startswith(("http://", "https://")):
             raise self.fail(f"{prefix}base_url", f"{base_url!r} is not an http(s) URL")
+        problem = _url_problem(base_url) if base_url is not None else None
+        if problem:
+            raise self.fail(f"{prefix}base_url", problem)
         return ProviderConfig(
             name=name,
             type=type_name,
             api_key_service=self.string(table, "api_key_service", prefix),
-            api_key_env=self.string(table, "api_key_env", prefix),
+            api_key_env=api_key_env,
             base_url=base_url.rstrip("/") if base_url else None,
             options=Options().merged(self.options(table, prefix)),
             rules=self.rules(table.get("rules"), f"{prefix}rules"),

@@ -208,7 +208,7 @@ class FailureStore:
     def load(self, path: Path) -> SavedPrompt | None:
         try:
             envelope = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(envelope, dict) or "conversation" not in envelope:
             return None
@@ -234,16 +234,37 @@ class FailureStore:
         raise UsageError(f"'{ident}' matches {len(matches)} saved prompts; give more of the id")
 
     def claim(self, saved: SavedPrompt) -> PendingPrompt | None:
-        """Lock a saved prompt for a retry; None if another run holds it or it is gone."""
-        try:
-            fd = os.open(saved.path, os.O_RDONLY)
-        except FileNotFoundError:
+        """Lock a saved prompt for a retry; None if another run holds it or it is gone.
+
+        The file is read again once locked: another retry may have rewritten it (a new file
+        under the same name) since it was listed, and the lock must be on the file the name
+        now points to, or two retries could both send it.
+        """
+        for _ in range(3):
+            try:
+                fd = os.open(saved.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            if not files.lock(fd, blocking=False):
+                os.close(fd)
+                return None
+            try:
+                fresh = None
+                if os.stat(saved.path).st_ino == os.fstat(fd).st_ino:
+                    with open(fd, "rb", closefd=False) as locked:
+                        fresh = json.loads(locked.read())
+            except (OSError, ValueError, RecursionError):  # e.g. answered and removed meanwhile
+                os.close(fd)
+                return None
+            if isinstance(fresh, dict) and "conversation" in fresh:
+                break
+            os.close(fd)  # replaced between open and lock: look again
+        else:
             return None
-        if not files.lock(fd, blocking=False):
-            os.close(fd)
-            return None
+        saved.envelope = fresh
         try:
-            saved.conversation()
+            if not saved.conversation().messages:  # the original saved those too
+                raise ConversationError("$.conversation.messages", "is empty: nothing to send")
         except ConversationError:
             os.close(fd)
             raise

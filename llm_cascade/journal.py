@@ -158,7 +158,8 @@ class Journal:
         def cooldown_for(level: int) -> float | None:
             return None if retrying else rule.cooldown_s(err, level, self.policy)
 
-        outcome = self._failure(attempt, cooldown_for, probe)
+        # A probe retried in place keeps its lease: the others must keep skipping the entry.
+        outcome = self._failure(attempt, cooldown_for, probe and not retrying)
         if outcome is not None:
             until, level = outcome
             attempt = replace(attempt, cooldown_until=until, level=level if until else None)

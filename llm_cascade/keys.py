@@ -55,6 +55,7 @@ class ResolvedKey:
     value: str | None = field(default=None, repr=False)
     env_var: str | None = None
     warning: str | None = None  # e.g. the keyring failed and the env var was used
+    keyring_failed: bool = False  # the keyring itself failed (not just: no entry)
 
 
 def lookup_for(provider: ProviderConfig) -> KeyLookup:
@@ -209,25 +210,48 @@ def keyring_delete(user: str) -> bool:
     return _with_timeout(delete, keyring_timeout_s())
 
 
+def fits_a_header(value: str) -> bool:
+    """True if `value` can be sent as an HTTP header: one line of printable ASCII, no spaces.
+
+    A value that cannot makes the HTTP layer fail with the header, key included, in its
+    message, so such a key is never used (and never shown)."""
+    return value.isascii() and value.isprintable() and not any(ch.isspace() for ch in value)
+
+
+def _unusable(where: str, provider: str) -> str:
+    return (
+        f"ignored the key in {where} for '{provider}': it has spaces, line breaks, control or"
+        " non-ASCII characters"
+    )
+
+
 def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
     """Find the key: keyring first, then the env var. Never raises."""
     if not lookup.needs_key:
         return ResolvedKey("not_needed")
-    warning = None
+    warnings = []
+    keyring_failed = False
     if use_keyring and lookup.keyring_user:
         try:
             value = keyring_get(lookup.keyring_user)
         except KeyringUnavailable as exc:
-            warning = f"keyring unavailable for '{lookup.provider}' ({exc}); using env var"
+            keyring_failed = True
+            warnings.append(f"keyring unavailable for '{lookup.provider}' ({exc}); using env var")
             logger.debug("keyring lookup failed for %s: %s", lookup.provider, exc)
         else:
-            if value:
+            if value and not fits_a_header(value):
+                warnings.append(_unusable("the keyring", lookup.provider))
+            elif value:
                 logger.debug("key for %s found in the keyring", lookup.provider)
                 return ResolvedKey("keyring", value)
     value = read_env(lookup.env_var)
+    if value and not fits_a_header(value):
+        warnings.append(_unusable(f"env var {lookup.env_var}", lookup.provider))
+        value = None
+    warning = "; ".join(warnings) or None
     if value:
-        return ResolvedKey("env", value, env_var=lookup.env_var, warning=warning)
-    return ResolvedKey("missing", env_var=lookup.env_var, warning=warning)
+        return ResolvedKey("env", value, lookup.env_var, warning, keyring_failed)
+    return ResolvedKey("missing", None, lookup.env_var, warning, keyring_failed)
 
 
 def missing_key_message(lookup: KeyLookup, *, use_keyring: bool = True) -> str:
@@ -304,6 +328,8 @@ def clean_secret(raw: str) -> str:
         raise ValueError("the API key contains spaces or several lines; give exactly one key")
     if not value.isprintable():
         raise ValueError("the API key contains control characters")
+    if not value.isascii():
+        raise ValueError("the API key contains non-ASCII characters (a pasted quote?)")
     return value
 
 

@@ -183,7 +183,7 @@ def _parse_statuses(value: Any) -> frozenset[int]:
 def _parse_cooldown(value: Any) -> Cooldown:
     if value in ("none", "backoff", "long"):
         return value  # type: ignore[no-any-return]  # narrowed by the membership test
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     raise RuleError(f"cooldown: expected 'none', 'backoff', 'long' or seconds, got {value!r}")
 

@@ -221,9 +221,21 @@ class Store:
             return True
 
     def record_success(self, record: AttemptRecord, now: float) -> None:
-        """Log the answer and close the entry's breaker (the failure run resets, D2)."""
+        """Log the answer and close the entry's breaker (the failure run resets, D2).
+
+        Unless another process recorded a failure after this request was sent (a 429 while
+        it was in flight): that verdict is newer, and its cooldown must not be shortened (D9).
+        """
+        sent = now - record.latency_ms / 1000
         with self._write() as conn:
             _insert(conn, record, now)
+            row = conn.execute(
+                "SELECT updated_at FROM cooldown WHERE provider_model = ?",
+                (record.provider_model,),
+            ).fetchone()
+            changed = _ts(row[0]) if row else None
+            if changed is not None and changed > sent:
+                return
             conn.execute(
                 "UPDATE cooldown SET failures = 0, probe_owner = NULL, probe_until = NULL,"
                 " reason = NULL, updated_at = ?,"

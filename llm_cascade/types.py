@@ -153,6 +153,8 @@ class Conversation:
             data = json.loads(text)
         except ValueError as exc:
             raise ConversationError("", f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ConversationError("", "not valid JSON (nested too deeply)") from None
         return _parse_conversation(data)
 
 
@@ -287,4 +289,11 @@ def _parse_conversation(data: Any) -> Conversation:
         if tools_raw is None
         else [_parse_tool(t, f"$.tools[{i}]") for i, t in enumerate(tools_raw)]
     )
-    return Conversation(messages, tools)
+    conversation = Conversation(messages, tools)
+    try:  # a "\ud800" escape decodes to text that cannot be saved or sent
+        json.dumps(conversation.to_dict(), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConversationError(
+            "$", "holds text that is not valid Unicode (a lone \\uD800-\\uDFFF escape)"
+        ) from None
+    return conversation

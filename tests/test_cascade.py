@@ -214,6 +214,19 @@ def test_first_byte_timeout_is_its_own_budget(tmp_path, sim, clock):
     assert "first_byte_timeout" in first.detail
 
 
+def test_a_silent_provider_fails_over_when_a_cascade_deadline_is_set(tmp_path, sim, clock):
+    sim.script("a", Hang(seconds=30))
+    cfg = write_config(
+        tmp_path, sim, {"x": [entry("sim", "a", timeout=60, first_byte_timeout=0.2), "b"]}
+    )
+    result = run_engine(cfg, "x", clock=clock, options=RunOptions(deadline_s=30))
+    assert result.entry == "sim/b"  # 30 s of the deadline were left: the provider is at fault
+    first = result.attempts[0]
+    assert (first.outcome, first.rule) == ("failed", "timeout")
+    assert "first_byte_timeout" in first.detail
+    assert "sim/a" in cooldown_rows(tmp_path)
+
+
 def test_cascade_deadline_stops_without_blaming_the_entry(tmp_path, sim):
     sim.script("a", Hang(seconds=30))
     cfg = write_config(tmp_path, sim, {"x": [entry("sim", "a", timeout=60), "b"]})

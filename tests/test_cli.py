@@ -14,7 +14,7 @@ import pytest
 from llm_cascade._version import __version__
 from llm_cascade.simulator import Fail, Reply, SimToolCall
 
-from .support import SIM_KEY, cli_command, run_cli, write_config
+from .support import SIM_KEY, cli_command, entry, run_cli, write_config
 
 PROVIDER_A = '[providers.a]\ntype = "openai"\n[cascades.x]\n'
 
@@ -379,3 +379,207 @@ def test_a_terminal_sees_which_entry_is_being_asked(tmp_path, sim):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def test_a_deeply_nested_conversation_file_is_a_usage_error(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    conv = tmp_path / "deep.json"
+    conv.write_text('{"messages": ' + DEEP_JSON + "}")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-f", str(conv))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"Error parsing conversation JSON from '{conv}'")
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
+
+
+def test_a_deeply_nested_config_is_a_config_error(tmp_path):
+    cfg = tmp_path / "deep.toml"
+    cfg.write_text("a = " + DEEP_JSON + "\n")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"Error: Failed to parse config file '{cfg}'")
+
+
+def test_a_deeply_nested_saved_prompt_does_not_block_the_queue(tmp_path, sim):
+    sim.script("a", Fail(500, "down"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "keep me").returncode == 1
+    (tmp_path / "failed" / "x_20200101_000000_abcdef.json").write_text(DEEP_JSON)
+    listed = run_cli("failed", "list", "--json", "-c", str(cfg))
+    assert listed.returncode == 0, listed.stderr
+    assert [e["cascade"] for e in json.loads(listed.stdout)] == ["x"]
+
+
+def _everything_written(tmp_path: Path) -> str:
+    """The database rows and saved prompts of a run, as one string to search for secrets."""
+    with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
+        rows = conn.execute("SELECT * FROM attempt_log").fetchall()
+    files = [p.read_text() for p in (tmp_path / "failed").glob("*.json")]
+    return repr(rows) + "".join(files)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-first-half-0123\nsk-second-half-4567",  # a file of two lines in the variable
+        "sk-first-half-0123\rsk-second-half-4567",
+        "sk-first-half-0123\u201dsk-second-half-4567",  # a pasted typographic quote
+    ],
+)
+def test_a_key_that_cannot_go_in_a_header_is_never_shown_or_sent(tmp_path, sim, key):
+    sim.script("b", Reply("from the other provider"))
+    providers = {
+        "bad": {"type": "openai", "base_url": sim.base_url("openai"), "api_key_env": "BAD_KEY"}
+    }
+    cfg = write_config(tmp_path, sim, {"x": [entry("bad", "a"), "b"]}, providers=providers)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v", env={"BAD_KEY": key})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "from the other provider\n"
+    assert "BAD_KEY" in done.stderr  # the warning names the variable to fix
+    shown = done.stderr + done.stdout + _everything_written(tmp_path)
+    assert "first-half" not in shown and "second-half" not in shown
+    assert sim.count("a") == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_answer_that_cannot_be_written_keeps_the_prompt(tmp_path, sim):
+    sim.script("a", Reply("lost in a full disk"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*cli_command(), "run", "-C", "x", "-c", str(cfg), "-p", "keep me"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SIM_KEY": SIM_KEY},
+            check=False,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "internal error" not in done.stderr
+    [saved] = (tmp_path / "failed").glob("*.json")
+    assert f"the prompt is saved in {saved}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    envelope = json.loads(saved.read_text())
+    assert envelope["status"] == "failed"
+    assert envelope["conversation"]["messages"] == [{"role": "user", "content": "keep me"}]
+    assert "could not be written" in envelope["errors"][-1]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["-p", "caf\udce9"], None, "-p/--prompt is not valid UTF-8"),  # argv byte 0xE9
+        (["-p", "hi", "-s", "caf\udce9"], None, "-s/--system is not valid UTF-8"),
+        ([], b"caf\xe9", "stdin is not valid UTF-8"),
+        (["-p", "-"], b"caf\xe9", "stdin is not valid UTF-8"),
+        (
+            ["-f", "-"],
+            b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}',
+            "not valid Unicode",
+        ),
+    ],
+)
+def test_text_that_is_not_utf8_is_a_usage_error(tmp_path, sim, args, stdin, message):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = subprocess.run(
+        [*cli_command(), "run", "-C", "x", "-c", str(cfg), *args],
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, "SIM_KEY": SIM_KEY, "LC_ALL": "C.UTF-8"},
+        check=False,
+        timeout=60,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert message in stderr and len(stderr.splitlines()) == 1
+    assert sim.count() == 0
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-p", "hi", "--wait-cooldown"],
+        ["--wait-cooldown", "-p", "hi"],
+        ["--wait-cooldown", "--json", "-p", "hi"],
+    ],
+)
+def test_wait_cooldown_without_a_value_waits_up_to_the_default(tmp_path, sim, args):
+    sim.script("a", Fail(429, retry_after="600"), Reply("answered"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "first").returncode == 1
+    done = run_cli("run", "-C", "x", "-c", str(cfg), *args)
+    assert done.returncode == 1, done.stderr  # 600 s is beyond the default 300: fail fast
+    assert "cooling down" in done.stderr
+    assert sim.count("a") == 1
+
+
+def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv")
+    assert f"HTTP Request: POST {sim.base_url('openai')}/chat/completions" in done.stderr
+    assert SIM_KEY not in done.stderr + done.stdout
+    quiet = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v")
+    assert "HTTP Request" not in quiet.stderr
+
+
+def test_a_key_pasted_as_api_key_env_is_a_config_error_that_does_not_show_it(tmp_path, sim):
+    providers = {
+        "sim": {
+            "type": "openai",
+            "base_url": sim.base_url("openai"),
+            "api_key_env": "sk-proj-Abc123SecretValue987",  # the key itself, not a name
+        }
+    }
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, providers=providers)
+    for args in (["run", "-C", "x", "-p", "hi"], ["key", "list"], ["config", "check"]):
+        done = run_cli(*args, "-c", str(cfg))
+        assert done.returncode == 2, done.stderr
+        assert "providers.sim.api_key_env: must be the name of an environment variable" in (
+            done.stderr
+        )
+        assert "Secret" not in done.stdout + done.stderr
+    assert sim.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["log", "--prune", "1e12"], "--prune"),
+        (["log", "--prune", "inf"], "--prune"),
+        (["log", "--prune", "nan"], "--prune"),
+        (["log", "-n", "1000000000000000000000"], "--limit"),
+        (["run", "-C", "x", "-p", "hi", "--deadline", "nan"], "--deadline"),
+        (["run", "-C", "x", "-p", "hi", "--wait-cooldown=nan"], "--wait-cooldown"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(tmp_path, sim, args, message):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")  # a database with a row
+    done = run_cli(*args, "-c", str(cfg))
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "internal error" not in done.stderr
+    assert sim.count() == 1
+
+
+def test_a_hanging_keyring_costs_one_time_limit_per_run_not_one_per_provider(tmp_path, sim):
+    sim.script("a", Fail(500, "down"))
+    providers = {
+        name: {"type": "openai", "base_url": sim.base_url("openai"), "api_key_env": "SIM_KEY"}
+        for name in ("p1", "p2", "p3")
+    }
+    entries = [entry("p1", "a"), entry("p2", "a"), entry("p3", "b")]
+    cfg = write_config(tmp_path, sim, {"x": entries}, providers=providers)
+    env = {
+        "PYTHON_KEYRING_BACKEND": "tests.keyring_backends.HangingKeyring",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "LLM_CASCADE_KEYRING_TIMEOUT": "1",
+    }
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Simulated answer from b")
+    assert done.stderr.count("no answer within 1 s") == 1  # asked once, then env vars only

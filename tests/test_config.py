@@ -399,3 +399,76 @@ def test_rules_must_be_an_array_of_tables(tmp_path):
     path = write(tmp_path, "[rules]\nstatus = 500\n")
     with pytest.raises(ConfigError, match=r"rules: must be an array of tables"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("headers", "key", "problem"),
+    [
+        ('{ X-Token = "tok-secret-1\\ntok-secret-2" }', "headers.X-Token", "one line"),
+        ('{ X-Token = "tok-secret-\\u00e9" }', "headers.X-Token", "printable ASCII"),
+        ('{ X-Token = "tok-secret-\\u0000" }', "headers.X-Token", "printable ASCII"),
+        ('{ "X Token" = "tok-secret" }', "headers.X Token", "not a valid header name"),
+    ],
+)
+def test_a_header_that_http_cannot_carry_is_an_error_that_hides_its_value(
+    tmp_path, headers, key, problem
+):
+    for text, prefix in [
+        (PROVIDER + f"headers = {headers}\n", "providers.p."),
+        (
+            PROVIDER
+            + f'[cascades.c]\nentries = [{{provider = "p", model = "m", headers = {headers}}}]\n',
+            "cascades.c.entries[0].",
+        ),
+    ]:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        message = str(caught.value)
+        assert message.startswith(f"'{path}': {prefix}{key}: "), message
+        assert problem in message
+        assert "tok-secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (PROVIDER + "timeout = inf\n", "providers.p.timeout"),
+        (PROVIDER + "connect_timeout = nan\n", "providers.p.connect_timeout"),
+        (PROVIDER + "first_byte_timeout = inf\n", "providers.p.first_byte_timeout"),
+        (PROVIDER + "max_wait = inf\n", "providers.p.max_wait"),
+        (PROVIDER + "temperature = inf\n", "providers.p.temperature"),
+        (PROVIDER + "extra = { top_p = nan }\n", "providers.p.extra"),
+        (PROVIDER + "extra = { a = { b = [1.0, -inf] } }\n", "providers.p.extra"),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m"}]\ndeadline = inf\n',
+            "cascades.c.deadline",
+        ),
+        ("[cooldown]\ncap = inf\n", "cooldown.cap"),
+        ("[[rules]]\nstatus = 500\ncooldown = inf\n", "rules[0]"),
+    ],
+)
+def test_infinite_or_nan_numbers_are_errors_not_crashes_at_run_time(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': {key}: "), caught.value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/v1",  # an unclosed IPv6 literal
+        "http://127.0.0.1:99999/v1",  # no such port
+        "http://host:port/v1",
+        "http://",  # no host
+        "https:///v1",
+        "http://example.com/v1?key=1",  # the request path would land in the query
+        "http://example.com/v1#top",
+    ],
+)
+def test_a_base_url_no_request_can_use_is_an_error_at_load_time(tmp_path, url):
+    path = write(tmp_path, PROVIDER + f'base_url = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': providers.p.base_url: "), caught.value

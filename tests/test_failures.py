@@ -308,3 +308,20 @@ def test_an_ambiguous_id_is_a_usage_error(failures, three):
 def test_an_unknown_id_is_a_usage_error_that_says_where_it_looked(failures, three):
     with pytest.raises(UsageError, match=r"no saved prompt 'gamma' in .*failed.*failed list"):
         failures.find("gamma")
+
+
+def test_claim_reads_the_file_as_it_is_now_not_as_it_was_listed(failures):
+    failures.save("x", prompt(), T0)
+    [listed_early] = failures.list()  # one `failed retry --all` lists the queue...
+    [listed] = failures.list()
+    first = failures.claim(listed)  # ...another one retries the file meanwhile, in vain
+    assert first is not None
+    first.finish("failed", [{"entry": "sim/a", "outcome": "failed"}])
+
+    late = failures.claim(listed_early)
+    assert late is not None
+    assert late.envelope["retries"] == 2
+    assert late.envelope["errors"] == [{"entry": "sim/a", "outcome": "failed"}]
+    late.finish("failed", [])
+    [after] = failures.list()
+    assert after.envelope["retries"] == 2

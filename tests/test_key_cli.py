@@ -174,6 +174,7 @@ def test_providers_without_keys_are_not_an_error_for_get_and_delete(cfg, command
         (["set", "opnai"], SECRET, "Provider 'opnai' not found in config"),
         (["set", "openai"], "", "the API key is empty"),
         (["set", "openai"], "sk-one\nsk-two\n", "several lines"),
+        (["set", "openai"], "sk-pasted\u201d\n", "non-ASCII"),
         (["get", "nope"], "", "(defined: groq, ollama, openai, proxy)"),
         (["set", "openai", SECRET], "", "takes no key argument"),
     ],

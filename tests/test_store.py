@@ -305,6 +305,15 @@ def test_success_during_a_cooldown_closes_the_breaker_now(store):
     assert cooldown_row(store)["cooldown_until"] == format_ts(T0 + 5)
 
 
+def test_a_success_sent_before_a_newer_failure_leaves_its_cooldown(store):
+    store.record_failure(failed(), T0, lambda _: 600.0)  # a 429 while this request was out
+    sent_before = AttemptRecord("x", KEY, 200, 10_000, 11, 7)  # sent at T0 - 5, answered at T0 + 5
+    store.record_success(sent_before, T0 + 5)
+    state = store.states([KEY])[KEY]
+    assert (state.cooldown_until, state.failures) == (T0 + 600, 1)
+    assert store.recent_attempts(1)[0]["outcome"] == "ok"  # the answer is still logged
+
+
 def test_only_one_claim_on_a_half_open_entry_succeeds(store):
     store.record_failure(failed(), T0, lambda _: 30.0)
     assert not store.claim_probe(KEY, "early", T0 + 29, lease_s=20)  # still cooling

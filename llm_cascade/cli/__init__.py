@@ -62,7 +62,7 @@ app.add_typer(config_app, name="config")
 def main() -> None:
     """Console-script entry point: no tracebacks, documented exit statuses."""
     try:
-        app()
+        app(args=run_module.with_optional_values(sys.argv[1:]))
     except LlmCascadeError as exc:
         text = str(exc)
         print(text if text.startswith("Error") else f"Error: {text}", file=sys.stderr)

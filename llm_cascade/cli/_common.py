@@ -58,8 +58,12 @@ def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:
     else:
         handler.setFormatter(_ShortFormatter("llm-cascade: %(levelname)s: %(message)s"))
     root.handlers[:] = [handler]
-    # httpx logs every request at INFO; show it only at -vv.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+    # httpx logs every request (method, URL, status; never headers) at INFO; show it at -vv.
+    # It needs the same handler: its own logger has none, and Python's fallback drops INFO.
+    http = logging.getLogger("httpx")
+    http.setLevel(logging.INFO if verbosity >= 2 else logging.WARNING)
+    http.propagate = False
+    http.handlers[:] = [handler]
 
 
 class _ShortFormatter(logging.Formatter):

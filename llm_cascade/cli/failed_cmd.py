@@ -139,21 +139,43 @@ def retry(
         raise UsageError("name the prompts to retry (see `llm-cascade failed list`) or pass --all")
     setup_logging(verbose)
     app_config, store = _store(config)
+    if answers_dir is not None:
+        _check_answers_dir(answers_dir)
     chosen = store.list() if all_prompts else [store.find(i) for i in idents or []]
     chosen = [s for s in chosen if s.status != "running"]  # another run still owns those
     target = cascade
+    routable = []
     for s in chosen:
         name = target or s.cascade_name
-        if name not in app_config.cascades:
-            raise UsageError(
-                f"{s.id}: cascade '{name}' is not in the config; pass -C/--cascade to pick one"
-            )
+        if name in app_config.cascades:
+            routable.append(s)
+            continue
+        problem = f"{s.id}: cascade '{name}' is not in the config; pass -C/--cascade to pick one"
+        if not all_prompts:
+            raise UsageError(problem)
+        say(problem)  # --all drains the queue: one stale prompt must not stop the others
     import asyncio
 
-    failures = asyncio.run(_retry_all(app_config, store, chosen, target, answers_dir, json_output))
+    failures = asyncio.run(
+        _retry_all(app_config, store, routable, target, answers_dir, json_output)
+    )
+    failures += len(chosen) - len(routable)
     say(f"Retried {len(chosen)}: {len(chosen) - failures} answered, {failures} still failing.")
     if failures:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_answers_dir(answers_dir: Path) -> None:
+    """Create DIR now: an unusable one must stop the retry before anything is sent."""
+    from ..paths import ensure_private_dir
+
+    try:
+        ensure_private_dir(answers_dir)
+        if not answers_dir.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"--answers-dir: cannot use '{answers_dir}': {reason}") from None
 
 
 async def _retry_all(
@@ -165,12 +187,17 @@ async def _retry_all(
     json_output: bool,
 ) -> int:
     from ..cascade import Cascade
-    from ..errors import CascadeFailed
+    from ..errors import CascadeFailed, ConversationError
 
     failures = 0
     async with Cascade(config) as engine:
         for saved in chosen:
-            claim = store.claim(saved)
+            try:
+                claim = store.claim(saved)
+            except ConversationError as exc:  # one bad file must not stop the queue
+                failures += 1
+                say(f"{saved.id}: cannot retry: {exc} (fix or remove {saved.path})")
+                continue
             if claim is None:
                 continue  # another retry took it, or it was removed meanwhile
             name = cascade or saved.cascade_name
@@ -182,7 +209,16 @@ async def _retry_all(
                 if json_output:
                     print(json.dumps({"id": saved.id, "ok": False, "error": exc.message}))
                 continue
-            _emit(saved, result, answers_dir, json_output)
+            try:
+                _emit(saved, result, answers_dir, json_output)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # the answer is lost: keep the prompt and go on
+                from .run import keep_undelivered
+
+                failures += 1
+                target = str(answers_dir / f"{saved.id}.json") if answers_dir else "stdout"
+                keep_undelivered(config, saved.conversation(), result, exc, target)
     return failures
 
 

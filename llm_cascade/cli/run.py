@@ -17,13 +17,54 @@ if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for t
     from ..types import Conversation
 
 EXIT_TERMINATED = 143
+WAIT_COOLDOWN_DEFAULT = "300"
+_TAKES_VALUE = frozenset(
+    {"-C", "--cascade", "-p", "--prompt", "-f", "--file", "-s", "--system", "-c", "--config"}
+    | {"--deadline"}
+)
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """`run ... --wait-cooldown` with no MAX means the default (`--wait-cooldown=300`).
+
+    The option parser typer ships has no options with an optional value: without this, a bare
+    `--wait-cooldown` is an error at the end of the line and swallows the next option
+    (`--wait-cooldown -p hi`) elsewhere.
+    """
+    if args[:1] != ["run"]:
+        return args
+    out = list(args)
+    for i in range(1, len(out)):
+        if out[i] == "--":
+            break
+        following = out[i + 1] if i + 1 < len(out) else None
+        if (
+            out[i] == "--wait-cooldown"
+            and out[i - 1] not in _TAKES_VALUE
+            and (following is None or following.startswith("-"))
+        ):
+            out[i] = f"--wait-cooldown={WAIT_COOLDOWN_DEFAULT}"
+    return out
 
 
 def _read_stdin() -> str:
     try:
-        return sys.stdin.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        data = sys.stdin.buffer.read()
+    except OSError as exc:
         raise UsageError(f"cannot read stdin: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"stdin is not valid UTF-8 text (byte {exc.start})") from None
+
+
+def _check_utf8(text: str, option: str) -> str:
+    """Command-line text with bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{option} is not valid UTF-8 text (character {exc.start})") from None
+    return text
 
 
 def _read_conversation(file: str) -> Conversation:
@@ -54,7 +95,7 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
     else:
         if prompt is None and sys.stdin.isatty():
             raise UsageError("no prompt: give -p TEXT, -f FILE, or pipe the prompt on stdin")
-        text = _read_stdin() if prompt in (None, "-") else prompt
+        text = _read_stdin() if prompt in (None, "-") else _check_utf8(prompt, "-p/--prompt")
         if not text.strip():
             raise UsageError("the prompt is empty")
         conversation = Conversation([Message.user(text)])
@@ -62,7 +103,8 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
         raise UsageError("the conversation has no messages")
     if system:
         conversation = Conversation(
-            [Message.system(system), *conversation.messages], conversation.tools
+            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages],
+            conversation.tools,
         )
     return conversation
 
@@ -74,7 +116,7 @@ def _parse_wait(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         raise UsageError(f"--wait-cooldown: expected seconds, got {value!r}") from None
-    if seconds < 0:
+    if not seconds >= 0:  # also nan
         raise UsageError("--wait-cooldown: seconds must be 0 or more")
     return seconds
 
@@ -104,7 +146,7 @@ def run(
         typer.Option(
             "--wait-cooldown",
             is_flag=False,
-            flag_value="300",
+            flag_value=WAIT_COOLDOWN_DEFAULT,
             metavar="[MAX]",
             help="If every entry is cooling down, wait up to MAX seconds (default 300)"
             " for the first to free up.",
@@ -122,6 +164,8 @@ def run(
     """
     conversation = build_conversation(prompt, file, system)
     wait_s = _parse_wait(wait_cooldown)
+    if deadline is not None and deadline != deadline:  # nan passes the range check
+        raise UsageError("--deadline: expected a number of seconds, got nan")
     setup_logging(verbose)
     spinner = not verbose and stderr_is_tty()
     import asyncio
@@ -151,10 +195,17 @@ def run(
 
         for line in render.explain(result.cascade_name, result.attempts, SystemClock().now()):
             say(line)
-    sys.stdout.write(
-        (render.result_json(result) if json_output else render.answer_text(result.response)) + "\n"
-    )
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(
+            (render.result_json(result) if json_output else render.answer_text(result.response))
+            + "\n"
+        )
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader went away on purpose (`| head -1`): exit 141
+    except OSError as exc:  # a full disk, an I/O error: the answer is lost, keep the prompt
+        keep_undelivered(app_config, conversation, result, exc, "stdout")
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 async def _run(
@@ -186,6 +237,39 @@ async def _run(
 
         async with Cascade(config, on_request=on_request) as engine:
             return await engine.run(cascade, conversation, options)
+
+
+def keep_undelivered(
+    config: AppConfig,
+    conversation: Conversation,
+    result: CascadeResult,
+    exc: OSError,
+    target: str,
+) -> None:
+    """Save the prompt again (the engine removed it on success) and say so in one line."""
+    from ..clock import SystemClock
+    from ..failures import FailureStore, PromptKeeper
+
+    reason = exc.strerror or str(exc)
+    errors = [a.to_dict() for a in result.attempts if a.outcome != "ok"]
+    errors.append(
+        {
+            "entry": result.entry,
+            "outcome": "failed",
+            "detail": f"answered, but the answer could not be written to {target}: {reason}",
+        }
+    )
+    keeper = PromptKeeper(
+        FailureStore(config.failure_dir), result.cascade_name, conversation, SystemClock().now
+    )
+    saved = keeper.keep("failed", errors)
+    where = (
+        f"the prompt is saved in {saved.path}"
+        if saved.path
+        else f"the prompt could not be saved either: {saved.error}"
+    )
+    head = f"Error: the answer from {result.entry} could not be written to {target}"
+    say(f"{head} ({reason}); {where}")
 
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:

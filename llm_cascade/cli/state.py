@@ -69,7 +69,9 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
 
 def log(
     config: ConfigOption = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many rows.", min=1)] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="How many rows.", min=1, max=1_000_000_000)
+    ] = 20,
     cascade: Annotated[
         str | None, typer.Option("--cascade", "-C", help="Only this cascade.")
     ] = None,
@@ -82,6 +84,10 @@ def log(
     ] = None,
 ) -> None:
     """Show the newest attempts from the attempt log (every try, skip and failure)."""
+    if prune is not None and not 0 <= prune <= 100_000:  # also nan and inf
+        from ..errors import UsageError
+
+        raise UsageError(f"--prune: DAYS must be a number from 0 to 100000, got {prune}")
     store = _load(config)[1]
     if prune is not None:
         import time

@@ -84,7 +84,7 @@ def _decode(body: bytes) -> tuple[str, Any]:
     text = body.decode("utf-8", errors="replace")
     try:
         return text, json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep to parse is not JSON we can use
         return text, None
 
 

@@ -108,7 +108,7 @@ def _input_tokens(usage: Mapping[str, Any]) -> int | None:
     cached = (
         count(usage.get(k)) or 0 for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
     )
-    return base + sum(cached)
+    return count(base + sum(cached))
 
 
 class AnthropicAdapter(Adapter):

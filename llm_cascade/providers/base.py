@@ -57,9 +57,12 @@ def obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+MAX_COUNT = 2**63 - 1  # the largest integer SQLite stores; anything above is not a real count
+
+
 def count(value: Any) -> int | None:
-    """A token count: a non-negative integer, else None."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A token count: a non-negative integer SQLite can store, else None."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
     return value if ok else None
 
 
