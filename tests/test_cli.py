@@ -262,7 +262,7 @@ def test_eight_processes_ten_runs_each_share_one_database(tmp_path, sim):
     sim.script("a", Reply("ok"))
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     script = " ".join(cli_command()) + f" run -C x -c {cfg} -p hi"
-    loop = f"for i in $(seq 10); do {script} >/dev/null || echo FAIL; done"
+    loop = f"for i in $(seq 10); do {script} >/dev/null || echo FAIL $?; done"
 
     def worker(_: int) -> subprocess.CompletedProcess[str]:
         env_cmd = ["bash", "-c", loop]
@@ -274,11 +274,11 @@ def test_eight_processes_ten_runs_each_share_one_database(tmp_path, sim):
         assert "FAIL" not in done.stdout, done.stderr
         assert "locked" not in done.stderr and "Traceback" not in done.stderr
     with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
-        assert (
-            conn.execute("SELECT count(*) FROM attempt_log WHERE outcome = 'ok'").fetchone()[0]
-            == 80
-        )
-    assert sim.count("a") == 80
+        outcomes = conn.execute(
+            "SELECT outcome, error_message, count(*) FROM attempt_log GROUP BY 1, 2"
+        ).fetchall()
+    assert outcomes == [("ok", None, 80)], outcomes
+    assert sim.count("a") == 80, [r.model for r in sim.requests]
 
 
 def test_unwritable_failure_dir_falls_back_to_a_private_temp_dir(tmp_path, sim):
