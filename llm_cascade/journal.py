@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .clock import Clock
 from .errors import ProviderError
-from .results import Attempt, Outcome
+from .results import Attempt, Outcome, error_list
 from .rules import CooldownPolicy, Rule
 from .store import AttemptRecord, EntryState, Store
 from .types import LlmResponse
@@ -224,7 +224,7 @@ class Journal:
 
     def errors(self) -> list[dict[str, Any]]:
         """What each entry did, for the saved prompt's `errors` list."""
-        return [a.to_dict() for a in self.attempts if a.outcome != "ok"]
+        return error_list(self.attempts)
 
     def message(self) -> str:
         """The original's text (§6.4): skipped keys, then each failed entry's error."""

@@ -38,6 +38,11 @@ class Attempt:
         return f"{self.entry}: {self.detail}"
 
 
+def error_list(attempts: list[Attempt]) -> list[dict[str, Any]]:
+    """What each entry did short of answering: the saved prompt's `errors` list."""
+    return [a.to_dict() for a in attempts if a.outcome != "ok"]
+
+
 @dataclass(frozen=True, slots=True)
 class CascadeResult:
     """An answer and how it was reached."""

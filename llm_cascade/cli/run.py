@@ -249,9 +249,10 @@ def keep_undelivered(
     """Save the prompt again (the engine removed it on success) and say so in one line."""
     from ..clock import SystemClock
     from ..failures import FailureStore, PromptKeeper
+    from ..results import error_list
 
     reason = exc.strerror or str(exc)
-    errors = [a.to_dict() for a in result.attempts if a.outcome != "ok"]
+    errors = error_list(result.attempts)
     errors.append(
         {
             "entry": result.entry,
