@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .clock import format_ts, parse_ts
 from .errors import LlmCascadeError
@@ -60,8 +61,17 @@ _ADDED_COLUMNS = {
 }
 
 
+DEFAULT_BUSY_TIMEOUT_S = 5.0  # each write holds the lock for well under a millisecond
+Phase = Literal["closed", "open", "half-open", "probing"]
+
+
 class StoreError(LlmCascadeError):
     """The database cannot be opened or migrated."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"Error initializing database '{path}': {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,20 @@ class EntryState:
     def probe_in_flight(self, now: float) -> bool:
         return self.probe_until is not None and self.probe_until > now
 
+    def phase(self, now: float) -> Phase:
+        """The breaker's name now: closed, open (cooling), half-open or probing."""
+        if self.is_cooling(now):
+            return "open"
+        if self.is_half_open(now):
+            return "probing" if self.probe_in_flight(now) else "half-open"
+        return "closed"
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds until the cooldown ends, or None when the entry is not cooling."""
+        if self.cooldown_until is None or not self.is_cooling(now):
+            return None
+        return self.cooldown_until - now
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
@@ -104,24 +128,88 @@ class AttemptRecord:
     try_number: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One row read back from attempt_log, rows the original tool wrote included.
+
+    The original wrote no outcome: it is derived from the status (2xx answered, else failed).
+    """
+
+    id: int
+    timestamp: str
+    cascade_name: str
+    provider_model: str
+    http_status: int | None
+    latency_ms: int
+    input_tokens: int | None
+    output_tokens: int | None
+    outcome: str
+    error_kind: str | None = None
+    error_message: str | None = None
+    rule: str | None = None
+    cooldown_until: str | None = None
+    run_id: str | None = None
+    try_number: int | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> AttemptRow:
+        columns = set(row.keys())  # `in row` would look among the values
+        values = {f.name: row[f.name] for f in fields(cls) if f.name in columns}
+        if not values.get("outcome"):
+            status = values.get("http_status")
+            values["outcome"] = "ok" if isinstance(status, int) and status < 400 else "failed"
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 class Store:
     """One connection to the shared database. Methods raise sqlite3.Error on I/O trouble."""
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        conn = None
         try:
             ensure_private_dir(path.parent)
             if not path.exists():
                 # Create it owner-only; SQLite gives the -wal and -shm files the same mode.
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-            self.conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn = conn
+            self._use_wal(time.monotonic() + busy_timeout_s)
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"Error initializing database '{path}': {exc}") from None
+            if conn is not None:
+                conn.close()
+            raise StoreError(path, str(exc)) from None
+
+    def _use_wal(self, give_up_at: float) -> None:
+        """Switch to WAL, waiting for other openers: this pragma ignores the busy timeout.
+
+        Processes that create the same new database at one instant race for the lock the
+        switch needs; SQLite answers "database is locked" at once instead of waiting.
+        """
+        pause = 0.001
+        while True:
+            try:
+                mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > give_up_at:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write may wait for another process's lock before failing."""
+        self.conn.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 0)}")
 
     def close(self) -> None:
         self.conn.close()
@@ -134,14 +222,19 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A short immediate transaction: takes the write lock up front, so no upgrade deadlock."""
+        """A short immediate transaction: takes the write lock up front, so no upgrade deadlock.
+
+        Rolled back if the body or the COMMIT fails, and only while one is open (SQLite may
+        already have rolled it back itself, e.g. after a full disk).
+        """
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         if self.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
@@ -184,16 +277,16 @@ class Store:
         )
         return [_state(row) for row in rows]
 
-    def recent_attempts(self, limit: int = 20, cascade: str | None = None) -> list[dict[str, Any]]:
-        """The newest attempt rows, oldest first, as dicts keyed by column name."""
+    def recent_attempts(self, limit: int = 20, cascade: str | None = None) -> list[AttemptRow]:
+        """The newest attempt rows, oldest first."""
         where, args = ("WHERE cascade_name = ?", [cascade]) if cascade else ("", [])
         cursor = self.conn.execute(
             f"SELECT * FROM (SELECT * FROM attempt_log {where} ORDER BY id DESC LIMIT ?)"
             " ORDER BY id",
             [*args, limit],
         )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
+        cursor.row_factory = sqlite3.Row
+        return [AttemptRow.from_row(row) for row in cursor]
 
     # --- writes --------------------------------------------------------------------------
 
@@ -305,6 +398,11 @@ class Store:
             return conn.execute(
                 f"DELETE FROM cooldown WHERE provider_model IN ({marks})", wanted
             ).rowcount
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _ts(text: str | None) -> float | None:

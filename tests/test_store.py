@@ -3,11 +3,13 @@ permissions, and the one timestamp format (SPEC §5, D9, D13, D34)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,8 +157,11 @@ def test_queries_and_writes_of_the_original_still_work_after_migration(tmp_path)
     raw.close()
 
     with Store(path) as store:
-        assert store.recent_attempts(1)[0]["http_status"] == 500
+        assert store.recent_attempts(1)[0].http_status == 500
         assert store.states([KEY])[KEY].cooldown_until == parse_ts("2026-04-14T10:00:30+00:00")
+        rows = store.recent_attempts()
+    # The original wrote no outcome: a 2xx answered, anything else (or no status) failed.
+    assert [r.outcome for r in rows] == ["failed", "ok", "failed", "failed", "failed"]
 
 
 def test_migration_runs_once_and_reopening_changes_nothing(tmp_path):
@@ -220,6 +225,75 @@ def test_a_path_that_cannot_be_a_database_is_a_store_error(tmp_path):
         Store(directory)
 
 
+def _open_fresh_databases(barrier: Any, root: str, rounds: int, failures: Any) -> None:
+    """One of many processes: open database i of `root` at the same instant as the others."""
+    failed_opens = 0
+    for i in range(rounds):
+        barrier.wait()
+        try:
+            with Store(Path(root) / f"db{i}.sqlite") as opened:
+                opened.states([KEY])
+        except StoreError:
+            failed_opens += 1
+    failures.put(failed_opens)
+
+
+def test_many_processes_creating_one_new_database_at_once_all_open_it(tmp_path):
+    """Switching a new file to WAL ignores the busy timeout: openers racing on it must wait."""
+    ctx = multiprocessing.get_context("spawn")
+    processes, rounds = 16, 100
+    barrier, failures = ctx.Barrier(processes), ctx.Queue()
+    workers = [
+        ctx.Process(target=_open_fresh_databases, args=(barrier, str(tmp_path), rounds, failures))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    failed_opens = [failures.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert len(list(tmp_path.glob("db*.sqlite"))) == rounds
+    assert failed_opens == [0] * processes
+
+
+def test_a_failed_commit_rolls_back_and_the_connection_stays_usable(tmp_path):
+    path = tmp_path / "db.sqlite"
+    with Store(path) as store:
+        store.log_attempt(ok(), T0)
+        # A trigger that fails only at COMMIT time: a deferred foreign key violation.
+        store.conn.executescript(
+            "PRAGMA foreign_keys = ON;"
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);"
+        )
+        with pytest.raises(sqlite3.IntegrityError), store._write() as conn:
+            conn.execute("INSERT INTO child VALUES (42)")
+        assert not store.conn.in_transaction
+        store.log_attempt(ok(), T0 + 1)  # a new transaction starts cleanly
+        assert len(store.recent_attempts()) == 2
+        assert store.conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+
+
+def test_an_error_after_sqlite_rolled_back_by_itself_is_not_masked(tmp_path):
+    """ROLLBACK with no open transaction would raise and hide the real error."""
+    with Store(tmp_path / "db.sqlite") as store:
+        with pytest.raises(ZeroDivisionError), store._write() as conn:
+            conn.execute("ROLLBACK")  # as SQLite does by itself on some I/O errors
+            raise ZeroDivisionError
+        assert not store.conn.in_transaction
+
+
+def test_breaker_phases_are_named_in_one_place():
+    from llm_cascade.store import EntryState
+
+    assert EntryState(KEY).phase(T0) == "closed"
+    assert EntryState(KEY, T0 + 5, 1).phase(T0) == "open"
+    assert EntryState(KEY, T0 - 5, 1).phase(T0) == "half-open"
+    assert EntryState(KEY, T0 - 5, 1, probe_until=T0 + 9).phase(T0) == "probing"
+    assert EntryState(KEY, T0 + 5, 1).retry_after(T0) == 5
+    assert EntryState(KEY, T0 - 5, 1).retry_after(T0) is None
+
+
 def test_two_connections_share_the_state(tmp_path):
     path = tmp_path / "db.sqlite"
     with Store(path) as one, Store(path) as two:
@@ -259,7 +333,7 @@ def test_failure_without_a_cooldown_is_logged_but_opens_nothing(store):
     assert (until, level) == (None, 1)
     assert cooldown_row(store) is None
     [row] = store.recent_attempts()
-    assert (row["http_status"], row["outcome"], row["cooldown_until"]) == (400, "failed", None)
+    assert (row.http_status, row.outcome, row.cooldown_until) == (400, "failed", None)
 
 
 def test_a_new_cooldown_never_shortens_a_longer_one(store):
@@ -275,8 +349,8 @@ def test_a_new_cooldown_never_shortens_a_longer_one(store):
 def test_failure_row_records_the_cooldown_it_set(store):
     store.record_failure(failed(), T0, lambda _: 30.0)
     [row] = store.recent_attempts()
-    assert row["cooldown_until"] == format_ts(T0 + 30)
-    assert row["timestamp"] == format_ts(T0)
+    assert row.cooldown_until == format_ts(T0 + 30)
+    assert row.timestamp == format_ts(T0)
 
 
 def test_success_resets_the_failures_and_frees_the_probe(store):
@@ -292,7 +366,7 @@ def test_success_resets_the_failures_and_frees_the_probe(store):
     assert (row["probe_owner"], row["probe_until"]) == (None, None)
     state = store.states([KEY])[KEY]
     assert not state.is_cooling(T0 + 101) and not state.is_half_open(T0 + 101)
-    assert store.recent_attempts(1)[0]["input_tokens"] == 11
+    assert store.recent_attempts(1)[0].input_tokens == 11
     # The level starts over.
     _, level = store.record_failure(failed(), T0 + 200, lambda _: 30.0)
     assert level == 1
@@ -311,7 +385,7 @@ def test_a_success_sent_before_a_newer_failure_leaves_its_cooldown(store):
     store.record_success(sent_before, T0 + 5)
     state = store.states([KEY])[KEY]
     assert (state.cooldown_until, state.failures) == (T0 + 600, 1)
-    assert store.recent_attempts(1)[0]["outcome"] == "ok"  # the answer is still logged
+    assert store.recent_attempts(1)[0].outcome == "ok"  # the answer is still logged
 
 
 def test_only_one_claim_on_a_half_open_entry_succeeds(store):
@@ -361,8 +435,8 @@ def test_clear_cooldowns_of_some_or_all_entries(store):
 def test_recent_attempts_are_the_newest_oldest_first(store):
     for i in range(5):
         store.log_attempt(AttemptRecord("x" if i % 2 else "y", f"p/{i}", 200, i), T0 + i)
-    assert [r["provider_model"] for r in store.recent_attempts(3)] == ["p/2", "p/3", "p/4"]
-    assert [r["provider_model"] for r in store.recent_attempts(10, cascade="x")] == ["p/1", "p/3"]
+    assert [r.provider_model for r in store.recent_attempts(3)] == ["p/2", "p/3", "p/4"]
+    assert [r.provider_model for r in store.recent_attempts(10, cascade="x")] == ["p/1", "p/3"]
 
 
 def test_every_timestamp_written_has_six_digits_and_a_utc_offset(store):
