@@ -3,8 +3,9 @@
 For each entry: skip it while its breaker is open; when its cooldown has expired, let exactly
 one process probe it (a lease claimed in SQLite); resolve its key; send, retrying in place
 only for rules that allow it; then record the attempt and any cooldown (`Journal`). The
-conversation is on disk before the first request and removed once an entry answers
-(`PromptKeeper`).
+conversation is on disk before the first request and removed only once the caller says the
+answer was delivered (`Answer`, owned by a `PromptKeeper`). A database that cannot be used
+costs one warning, never the answer or the prompt.
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import rules as rules_mod
+from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
 from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
-from .errors import CascadeFailed, ProviderError, UsageError
+from .errors import CascadeFailed, ProviderError, SaveOutcome, UsageError
 from .failures import FailureStore, PendingPrompt, PromptKeeper
-from .journal import Journal
+from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, lookup_for, missing_key_message, resolve_key
 from .providers import get_adapter
 from .providers.base import CallOptions
-from .results import Attempt, CascadeResult, RunOptions
-from .store import Store
+from .results import CascadeResult, RunOptions
+from .store import EntryState, Store, StoreError
 from .types import Conversation, LlmResponse
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
+__all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +55,14 @@ class Cascade:
         jitter: Callable[[], float] = random.random,
         on_request: Callable[[str, int], None] | None = None,
     ) -> None:
-        """`on_request(entry_key, try_number)` is called before each request (progress display)."""
+        """`on_request(entry_key, try_number)` is called before each request (progress display).
+
+        Without `store`, the config's database is opened on the first run; if it cannot be
+        used, runs go on without shared state (one warning) and it is tried again next run.
+        """
         self.config = config
         self._owns_store = store is None
-        self.store = store if store is not None else Store(config.database_path)
+        self.store = store
         self.failures = FailureStore(config.failure_dir)
         self.client = client
         self._owns_client = client is None
@@ -74,13 +80,25 @@ class Cascade:
         self._keyring_failed = self._keyring_failed or key.keyring_failed
         return key
 
+    def state_store(self) -> Store | None:
+        """The shared database, opened on first use; None (after a warning) if it is unusable."""
+        if self.store is None and self._owns_store:
+            try:
+                self.store = Store(self.config.database_path)
+            except StoreError as exc:
+                logger.warning(
+                    "cannot use the database '%s' (%s); %s", exc.path, exc.reason, NO_STATE
+                )
+        return self.store
+
     async def aclose(self) -> None:
         """Close the HTTP client and the database if the engine opened them."""
         if self.client is not None and self._owns_client:
             await self.client.aclose()
             self.client = None
-        if self._owns_store:
+        if self._owns_store and self.store is not None:
             self.store.close()
+            self.store = None
 
     async def __aenter__(self) -> Cascade:
         return self
@@ -98,8 +116,24 @@ class Cascade:
     ) -> CascadeResult:
         """Answer `conversation` with the first entry that can; raise CascadeFailed otherwise.
 
+        The answer counts as delivered once returned: the saved prompt is removed. Use
+        `answer()` to keep it until the answer has really reached its reader.
+        """
+        with await self.answer(cascade_name, conversation, options, saved=saved) as result:
+            return result
+
+    async def answer(
+        self,
+        cascade_name: str,
+        conversation: Conversation,
+        options: RunOptions | None = None,
+        *,
+        saved: PendingPrompt | None = None,
+    ) -> Answer:
+        """Like `run`, but the prompt stays on disk until `Answer.delivered()` is called.
+
         `saved` is a prompt already on disk (a replay): it is used instead of saving a new one,
-        removed on success and rewritten with this run's errors on failure.
+        removed once delivered and rewritten with this run's errors on failure.
         """
         cascade = self.config.cascades.get(cascade_name)
         if cascade is None:
@@ -111,7 +145,7 @@ class Cascade:
             raise UsageError("the conversation has no messages")
         run = _Run(self, cascade, conversation, options or RunOptions())
         keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
-        return await run.execute(keeper)
+        return Answer(await run.execute(keeper), keeper)
 
     async def http_client(self) -> httpx.AsyncClient:
         """The shared client, opened on first use (httpx is imported only then)."""
@@ -120,6 +154,51 @@ class Cascade:
 
             self.client = new_client()
         return self.client
+
+
+class Answer:
+    """An answer whose prompt is still on disk until the caller says it reached its reader.
+
+    Use as `with answer as result:` (delivered when the block ends normally, kept as
+    undelivered, with the answer, if it raises) or call `delivered()` / `undelivered()`.
+    """
+
+    def __init__(self, result: CascadeResult, keeper: PromptKeeper) -> None:
+        self.result = result
+        self._keeper = keeper
+
+    def delivered(self) -> None:
+        """The answer reached its reader: remove the saved prompt."""
+        self._keeper.delivered()
+
+    def undelivered(self, reason: str) -> SaveOutcome:
+        """The answer could not be written out: keep the prompt, with the answer and why."""
+        failure = Attempt(
+            self.result.entry,
+            "undelivered",
+            f"answered, but the answer was not delivered: {reason}",
+        )
+        errors = [a.to_dict() for a in (*self.result.attempts, failure) if a.outcome != "ok"]
+        return self._keeper.keep("undelivered", errors, answer=self.result.to_dict())
+
+    def __enter__(self) -> CascadeResult:
+        return self.result
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: object
+    ) -> None:
+        if exc is None:
+            self.delivered()
+            return
+        saved = self.undelivered(_reason(exc))
+        where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
+        logger.warning("the answer was not delivered (%s); the prompt is %s", _reason(exc), where)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 class _Run:
@@ -133,14 +212,19 @@ class _Run:
         self.conversation = conversation
         self.opts = opts
         self.id = secrets.token_hex(8)
-        self.journal = Journal(
-            engine.store, cascade.name, self.id, engine.clock, engine.config.cooldown
-        )
         self.keys: dict[str, ResolvedKey] = {}
         self.stopped = False
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
+        self.journal = Journal(
+            engine.state_store(),
+            cascade.name,
+            self.id,
+            engine.clock,
+            engine.config.cooldown,
+            remaining=self._remaining,
+        )
 
     async def execute(self, keeper: PromptKeeper) -> CascadeResult:
         keeper.save_before(run_id=self.id)
@@ -152,7 +236,6 @@ class _Run:
             logger.warning("interrupted; the prompt is %s", where)
             raise
         if result is not None:
-            keeper.answered()
             return result
         raise CascadeFailed(
             self.cascade.name,
@@ -188,12 +271,19 @@ class _Run:
             await self.e.clock.sleep(pause)
             waited += pause
             self.journal.forget_skips()
+            self.journal.waited(self._soonest(entries), pause)
+
+    def _soonest(self, entries: list[CascadeEntry]) -> str:
+        """The entry that frees up first (the one a --wait-cooldown pause waited for)."""
+        states = self.journal.states(e.key for e in entries)
+        return min(entries, key=lambda e: states[e.key].cooldown_until or 0.0).key
 
     async def _entry(self, entry: CascadeEntry) -> CascadeResult | None:
         provider = self.e.config.providers[entry.provider]
         now = self.e.clock.now()
         state = self.journal.state(entry.key)
         probe = False
+        note = _ignored(state, now) if self.opts.ignore_cooldown else None
         if not self.opts.ignore_cooldown:
             if state.is_cooling(now):
                 until = format_human(state.cooldown_until or now)
@@ -215,7 +305,7 @@ class _Run:
             detail = missing_key_message(lookup_for(provider))
             self.journal.not_sent(entry.key, "missing_key", detail, probe=probe)
             return None
-        return await self._tries(entry, provider, key, probe)
+        return await self._tries(entry, provider, key, probe, note)
 
     def _key(self, provider: ProviderConfig) -> ResolvedKey:
         """The provider's key, looked up once per run."""
@@ -227,7 +317,12 @@ class _Run:
         return key
 
     async def _tries(
-        self, entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey, probe: bool
+        self,
+        entry: CascadeEntry,
+        provider: ProviderConfig,
+        key: ResolvedKey,
+        probe: bool,
+        note: str | None,
     ) -> CascadeResult | None:
         from .providers import _http  # httpx is imported only when a request is made
 
@@ -273,6 +368,7 @@ class _Run:
                     try_number=try_number,
                     probe=probe,
                     retrying=wait is not None,
+                    note=note,
                 )
                 if wait is None:
                     self.stopped = rule.action == "stop"
@@ -287,6 +383,7 @@ class _Run:
                 latency_ms=latency,
                 try_number=try_number,
                 probe=probe,
+                note=note,
             )
             return CascadeResult(
                 response=reply.response,
@@ -348,6 +445,15 @@ class _Run:
             return None
         delay = wake - self.e.clock.now()
         return round(delay, 3) if delay > 0 else None
+
+
+def _ignored(state: EntryState, now: float) -> str | None:
+    """What --ignore-cooldown overrode for this entry, if anything."""
+    if state.is_cooling(now) and state.cooldown_until is not None:
+        return f"was cooling down until {format_human(state.cooldown_until)}; tried anyway"
+    if state.is_half_open(now):
+        return "was half-open; tried without claiming the probe"
+    return None
 
 
 def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey) -> CallOptions:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .cascade import Attempt
+    from .attempts import Attempt
 
 ErrorKind = Literal[
     "http",  # a non-2xx status
@@ -30,6 +30,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # stdout closed early by its reader, as a shell reports SIGPIPE
 
 
 class LlmCascadeError(Exception):
@@ -119,7 +120,7 @@ class CascadeFailed(LlmCascadeError):
         retry_after_s: float | None = None,
     ) -> None:
         self.cascade_name = cascade_name
-        self.message = message
+        self.message = message  # attempts.failure_summary of the attempts
         self.attempts = attempts or []
         self.saved = saved or SaveOutcome(None, "not saved")
         self.retry_after_s = retry_after_s

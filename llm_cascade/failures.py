@@ -1,15 +1,19 @@
-"""Failed prompts on disk, so nothing is lost (SPEC §6.6, D30-D36).
+"""Failed prompts on disk, so nothing is lost.
 
 A run writes its conversation here *before* the first attempt (status `pending`) and holds an
-advisory lock on the file while it runs; on success the file is removed, on failure it is
-rewritten with what each entry did (status `failed`). A pending file nobody holds a lock on
-belongs to a run that was killed: `failed list` shows it as interrupted and `failed retry`
-can answer it. Files are created exclusively (no overwrite, even within one second), written
-through a temporary file, and readable by the owner only.
+advisory lock on the file while it runs. The file is removed only once the answer reached its
+reader (`PromptKeeper.delivered`); otherwise it is rewritten with what each entry did (status
+`failed`, `interrupted`, or `undelivered` with the answer that could not be written). A
+pending file nobody holds a lock on belongs to a run that was killed: `failed list` shows it
+as interrupted and `failed retry` can answer it. The same prompt of the same cascade saved
+again while one waits (a cron job firing during an outage) reuses that file. Files are
+created exclusively (no overwrite, even within one second), written through a temporary file,
+and readable by the owner only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +30,7 @@ from . import files
 from .clock import format_ts
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
-from .types import Conversation
+from .types import Conversation, compact_json
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,12 @@ def sanitize_name(name: str) -> str:
     """Keep `[A-Za-z0-9._-]` so a cascade name can never leave the directory (D33)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
     return cleaned or "cascade"
+
+
+def prompt_digest(cascade_name: str, conversation: Conversation) -> str:
+    """A hash naming what a run asks, so the same prompt saved twice is recognised."""
+    text = compact_json({"cascade": cascade_name, "conversation": conversation.to_dict()})
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _render(envelope: Mapping[str, Any]) -> bytes:
@@ -96,9 +106,9 @@ class PendingPrompt:
         finally:
             self._release()
 
-    def finish(self, status: str, errors: Sequence[Mapping[str, Any]]) -> Path:
+    def finish(self, status: str, errors: Sequence[Mapping[str, Any]], **fields: Any) -> Path:
         """Rewrite the file with its final status and the per-entry errors; returns the path."""
-        self.envelope.update(status=status, errors=list(errors))
+        self.envelope.update(status=status, errors=list(errors), **fields)
         try:
             self.store.replace(self.path, self.envelope)
         finally:
@@ -121,7 +131,11 @@ class FailureStore:
     def fallback(self) -> FailureStore:
         """A private directory under the system temp dir, for when `dir` cannot be written."""
         uid = getattr(os, "getuid", lambda: 0)()
-        base = Path(tempfile.gettempdir()) / f"llm-cascade-{uid}" / "failed_prompts"
+        try:
+            temp = tempfile.gettempdir()
+        except OSError:  # no temp dir can be written either (a full disk): saving will say so
+            temp = os.environ.get("TMPDIR") or "/tmp"
+        base = Path(temp) / f"llm-cascade-{uid}" / "failed_prompts"
         return FailureStore(base, owner_only=True)
 
     def _ensure_dir(self) -> None:
@@ -135,10 +149,40 @@ class FailureStore:
     def begin(
         self, cascade_name: str, conversation: Conversation, now: float, **extra: Any
     ) -> PendingPrompt:
-        """Save the conversation before the first attempt and lock it. Raises OSError."""
+        """Save the conversation before the first attempt and lock it. Raises OSError.
+
+        An identical prompt of the same cascade already waiting here (a cron job that keeps
+        firing during an outage) is taken over instead of saved once more.
+        """
+        digest = prompt_digest(cascade_name, conversation)
+        twin = self._adopt_twin(cascade_name, digest, now)
+        if twin is not None:
+            twin.envelope.update(extra)
+            self.replace(twin.path, twin.envelope)
+            return twin
         envelope = self._envelope(cascade_name, conversation, now, status="pending", **extra)
-        path, fd = self._create(cascade_name, envelope, now, keep_locked=True)
+        envelope["digest"] = digest
+        path, fd = self._create(cascade_name, envelope, now, keep_locked=True, tag=digest[:6])
         return PendingPrompt(self, path, fd, envelope)
+
+    def _adopt_twin(self, cascade_name: str, digest: str, now: float) -> PendingPrompt | None:
+        """Lock a saved prompt with this digest that no run holds, or None."""
+        for path in sorted(self.dir.glob(f"{sanitize_name(cascade_name)}_*_{digest[:6]}*.json")):
+            held = self._lock_fresh(path)
+            if held is None:
+                continue
+            fd, envelope = held
+            if envelope.get("digest") != digest or envelope.get("status") == "undelivered":
+                os.close(fd)  # an answer waits in an undelivered one: never overwrite it
+                continue
+            repeats = envelope.get("repeats")
+            envelope.update(
+                status="pending",
+                repeats=(repeats if isinstance(repeats, int) else 0) + 1,
+                last_tried=format_ts(now),
+            )
+            return PendingPrompt(self, path, fd, envelope)
+        return None
 
     def save(
         self,
@@ -147,9 +191,10 @@ class FailureStore:
         now: float,
         errors: Sequence[Mapping[str, Any]] = (),
         status: str = "failed",
+        **fields: Any,
     ) -> Path:
         """Save a failed conversation in one step. Raises OSError."""
-        envelope = self._envelope(cascade_name, conversation, now, status=status)
+        envelope = self._envelope(cascade_name, conversation, now, status=status, **fields)
         envelope["errors"] = list(errors)
         path, fd = self._create(cascade_name, envelope, now, keep_locked=False)
         os.close(fd)
@@ -168,14 +213,26 @@ class FailureStore:
         }
 
     def _create(
-        self, cascade_name: str, envelope: Mapping[str, Any], now: float, *, keep_locked: bool
+        self,
+        cascade_name: str,
+        envelope: Mapping[str, Any],
+        now: float,
+        *,
+        keep_locked: bool,
+        tag: str | None = None,
     ) -> tuple[Path, int]:
-        """Write a new file under a name nobody has, atomically, and return it with its fd."""
+        """Write a new file under a name nobody has, atomically, and return it with its fd.
+
+        The name ends with `tag` (a digest prefix, to find twins by name) when it is free,
+        else with random hex.
+        """
         self._ensure_dir()
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
         data = _render(envelope)
         while True:
-            name = f"{sanitize_name(cascade_name)}_{stamp}_{secrets.token_hex(3)}.json"
+            unique = tag or secrets.token_hex(3)
+            tag = None if tag is None else f"{tag}-{secrets.token_hex(2)}"
+            name = f"{sanitize_name(cascade_name)}_{stamp}_{unique}.json"
             final = (self.dir / name).absolute()
             try:  # never overwrite, even within one second (D30)
                 return final, files.create_new(final, data, locked=keep_locked)
@@ -233,16 +290,16 @@ class FailureStore:
             )
         raise UsageError(f"'{ident}' matches {len(matches)} saved prompts; give more of the id")
 
-    def claim(self, saved: SavedPrompt) -> PendingPrompt | None:
-        """Lock a saved prompt for a retry; None if another run holds it or it is gone.
+    def _lock_fresh(self, path: Path) -> tuple[int, dict[str, Any]] | None:
+        """Lock `path` (non-blocking) and read it as it is now; None if held, gone or not ours.
 
-        The file is read again once locked: another retry may have rewritten it (a new file
+        The file is read again once locked: another run may have rewritten it (a new file
         under the same name) since it was listed, and the lock must be on the file the name
-        now points to, or two retries could both send it.
+        now points to, or two runs could both send it.
         """
         for _ in range(3):
             try:
-                fd = os.open(saved.path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 return None
             if not files.lock(fd, blocking=False):
@@ -250,18 +307,23 @@ class FailureStore:
                 return None
             try:
                 fresh = None
-                if os.stat(saved.path).st_ino == os.fstat(fd).st_ino:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     with open(fd, "rb", closefd=False) as locked:
                         fresh = json.loads(locked.read())
             except (OSError, ValueError, RecursionError):  # e.g. answered and removed meanwhile
                 os.close(fd)
                 return None
             if isinstance(fresh, dict) and "conversation" in fresh:
-                break
+                return fd, fresh
             os.close(fd)  # replaced between open and lock: look again
-        else:
+        return None
+
+    def claim(self, saved: SavedPrompt) -> PendingPrompt | None:
+        """Lock a saved prompt for a retry; None if another run holds it or it is gone."""
+        held = self._lock_fresh(saved.path)
+        if held is None:
             return None
-        saved.envelope = fresh
+        fd, saved.envelope = held
         try:
             if not saved.conversation().messages:  # the original saved those too
                 raise ConversationError("$.conversation.messages", "is empty: nothing to send")
@@ -273,11 +335,24 @@ class FailureStore:
         saved.envelope.update(retries=retries)
         return PendingPrompt(self, saved.path, fd, saved.envelope)
 
+    def remove(self, saved: SavedPrompt) -> bool:
+        """Delete a saved prompt unless a run holds it; True if it was deleted."""
+        held = self._lock_fresh(saved.path)
+        if held is None:
+            return False
+        fd, _ = held
+        try:
+            saved.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+        return True
+
 
 class PromptKeeper:
-    """Keeps one run's conversation on disk: saved before the first request, removed once
-    answered, otherwise left with its status and errors. Falls back to a private temp dir when
-    the configured one cannot be written, and says so rather than claiming a save (D31)."""
+    """The one owner of a run's conversation on disk: saved before the first request, removed
+    only once the answer was delivered, otherwise left with its status and what each entry
+    did. Falls back to a private temp dir when the configured one cannot be written, and says
+    so rather than claiming a save."""
 
     def __init__(
         self,
@@ -311,27 +386,33 @@ class PromptKeeper:
                     "could not save the prompt in %s; saved it in %s", self.problems[0], store.dir
                 )
             return
-        logger.warning("could not save the prompt before sending it: %s", "; ".join(self.problems))
+        logger.warning(
+            "could not save the prompt before sending it (%s); it is kept only if a later"
+            " save works",
+            "; ".join(self.problems),
+        )
 
-    def answered(self) -> None:
+    def delivered(self) -> None:
+        """The answer reached its reader: the saved conversation is no longer needed."""
         if self.pending is not None:
             self.pending.done()
+            self.pending = None
 
-    def keep(self, status: str, errors: Sequence[Mapping[str, Any]]) -> SaveOutcome:
-        """Leave the prompt on disk with its final status and this run's errors."""
+    def keep(self, status: str, errors: Sequence[Mapping[str, Any]], **fields: Any) -> SaveOutcome:
+        """Leave the prompt on disk with its final status, this run's errors and `fields`."""
         if self.pending is not None:
+            pending, self.pending = self.pending, None
             try:
-                return SaveOutcome(str(self.pending.finish(status, errors)))
+                return SaveOutcome(str(pending.finish(status, errors, **fields)))
             except OSError as exc:  # the file written before the first request is still there
-                logger.warning("could not add the errors to %s: %s", self.pending.path, exc)
-                return SaveOutcome(str(self.pending.path))
+                logger.warning("could not add the errors to %s: %s", pending.path, exc)
+                return SaveOutcome(str(pending.path))
         for store in self.stores:
             try:
-                return SaveOutcome(
-                    str(
-                        store.save(self.cascade_name, self.conversation, self.now(), errors, status)
-                    )
+                path = store.save(
+                    self.cascade_name, self.conversation, self.now(), errors, status, **fields
                 )
+                return SaveOutcome(str(path))
             except OSError as exc:
                 self.problems.append(f"{store.dir}: {exc.strerror or exc}")
-        return SaveOutcome(None, "; ".join(self.problems))
+        return SaveOutcome(None, "; ".join(dict.fromkeys(self.problems)))

@@ -2,7 +2,10 @@
 
 Every outcome is appended to `attempts` and written as one `attempt_log` row, with the
 cooldown it sets, in a single transaction. A database problem never costs the user the
-answer: the run warns once and goes on without shared state (fail open).
+answer: the first one is reported once and the run goes on without shared state (cooldowns
+not consulted, attempts kept only in memory and in a saved prompt). Waiting for another
+process's lock takes at most the store's busy timeout, and at most a quarter of what is left
+of the run's deadline, so a stuck lock cannot eat the time the next entry needs.
 """
 
 from __future__ import annotations
@@ -13,54 +16,72 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from .attempts import Attempt, Outcome, error_list, failure_summary
 from .clock import Clock
 from .errors import ProviderError
-from .results import Attempt, Outcome, error_list
 from .rules import CooldownPolicy, Rule
 from .store import AttemptRecord, EntryState, Store
 from .types import LlmResponse
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+NO_STATE = "this run goes on without shared cooldowns or an attempt log"
+DEADLINE_SHARE = 0.25  # of the time left, the most one database wait may take
 
 
 class Journal:
-    """Records what a run did, in memory and in the shared database."""
+    """Records what a run did, in memory and in the shared database (when it can be used)."""
 
     def __init__(
-        self, store: Store, cascade_name: str, run_id: str, clock: Clock, policy: CooldownPolicy
+        self,
+        store: Store | None,
+        cascade_name: str,
+        run_id: str,
+        clock: Clock,
+        policy: CooldownPolicy,
+        remaining: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.store = store
         self.cascade_name = cascade_name
         self.run_id = run_id
         self.clock = clock
         self.policy = policy
+        self.remaining = remaining  # seconds left of the run's deadline, None without one
         self.attempts: list[Attempt] = []
-        self._warned = False
 
     # --- state ----------------------------------------------------------------------------
 
-    def _db(self, what: str, action: Callable[[], T]) -> T | None:
-        try:
-            return action()
-        except sqlite3.Error as exc:
-            if not self._warned:
-                logger.warning(
-                    "database error while %s (%s); cooldowns not shared this run", what, exc
-                )
-                self._warned = True
+    def _db(self, what: str, action: Callable[[Store], T]) -> T | None:
+        """Run `action` on the store; after the first failure, the run goes on without it."""
+        store = self.store
+        if store is None:
             return None
+        remaining = self.remaining()
+        if remaining is not None:
+            store.set_busy_timeout(min(store.busy_timeout_s, max(remaining * DEADLINE_SHARE, 0)))
+        try:
+            return action(store)
+        except sqlite3.Error as exc:
+            logger.warning("database error while %s (%s); %s", what, exc, NO_STATE)
+            self.store = None
+            return None
+        finally:
+            if remaining is not None and self.store is not None:
+                store.set_busy_timeout(store.busy_timeout_s)
+
+    def states(self, keys: Iterable[str]) -> dict[str, EntryState]:
+        """The breakers of these entries now, in one read (closed if the database is out)."""
+        wanted = list(keys)
+        found = self._db("reading cooldowns", lambda s: s.states(wanted))
+        return found if found is not None else {key: EntryState(key) for key in wanted}
 
     def state(self, key: str) -> EntryState:
-        """The entry's breaker now (closed if the database cannot be read)."""
-        states = self._db("reading cooldowns", lambda: self.store.states([key]))
-        return states[key] if states else EntryState(key)
+        return self.states([key])[key]
 
     def claim_probe(self, key: str, lease_s: float) -> bool:
         """Become the one run probing a half-open entry (True on a database error: fail open)."""
         claimed = self._db(
-            "claiming a probe",
-            lambda: self.store.claim_probe(key, self.run_id, self.clock.now(), lease_s),
+            "claiming a probe", lambda s: s.claim_probe(key, self.run_id, self.clock.now(), lease_s)
         )
         return claimed is None or claimed
 
@@ -68,8 +89,7 @@ class Journal:
         """When the first of these entries stops cooling (or its probe lease lapses)."""
         now = self.clock.now()
         times = []
-        for key in keys:
-            state = self.state(key)
+        for state in self.states(keys).values():
             if state.is_cooling(now) and state.cooldown_until is not None:
                 times.append(state.cooldown_until)
             elif state.probe_in_flight(now) and state.probe_until is not None:
@@ -102,9 +122,13 @@ class Journal:
         )
         logger.info("skipping %s: %s", key, why)
         self.attempts.append(attempt)
-        self._db(
-            "logging a skip", lambda: self.store.log_attempt(self._row(attempt), self.clock.now())
-        )
+        self._db("logging a skip", lambda s: s.log_attempt(self._row(attempt), self.clock.now()))
+
+    def waited(self, key: str, seconds: float) -> None:
+        """The run waited for `key` to cool down (--wait-cooldown); nothing is logged."""
+        detail = f"every entry was cooling down; waited {seconds:.1f} s for this one"
+        logger.info("%s: %s", key, detail)
+        self.attempts.append(Attempt(key, "waited", detail, latency_ms=int(seconds * 1000)))
 
     def not_sent(
         self,
@@ -141,6 +165,7 @@ class Journal:
         try_number: int,
         probe: bool,
         retrying: bool,
+        note: str | None = None,
     ) -> None:
         """A provider failure; unless it will be retried in place, the rule's cooldown applies."""
         attempt = Attempt(
@@ -153,16 +178,23 @@ class Journal:
             latency_ms=latency_ms,
             try_number=try_number,
             probe=probe,
+            stopped=rule.action == "stop" and not retrying,
+            note=note,
         )
+        decided: list[float | None] = [None]
 
         def cooldown_for(level: int) -> float | None:
-            return None if retrying else rule.cooldown_s(err, level, self.policy)
+            decided[0] = None if retrying else rule.cooldown_s(err, level, self.policy)
+            return decided[0]
 
         # A probe retried in place keeps its lease: the others must keep skipping the entry.
         outcome = self._failure(attempt, cooldown_for, probe and not retrying)
-        if outcome is not None:
+        if outcome is None:  # no database: the cooldown is still what the rule decided
+            cooldown_for(1)
+        else:
             until, level = outcome
             attempt = replace(attempt, cooldown_until=until, level=level if until else None)
+        attempt = replace(attempt, cooldown_s=decided[0])
         logger.info("%s failed: %s [rule %s]", key, detail, rule.name)
         self.attempts.append(attempt)
 
@@ -171,7 +203,7 @@ class Journal:
     ) -> tuple[float | None, int] | None:
         return self._db(
             "recording a failure",
-            lambda: self.store.record_failure(
+            lambda s: s.record_failure(
                 self._row(attempt),
                 self.clock.now(),
                 cooldown_for,
@@ -188,6 +220,7 @@ class Journal:
         latency_ms: int,
         try_number: int,
         probe: bool,
+        note: str | None = None,
     ) -> None:
         attempt = Attempt(
             key,
@@ -197,13 +230,14 @@ class Journal:
             latency_ms=latency_ms,
             try_number=try_number,
             probe=probe,
+            note=note,
             input_tokens=response.input_tokens,
             output_tokens=response.output_tokens,
         )
         self.attempts.append(attempt)
         self._db(
             "recording a success",
-            lambda: self.store.record_success(self._row(attempt), self.clock.now()),
+            lambda s: s.record_success(self._row(attempt), self.clock.now()),
         )
         logger.info(
             "success from %s (%d ms, tokens in=%s out=%s)",
@@ -227,8 +261,4 @@ class Journal:
         return error_list(self.attempts)
 
     def message(self) -> str:
-        """The original's text (§6.4): skipped keys, then each failed entry's error."""
-        skipped = [a.entry for a in self.attempts if a.outcome == "skipped"]
-        failed = [a.error_text() for a in self.attempts if a.outcome not in ("skipped", "retrying")]
-        head = f"Skipped (on cooldown): {', '.join(skipped)}\n" if skipped else ""
-        return f"{head}Failed entries: {'; '.join(failed)}"
+        return failure_summary(self.attempts)

@@ -1,46 +1,14 @@
-"""What a run reports: one `Attempt` per entry (or try), the `CascadeResult`, the run options."""
+"""What a run reports: the `CascadeResult` (with one `Attempt` per entry or try), the options."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
+from .attempts import Attempt, Outcome, error_list
 from .types import LlmResponse
 
-Outcome = Literal["ok", "failed", "retrying", "skipped", "missing_key", "deadline"]
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What happened to one entry (or one try of it), for --explain, --json and the log."""
-
-    entry: str
-    outcome: Outcome
-    detail: str = ""
-    status: int | None = None
-    kind: str | None = None
-    rule: str | None = None
-    cooldown_until: float | None = None
-    level: int | None = None  # consecutive failures, this one included
-    latency_ms: int = 0
-    try_number: int = 1
-    probe: bool = False
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The set fields, for JSON output and the saved prompt's `errors` list."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: v for k, v in values.items() if v is not None}
-
-    def error_text(self) -> str:
-        """`<key>: <error>` as in the original's Failed entries list (§6.4)."""
-        return f"{self.entry}: {self.detail}"
-
-
-def error_list(attempts: list[Attempt]) -> list[dict[str, Any]]:
-    """What each entry did short of answering: the saved prompt's `errors` list."""
-    return [a.to_dict() for a in attempts if a.outcome != "ok"]
+__all__ = ["Attempt", "CascadeResult", "Outcome", "RunOptions", "error_list"]
 
 
 @dataclass(frozen=True, slots=True)

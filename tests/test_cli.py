@@ -461,12 +461,13 @@ def test_an_answer_that_cannot_be_written_keeps_the_prompt(tmp_path, sim):
     assert done.returncode == 1
     assert "internal error" not in done.stderr
     [saved] = (tmp_path / "failed").glob("*.json")
-    assert f"the prompt is saved in {saved}" in done.stderr
+    assert f"the prompt and the answer are saved in {saved}" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     envelope = json.loads(saved.read_text())
-    assert envelope["status"] == "failed"
+    assert envelope["status"] == "undelivered"
     assert envelope["conversation"]["messages"] == [{"role": "user", "content": "keep me"}]
-    assert "could not be written" in envelope["errors"][-1]["detail"]
+    assert envelope["answer"]["text"] == "lost in a full disk"
+    assert "No space left on device" in envelope["errors"][-1]["detail"]
 
 
 @pytest.mark.parametrize(

@@ -152,10 +152,10 @@ def test_files_are_0600_and_new_directories_0700(tmp_path):
 
 
 def test_no_temporary_files_are_left_behind(failures):
-    failures.save("x", prompt(), T0)
-    failures.begin("x", prompt(), T0).finish("failed", [{"entry": "a/m"}])
-    failures.begin("x", prompt(), T0).done()
-    kept = failures.begin("x", prompt(), T0)
+    failures.save("x", prompt("1"), T0)
+    failures.begin("x", prompt("2"), T0).finish("failed", [{"entry": "a/m"}])
+    failures.begin("x", prompt("3"), T0).done()
+    kept = failures.begin("x", prompt("4"), T0)
     assert leftovers(failures.dir) == []
     kept.done()
     assert len(list(failures.dir.iterdir())) == 2

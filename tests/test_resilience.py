@@ -213,9 +213,12 @@ def test_an_answer_that_cannot_be_kept_keeps_its_prompt_and_the_queue_goes_on(tm
     assert (answers / f"{saved[1]['id']}.json").is_file()
     [kept] = failed_list(cfg)
     path = Path(str(kept["path"]))
-    assert f"the prompt is saved in {path}" in done.stderr
+    assert f"the prompt and the answer are kept in {path}" in done.stderr
     envelope = json.loads(path.read_text())
     assert envelope["conversation"]["messages"] == [{"role": "user", "content": "first"}]
+    assert envelope["status"] == "undelivered"
+    assert envelope["answer"]["entry"] == "sim/b"  # the answer it paid for is not lost
+    assert "Is a directory" in envelope["errors"][-1]["detail"]
 
 
 def test_one_unreadable_saved_prompt_does_not_block_the_queue(tmp_path, sim):

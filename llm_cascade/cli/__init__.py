@@ -14,10 +14,10 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PIPE, LlmCascadeError
 from . import failed_cmd, state
 from . import run as run_module
-from ._common import setup_logging
+from ._common import echo, setup_logging, silence_stdout
 from .config_cmd import config_app
 from .key_cmd import key_app
 from .setup_cmd import setup
@@ -34,7 +34,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"llm-cascade {__version__}")
+        echo(f"llm-cascade {__version__}")
         raise typer.Exit()
 
 
@@ -61,25 +61,56 @@ app.add_typer(config_app, name="config")
 
 def main() -> None:
     """Console-script entry point: no tracebacks, documented exit statuses."""
+    sys.exit(_delivered(_exit_code()))
+
+
+def _exit_code() -> int:
+    """Run the command; every way it can end becomes an exit status."""
     try:
         app(args=run_module.with_optional_values(sys.argv[1:]))
+    except SystemExit as done:  # typer ends every command this way
+        return done.code if isinstance(done.code, int) else EXIT_FAILED if done.code else 0
     except LlmCascadeError as exc:
         text = str(exc)
-        print(text if text.startswith("Error") else f"Error: {text}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        if text:  # StdoutClosed says nothing, like a process killed by SIGPIPE
+            print(text if text.startswith("Error") else f"Error: {text}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`... | head -1`): quiet, like SIGPIPE
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(141)
+        silence_stdout()
+        return EXIT_PIPE
     except Exception as exc:  # the one catch-all: a bug must still not print a traceback
-        if os.environ.get("LLM_CASCADE_DEBUG"):
-            raise
-        print(
-            f"Error: internal error ({type(exc).__name__}: {exc}); rerun with"
-            " LLM_CASCADE_DEBUG=1 for a traceback and please report it",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_FAILED)
+        return _internal(exc)
+    return 0
+
+
+def _delivered(code: int) -> int:
+    """Flush what the command printed now, so a stdout that cannot take it is reported
+    (exit 1) instead of Python's "Exception ignored" and exit 120 at shutdown."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        return code or EXIT_PIPE
+    except OSError as exc:
+        return _cannot_write(exc)
+    return code
+
+
+def _cannot_write(exc: OSError) -> int:
+    silence_stdout()
+    print(f"Error: cannot write to stdout: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("LLM_CASCADE_DEBUG"):
+        raise exc
+    print(
+        f"Error: internal error ({type(exc).__name__}: {exc}); rerun with"
+        " LLM_CASCADE_DEBUG=1 for a traceback and please report it",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED

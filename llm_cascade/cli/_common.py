@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from ..errors import EXIT_USAGE, UsageError
+from ..errors import EXIT_PIPE, EXIT_USAGE, LlmCascadeError, UsageError
 
 ConfigOption = Annotated[
     Path | None,
@@ -81,6 +81,53 @@ class _UtcFormatter(logging.Formatter):
         from datetime import UTC, datetime
 
         return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class StdoutClosed(LlmCascadeError):
+    """The reader of stdout went away (`| head -1`): exit quietly, as SIGPIPE would."""
+
+    exit_code = EXIT_PIPE
+
+
+class StdoutFailed(LlmCascadeError):
+    """stdout cannot take what we write (a full disk, an I/O error)."""
+
+
+def write_stdout(text: str) -> None:
+    """Write `text` to stdout in full and flush it; raise StdoutClosed or StdoutFailed.
+
+    A plain `sys.stdout.write` of a large text can stop after the part the pipe took and
+    drop the rest silently when the reader goes away; this loops until every byte is out,
+    so a reader that leaves early is seen and nothing is half-delivered unnoticed. Text
+    that cannot be encoded raises UnicodeEncodeError before anything is written.
+    """
+    data = text.encode(sys.stdout.encoding or "utf-8")
+    try:
+        sys.stdout.flush()
+        out = sys.stdout.buffer
+        view = memoryview(data)
+        while view:
+            view = view[out.write(view) or 0 :]
+            out.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        raise StdoutClosed("") from None
+    except OSError as exc:
+        silence_stdout()
+        raise StdoutFailed(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def echo(text: str = "") -> None:
+    """A line on stdout (results), written in full or an error that says why not."""
+    write_stdout(text + "\n")
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so the exit-time flush of what could not be written fails
+    no more (Python would print "Exception ignored" and exit 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def say(message: str) -> None:

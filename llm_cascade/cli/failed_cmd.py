@@ -7,14 +7,23 @@ after an outage: each saved conversation is sent again and removed once answered
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import EXIT_FAILED, UsageError
-from ._common import ConfigOption, JsonOption, VerboseOption, format_table, say, setup_logging
+from ..text import shorten
+from ._common import (
+    ConfigOption,
+    JsonOption,
+    VerboseOption,
+    echo,
+    format_table,
+    say,
+    setup_logging,
+    write_stdout,
+)
 
 if TYPE_CHECKING:
     from ..cascade import CascadeResult
@@ -29,10 +38,10 @@ app = typer.Typer(
 
 def _store(config_path: Path | None) -> tuple[AppConfig, FailureStore]:
     from ..config import load_config
-    from ..failures import FailureStore
+    from ..replay import prompt_store
 
     config = load_config(config_path)
-    return config, FailureStore(config.failure_dir)
+    return config, prompt_store(config)
 
 
 def _last_error(saved: SavedPrompt) -> str:
@@ -40,8 +49,7 @@ def _last_error(saved: SavedPrompt) -> str:
     if not errors:
         return "-"
     last = errors[-1]
-    text = f"{last.get('entry', '?')}: {last.get('detail', last.get('outcome', ''))}"
-    return text if len(text) <= 60 else text[:59] + "…"
+    return shorten(f"{last.get('entry', '?')}: {last.get('detail', last.get('outcome', ''))}", 60)
 
 
 def _summary(saved: SavedPrompt) -> dict[str, Any]:
@@ -63,7 +71,7 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
     app_config, store = _store(config)
     saved = store.list()
     if json_output:
-        print(json.dumps([_summary(s) for s in saved], indent=2))
+        echo(json.dumps([_summary(s) for s in saved], indent=2))
         return
     rows = [
         [
@@ -77,7 +85,7 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
         ]
         for s in saved
     ]
-    print(
+    echo(
         format_table(
             ["ID", "CASCADE", "SAVED (UTC)", "STATUS", "RETRIES", "BYTES", "LAST ERROR"], rows, 2
         )
@@ -98,20 +106,20 @@ def show(
     _, store = _store(config)
     saved = store.find(ident)
     if json_output:
-        print(json.dumps(saved.envelope, indent=2, ensure_ascii=False))
+        echo(json.dumps(saved.envelope, indent=2, ensure_ascii=False))
         return
-    print(f"id:       {saved.id}\npath:     {saved.path}\ncascade:  {saved.cascade_name}")
-    print(f"saved at: {saved.envelope.get('timestamp')}\nstatus:   {saved.status}")
-    print(f"retries:  {saved.envelope.get('retries', 0)}")
+    echo(f"id:       {saved.id}\npath:     {saved.path}\ncascade:  {saved.cascade_name}")
+    echo(f"saved at: {saved.envelope.get('timestamp')}\nstatus:   {saved.status}")
+    echo(f"retries:  {saved.envelope.get('retries', 0)}")
     if saved.errors:
-        print("errors:")
+        echo("errors:")
         for err in saved.errors:
-            print(f"  {err.get('entry', '?')}: {err.get('outcome', '')}: {err.get('detail', '')}")
-    print("conversation:")
+            echo(f"  {err.get('entry', '?')}: {err.get('outcome', '')}: {err.get('detail', '')}")
+    echo("conversation:")
     for msg in saved.conversation().messages:
         extra = f" [tool_call_id={msg.tool_call_id}]" if msg.tool_call_id else ""
         calls = f" [calls {', '.join(c.name for c in msg.tool_calls)}]" if msg.tool_calls else ""
-        print(f"  {msg.role}{extra}{calls}: {msg.content}")
+        echo(f"  {msg.role}{extra}{calls}: {msg.content}")
 
 
 @app.command()
@@ -139,43 +147,25 @@ def retry(
         raise UsageError("name the prompts to retry (see `llm-cascade failed list`) or pass --all")
     setup_logging(verbose)
     app_config, store = _store(config)
+    from ..replay import check_answers_dir
+
     if answers_dir is not None:
-        _check_answers_dir(answers_dir)
+        check_answers_dir(answers_dir)
     chosen = store.list() if all_prompts else [store.find(i) for i in idents or []]
     chosen = [s for s in chosen if s.status != "running"]  # another run still owns those
-    target = cascade
-    routable = []
-    for s in chosen:
-        name = target or s.cascade_name
-        if name in app_config.cascades:
-            routable.append(s)
-            continue
-        problem = f"{s.id}: cascade '{name}' is not in the config; pass -C/--cascade to pick one"
-        if not all_prompts:
-            raise UsageError(problem)
-        say(problem)  # --all drains the queue: one stale prompt must not stop the others
+    if not all_prompts:  # named prompts: a cascade that is gone is a usage error up front
+        from ..replay import routing_problem
+
+        for saved in chosen:
+            problem = routing_problem(app_config, saved, cascade)
+            if problem:
+                raise UsageError(problem)
     import asyncio
 
-    failures = asyncio.run(
-        _retry_all(app_config, store, routable, target, answers_dir, json_output)
-    )
-    failures += len(chosen) - len(routable)
+    failures = asyncio.run(_retry_all(app_config, store, chosen, cascade, answers_dir, json_output))
     say(f"Retried {len(chosen)}: {len(chosen) - failures} answered, {failures} still failing.")
     if failures:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _check_answers_dir(answers_dir: Path) -> None:
-    """Create DIR now: an unusable one must stop the retry before anything is sent."""
-    from ..paths import ensure_private_dir
-
-    try:
-        ensure_private_dir(answers_dir)
-        if not answers_dir.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise UsageError(f"--answers-dir: cannot use '{answers_dir}': {reason}") from None
 
 
 async def _retry_all(
@@ -187,38 +177,21 @@ async def _retry_all(
     json_output: bool,
 ) -> int:
     from ..cascade import Cascade
-    from ..errors import CascadeFailed, ConversationError
+    from ..replay import replay
+
+    def deliver(saved: SavedPrompt, result: CascadeResult) -> None:
+        _emit(saved, result, answers_dir, json_output)
 
     failures = 0
     async with Cascade(config) as engine:
-        for saved in chosen:
-            try:
-                claim = store.claim(saved)
-            except ConversationError as exc:  # one bad file must not stop the queue
-                failures += 1
-                say(f"{saved.id}: cannot retry: {exc} (fix or remove {saved.path})")
-                continue
-            if claim is None:
-                continue  # another retry took it, or it was removed meanwhile
-            name = cascade or saved.cascade_name
-            try:
-                result = await engine.run(name, saved.conversation(), saved=claim)
-            except CascadeFailed as exc:
-                failures += 1
-                say(f"{saved.id}: still failing ({exc.message.splitlines()[-1]})")
-                if json_output:
-                    print(json.dumps({"id": saved.id, "ok": False, "error": exc.message}))
-                continue
-            try:
-                _emit(saved, result, answers_dir, json_output)
-            except BrokenPipeError:
-                raise
-            except OSError as exc:  # the answer is lost: keep the prompt and go on
-                from .run import keep_undelivered
-
-                failures += 1
-                target = str(answers_dir / f"{saved.id}.json") if answers_dir else "stdout"
-                keep_undelivered(config, saved.conversation(), result, exc, target)
+        async for done in replay(engine, store, chosen, deliver, cascade=cascade):
+            failures += done.failed
+            if done.verdict == "answered":
+                continue  # _emit said it
+            if done.verdict != "taken":
+                say(done.detail)
+            if json_output and done.verdict == "failing":
+                echo(json.dumps({"id": done.saved.id, "ok": False, "error": done.detail}))
     return failures
 
 
@@ -227,20 +200,15 @@ def _emit(
 ) -> None:
     from . import render
 
-    data = {"id": saved.id, **result.to_dict()}
     if answers_dir is not None:
-        from ..failures import write_private
+        from ..replay import write_answer
 
-        write_private(
-            answers_dir / f"{saved.id}.json",
-            {"id": saved.id, "conversation": saved.envelope.get("conversation"), "result": data},
-        )
+        write_answer(answers_dir, saved, result)
     if json_output:
-        print(json.dumps(data, ensure_ascii=False))
+        write_stdout(json.dumps({"id": saved.id, **result.to_dict()}, ensure_ascii=False) + "\n")
     else:
         say(f"{saved.id}: answered by {result.entry}")
-        sys.stdout.write(render.answer_text(result.response) + "\n")
-    sys.stdout.flush()
+        write_stdout(render.answer_text(result.response) + "\n")
 
 
 @app.command("rm")
@@ -256,9 +224,5 @@ def remove(
         raise UsageError("name the prompts to delete or pass --all")
     _, store = _store(config)
     chosen = store.list() if all_prompts else [store.find(i) for i in idents or []]
-    removed = 0
-    for saved in chosen:
-        if saved.status != "running":
-            saved.path.unlink(missing_ok=True)
-            removed += 1
+    removed = sum(store.remove(saved) for saved in chosen)
     say(f"Deleted {removed} saved prompt{'s' if removed != 1 else ''}.")

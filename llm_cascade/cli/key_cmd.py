@@ -136,19 +136,10 @@ def _clear_auth_cooldowns(app_config: AppConfig, provider: str) -> None:
     """A rejected key (401/403) cools its entries for an hour; a new key should not wait."""
     import sqlite3
 
-    from ..store import Store
+    from ..state import clear_auth_cooldowns
 
-    if not app_config.database_path.exists():
-        return
     try:
-        with Store(app_config.database_path) as store:
-            keys = [
-                s.key
-                for s in store.all_states()
-                if s.key.startswith(f"{provider}/") and s.reason == "auth"
-            ]
-            if keys:
-                store.clear_cooldowns(keys)
+        keys = clear_auth_cooldowns(app_config, provider)
     except (LlmCascadeError, sqlite3.Error) as exc:
         say(f"Warning: could not clear the auth cooldowns of '{provider}': {exc}")
         say(f"  `llm-cascade reset {provider}/<model>` clears one by hand.")

@@ -8,11 +8,30 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, CascadeFailed, ConversationError, UsageError
-from ._common import ConfigOption, JsonOption, VerboseOption, say, setup_logging, stderr_is_tty
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    CascadeFailed,
+    ConversationError,
+    UsageError,
+)
+from ._common import (
+    ConfigOption,
+    JsonOption,
+    StdoutClosed,
+    StdoutFailed,
+    VerboseOption,
+    echo,
+    say,
+    setup_logging,
+    stderr_is_tty,
+    write_stdout,
+)
 
 if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for them
-    from ..cascade import CascadeResult, RunOptions
+    from collections.abc import Callable
+
+    from ..cascade import Answer, RunOptions
     from ..config import AppConfig
     from ..types import Conversation
 
@@ -182,7 +201,7 @@ def run(
         deadline_s=deadline, ignore_cooldown=ignore_cooldown, wait_cooldown_s=wait_s
     )
     try:
-        result = asyncio.run(_run(app_config, cascade, conversation, options, spinner))
+        answer = asyncio.run(_run(app_config, cascade, conversation, options, spinner))
     except KeyboardInterrupt:  # the engine has logged where the prompt is
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except asyncio.CancelledError:  # SIGTERM
@@ -190,22 +209,46 @@ def run(
     except CascadeFailed as exc:
         _report_failure(exc, json_output, explain)
         raise typer.Exit(EXIT_FAILED) from None
+    result = answer.result
     if explain:
         from ..clock import SystemClock
 
         for line in render.explain(result.cascade_name, result.attempts, SystemClock().now()):
             say(line)
+    deliver(
+        answer,
+        lambda: render.result_json(result) if json_output else render.answer_text(result.response),
+    )
+
+
+def deliver(answer: Answer, text: Callable[[], str]) -> None:
+    """Write the answer to stdout, then let the engine drop the saved prompt.
+
+    If it cannot be written (a full disk, a reader that went away, text that cannot be
+    encoded), the prompt stays on disk with the answer in it and the run fails.
+    """
     try:
-        sys.stdout.write(
-            (render.result_json(result) if json_output else render.answer_text(result.response))
-            + "\n"
+        write_stdout(text() + "\n")
+    except StdoutClosed:  # the reader went away (`| head -1`): quiet, like SIGPIPE
+        answer.undelivered("the reader closed stdout before the end of the answer")
+        raise
+    except (StdoutFailed, ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        saved = answer.undelivered(_reason(exc))
+        where = (
+            f"the prompt and the answer are saved in {saved.path}"
+            if saved.path
+            else f"the prompt could not be saved either: {saved.error}"
         )
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise  # the reader went away on purpose (`| head -1`): exit 141
-    except OSError as exc:  # a full disk, an I/O error: the answer is lost, keep the prompt
-        keep_undelivered(app_config, conversation, result, exc, "stdout")
+        head = f"Error: the answer from {answer.result.entry} could not be written to stdout"
+        say(f"{head} ({_reason(exc)}); {where}")
         raise typer.Exit(EXIT_FAILED) from None
+    answer.delivered()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, StdoutFailed):
+        return str(exc).removeprefix("cannot write to stdout: ")
+    return str(exc) or type(exc).__name__
 
 
 async def _run(
@@ -214,7 +257,7 @@ async def _run(
     conversation: Conversation,
     options: RunOptions,
     spinner: bool,
-) -> CascadeResult:
+) -> Answer:
     import asyncio
     import signal
 
@@ -227,7 +270,7 @@ async def _run(
     # that finds every entry cooling down answers fast.
     if not spinner:
         async with Cascade(config) as engine:
-            return await engine.run(cascade, conversation, options)
+            return await engine.answer(cascade, conversation, options)
     from rich.console import Console  # a terminal is watching: say which entry is being asked
 
     with Console(stderr=True).status(f"cascade '{cascade}'") as status:
@@ -236,41 +279,7 @@ async def _run(
             status.update(f"asking {entry}" + (f" (try {try_number})" if try_number > 1 else ""))
 
         async with Cascade(config, on_request=on_request) as engine:
-            return await engine.run(cascade, conversation, options)
-
-
-def keep_undelivered(
-    config: AppConfig,
-    conversation: Conversation,
-    result: CascadeResult,
-    exc: OSError,
-    target: str,
-) -> None:
-    """Save the prompt again (the engine removed it on success) and say so in one line."""
-    from ..clock import SystemClock
-    from ..failures import FailureStore, PromptKeeper
-    from ..results import error_list
-
-    reason = exc.strerror or str(exc)
-    errors = error_list(result.attempts)
-    errors.append(
-        {
-            "entry": result.entry,
-            "outcome": "failed",
-            "detail": f"answered, but the answer could not be written to {target}: {reason}",
-        }
-    )
-    keeper = PromptKeeper(
-        FailureStore(config.failure_dir), result.cascade_name, conversation, SystemClock().now
-    )
-    saved = keeper.keep("failed", errors)
-    where = (
-        f"the prompt is saved in {saved.path}"
-        if saved.path
-        else f"the prompt could not be saved either: {saved.error}"
-    )
-    head = f"Error: the answer from {result.entry} could not be written to {target}"
-    say(f"{head} ({reason}); {where}")
+            return await engine.answer(cascade, conversation, options)
 
 
 def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
@@ -286,5 +295,4 @@ def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> Non
     if hint:
         say(hint)
     if json_output:
-        sys.stdout.write(render.dumps(render.failure_json(exc)) + "\n")
-        sys.stdout.flush()
+        echo(render.dumps(render.failure_json(exc)))

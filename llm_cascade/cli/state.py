@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ._common import ConfigOption, JsonOption, format_table, say
-
-
-def _load(config_path: Any) -> tuple[Any, Any]:
-    from ..config import load_config
-    from ..store import Store
-
-    config = load_config(config_path)
-    store = Store(config.database_path) if config.database_path.exists() else None
-    return config, store
-
-
-def _state_name(state: Any, now: float) -> str:
-    if state.is_cooling(now):
-        return "open"
-    if state.is_half_open(now):
-        return "probing" if state.probe_in_flight(now) else "half-open"
-    return "closed"
+from ..text import shorten
+from ._common import ConfigOption, JsonOption, echo, format_table, say
 
 
 def status(config: ConfigOption = None, json_output: JsonOption = False) -> None:
@@ -33,37 +16,21 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
     import time
 
     from ..clock import format_human
-    from ..store import EntryState
+    from ..config import load_config
+    from ..state import entry_views, has_database
 
-    app_config, store = _load(config)
-    now = time.time()
-    keys = [e.key for c in app_config.cascades.values() for e in c.entries]
-    found = {s.key: s for s in store.all_states()} if store else {}
-    ordered = list(dict.fromkeys([*keys, *found]))
-    states = [found.get(k, EntryState(k)) for k in ordered]
+    app_config = load_config(config)
+    views = entry_views(app_config, time.time())
     if json_output:
-        data = [
-            {
-                "entry": s.key,
-                "state": _state_name(s, now),
-                "cooldown_until": s.cooldown_until,
-                "retry_after": max(s.cooldown_until - now, 0)
-                if s.is_cooling(now) and s.cooldown_until
-                else None,
-                "failures": s.failures,
-                "reason": s.reason,
-                "in_config": s.key in keys,
-            }
-            for s in states
-        ]
-        print(json.dumps(data, indent=2))
+        echo(json.dumps([v.to_dict() for v in views], indent=2))
         return
     rows = []
-    for s in states:
-        until = format_human(s.cooldown_until) if s.is_cooling(now) and s.cooldown_until else "-"
-        rows.append([s.key, _state_name(s, now), until, str(s.failures), s.reason or "-"])
-    print(format_table(["ENTRY", "STATE", "UNTIL", "FAILURES", "REASON"], rows))
-    if store is None:
+    for v in views:
+        s = v.state
+        until = format_human(s.cooldown_until) if v.retry_after and s.cooldown_until else "-"
+        rows.append([v.key, v.phase, until, str(s.failures), s.reason or "-"])
+    echo(format_table(["ENTRY", "STATE", "UNTIL", "FAILURES", "REASON"], rows))
+    if not has_database(app_config):
         say(f"(no database yet at {app_config.database_path})")
 
 
@@ -88,37 +55,35 @@ def log(
         from ..errors import UsageError
 
         raise UsageError(f"--prune: DAYS must be a number from 0 to 100000, got {prune}")
-    store = _load(config)[1]
+    from ..config import load_config
+    from ..state import prune_log, recent_attempts
+
+    app_config = load_config(config)
     if prune is not None:
         import time
 
-        count = store.prune(time.time() - prune * 86400) if store else 0
+        count = prune_log(app_config, prune, time.time())
         say(f"Deleted {count} attempt row{'s' if count != 1 else ''} older than {prune:g} days.")
         return
-    rows = store.recent_attempts(limit, cascade) if store else []
+    rows = recent_attempts(app_config, limit, cascade)
     if json_output:
-        print(json.dumps(rows, indent=2))
+        echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
     table = [
         [
-            str(r["timestamp"])[:19].replace("T", " "),
-            r["cascade_name"],
-            r["provider_model"],
-            r.get("outcome") or ("ok" if r["http_status"] and r["http_status"] < 400 else "failed"),
-            str(r["http_status"] or "-"),
-            str(r["latency_ms"]),
-            r.get("rule") or "-",
-            _short(r.get("error_message")),
+            str(r.timestamp)[:19].replace("T", " "),
+            r.cascade_name,
+            r.provider_model,
+            r.outcome,
+            str(r.http_status or "-"),
+            str(r.latency_ms),
+            r.rule or "-",
+            shorten(r.error_message or "-", 60),
         ]
         for r in rows
     ]
     headers = ["TIME (UTC)", "CASCADE", "ENTRY", "OUTCOME", "STATUS", "MS", "RULE", "DETAIL"]
-    sys.stdout.write(format_table(headers, table, min_width=2) + "\n")
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = str(value or "-")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    echo(format_table(headers, table, min_width=2))
 
 
 def reset(
@@ -133,10 +98,11 @@ def reset(
 
     if not entries and not all_entries:
         raise UsageError("name the entries to reset (provider/model) or pass --all")
-    store = _load(config)[1]
-    if store is None:
+    from ..config import load_config
+    from ..state import reset_entries
+
+    count = reset_entries(load_config(config), None if all_entries else entries)
+    if count is None:
         say("Nothing to reset: no database yet.")
         return
-    with store:
-        count = store.clear_cooldowns(None if all_entries else entries)
     say(f"Reset {count} entr{'y' if count == 1 else 'ies'}.")

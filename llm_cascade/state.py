@@ -1,0 +1,111 @@
+"""The shared state made visible and editable: breakers, the attempt log, resets.
+
+Every function takes a loaded config and opens its database only for the call. Reading never
+creates a database: where there is none yet, there is nothing to show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import AppConfig
+from .store import AttemptRow, EntryState, Phase, Store
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """One entry's breaker as `status` shows it."""
+
+    state: EntryState
+    phase: Phase
+    retry_after: float | None  # seconds until its cooldown ends, when it is cooling
+    in_config: bool
+
+    @property
+    def key(self) -> str:
+        return self.state.key
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "entry": s.key,
+            "state": self.phase,
+            "cooldown_until": s.cooldown_until,
+            "retry_after": self.retry_after,
+            "failures": s.failures,
+            "reason": s.reason,
+            "in_config": self.in_config,
+        }
+
+
+def has_database(config: AppConfig) -> bool:
+    return config.database_path.exists()
+
+
+def _open(config: AppConfig) -> Store | None:
+    return Store(config.database_path) if has_database(config) else None
+
+
+def configured_keys(config: AppConfig) -> list[str]:
+    """Every entry key of every cascade, in config order, once each."""
+    return list(dict.fromkeys(e.key for c in config.cascades.values() for e in c.entries))
+
+
+def entry_views(config: AppConfig, now: float) -> list[EntryView]:
+    """The config's entries, then any other entry the database knows, with their breakers."""
+    keys = configured_keys(config)
+    store = _open(config)
+    found: dict[str, EntryState] = {}
+    if store is not None:
+        with store:
+            found = {s.key: s for s in store.all_states()}
+    views = []
+    for key in dict.fromkeys([*keys, *found]):
+        state = found.get(key, EntryState(key))
+        views.append(EntryView(state, state.phase(now), state.retry_after(now), key in keys))
+    return views
+
+
+def recent_attempts(config: AppConfig, limit: int, cascade: str | None = None) -> list[AttemptRow]:
+    """The newest attempt rows, oldest first (none when there is no database yet)."""
+    store = _open(config)
+    if store is None:
+        return []
+    with store:
+        return store.recent_attempts(limit, cascade)
+
+
+def prune_log(config: AppConfig, older_than_days: float, now: float) -> int:
+    """Delete attempt rows older than the given age; returns how many."""
+    store = _open(config)
+    if store is None:
+        return 0
+    with store:
+        return store.prune(now - older_than_days * 86400)
+
+
+def reset_entries(config: AppConfig, keys: Iterable[str] | None) -> int | None:
+    """Close the breakers of `keys` (all when None); None when there is no database yet."""
+    store = _open(config)
+    if store is None:
+        return None
+    with store:
+        return store.clear_cooldowns(None if keys is None else list(keys))
+
+
+def clear_auth_cooldowns(config: AppConfig, provider: str) -> list[str]:
+    """Reopen the entries of `provider` that a rejected key (401/403) put on cooldown."""
+    store = _open(config)
+    if store is None:
+        return []
+    with store:
+        keys = [
+            s.key
+            for s in store.all_states()
+            if s.key.startswith(f"{provider}/") and s.reason == "auth"
+        ]
+        if keys:
+            store.clear_cooldowns(keys)
+    return keys
