@@ -21,7 +21,7 @@ from . import paths
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import deep_merge
-from .rules import RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
+from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _seconds(value: Any, *, zero_ok: bool = False) -> bool:
+    """A number of seconds above 0 (or 0 when `zero_ok`), at most MAX_SECONDS: more could
+    not be added to the clock and written as a timestamp."""
+    return _is_number(value) and (value >= 0 if zero_ok else value > 0) and value <= MAX_SECONDS
+
+
+_SECONDS = f"a number of seconds above 0, at most {MAX_SECONDS:.0f} (one year)"
+
+
 def _finite(value: Any) -> bool:
     """True unless `value` holds inf or nan somewhere (JSON has no such numbers)."""
     if isinstance(value, float):
@@ -178,9 +187,9 @@ def _finite(value: Any) -> bool:
 
 _Check = Callable[[Any], bool]
 _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
-    "timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
-    "connect_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
-    "first_byte_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
+    "timeout": (_seconds, _SECONDS),
+    "connect_timeout": (_seconds, _SECONDS),
+    "first_byte_timeout": (_seconds, _SECONDS),
     "max_tokens": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "an integer above 0",
@@ -190,7 +199,10 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10,
         "an integer from 0 to 10",
     ),
-    "max_wait": (lambda v: _is_number(v) and v >= 0, "a number of seconds, 0 or more"),
+    "max_wait": (
+        lambda v: _seconds(v, zero_ok=True),
+        f"a number of seconds, 0 or more, at most {MAX_SECONDS:.0f} (one year)",
+    ),
     "extra": (
         lambda v: isinstance(v, dict) and _finite(v),
         "a table of request-body fields (without inf or nan)",
@@ -306,8 +318,8 @@ class _Parser:
         values: dict[str, float] = {}
         for key in ("base", "cap", "long"):
             if key in table:
-                if not (_is_number(table[key]) and table[key] > 0):
-                    raise self.fail(f"cooldown.{key}", "must be a number of seconds above 0")
+                if not _seconds(table[key]):
+                    raise self.fail(f"cooldown.{key}", f"must be {_SECONDS}")
                 values[f"{key}_s"] = float(table[key])
         return CooldownPolicy(**values)
 
@@ -393,8 +405,8 @@ class _Parser:
         if not entries:
             raise self.fail(f"{prefix}.entries", "is empty; list at least one {provider, model}")
         deadline = table.get("deadline")
-        if deadline is not None and not (_is_number(deadline) and deadline > 0):
-            raise self.fail(f"{prefix}.deadline", "must be a number of seconds above 0")
+        if deadline is not None and not _seconds(deadline):
+            raise self.fail(f"{prefix}.deadline", f"must be {_SECONDS}")
         parsed = tuple(
             self.entry(f"{prefix}.entries[{i}]", raw, providers) for i, raw in enumerate(entries)
         )

@@ -17,6 +17,9 @@ from .errors import ProviderError
 
 Action = Literal["failover", "stop"]
 Cooldown = Literal["none", "backoff", "long"] | float
+# The longest duration the config may name, and the longest cooldown ever applied: one year
+# is beyond any sensible setting, and far from the last instant a timestamp can hold.
+MAX_SECONDS = 365 * 24 * 3600.0
 KINDS = frozenset(
     {"http", "timeout", "connect", "transport", "invalid_response", "empty_response", "missing_key"}
 )
@@ -65,16 +68,19 @@ class Rule:
 
         `level` is the number of consecutive failures including this one. A Retry-After the
         rule honours replaces the computed backoff; it is clamped before any arithmetic (D3-D5).
+        Never more than MAX_SECONDS, whatever the policy says.
         """
         if self.cooldown == "none":
             return None
         if self.cooldown == "long":
-            return policy.long_s
-        if isinstance(self.cooldown, float | int):
-            return float(self.cooldown)
-        if self.honor_retry_after and err.retry_after_s is not None:
-            return min(max(err.retry_after_s, 0.0), policy.cap_s)
-        return policy.backoff(level)
+            seconds = policy.long_s
+        elif isinstance(self.cooldown, float | int):
+            seconds = float(self.cooldown)
+        elif self.honor_retry_after and err.retry_after_s is not None:
+            seconds = min(max(err.retry_after_s, 0.0), policy.cap_s)
+        else:
+            seconds = policy.backoff(level)
+        return seconds if seconds <= MAX_SECONDS else MAX_SECONDS  # also nan
 
 
 def _codes(lo: int, hi: int) -> frozenset[int]:
@@ -183,9 +189,12 @@ def _parse_statuses(value: Any) -> frozenset[int]:
 def _parse_cooldown(value: Any) -> Cooldown:
     if value in ("none", "backoff", "long"):
         return value  # type: ignore[no-any-return]  # narrowed by the membership test
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS:
         return float(value)
-    raise RuleError(f"cooldown: expected 'none', 'backoff', 'long' or seconds, got {value!r}")
+    raise RuleError(
+        "cooldown: expected 'none', 'backoff', 'long' or seconds from 0 to"
+        f" {MAX_SECONDS:.0f} (one year), got {value!r}"
+    )
 
 
 def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:

@@ -472,3 +472,50 @@ def test_a_base_url_no_request_can_use_is_an_error_at_load_time(tmp_path, url):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"'{path}': providers.p.base_url: "), caught.value
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[cooldown]\nlong = 1e12\n", "cooldown.long"),
+        ("[cooldown]\nbase = 31536001\n", "cooldown.base"),
+        ("[cooldown]\ncap = 1e300\n", "cooldown.cap"),
+        ("[[rules]]\nstatus = 500\ncooldown = 1e300\n", "rules[0]"),
+        (
+            PROVIDER + "[[providers.p.rules]]\nstatus = 500\ncooldown = 1e12\n",
+            "providers.p.rules[0]",
+        ),
+        (PROVIDER + "timeout = 1e300\n", "providers.p.timeout"),
+        (PROVIDER + "connect_timeout = 1e300\n", "providers.p.connect_timeout"),
+        (PROVIDER + "first_byte_timeout = 1e300\n", "providers.p.first_byte_timeout"),
+        (PROVIDER + "max_wait = 1e300\n", "providers.p.max_wait"),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m", timeout = 1e12}]\n',
+            "cascades.c.entries[0].timeout",
+        ),
+        (
+            PROVIDER
+            + '[cascades.c]\nentries = [{provider = "p", model = "m"}]\ndeadline = 1e300\n',
+            "cascades.c.deadline",
+        ),
+    ],
+)
+def test_seconds_beyond_one_year_are_errors_naming_the_key_and_the_maximum(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': {key}: "), caught.value
+    assert "31536000" in str(caught.value)
+
+
+def test_one_year_of_seconds_is_still_allowed(tmp_path):
+    year = 31_536_000
+    path = write(
+        tmp_path,
+        f"[cooldown]\nlong = {year}\ncap = {year}\n[[rules]]\nstatus = 500\ncooldown = {year}\n"
+        + PROVIDER
+        + f"timeout = {year}\nmax_wait = {year}\n",
+    )
+    config = load_config(path)
+    assert config.cooldown.long_s == year
+    assert config.providers["p"].options.timeout == year

@@ -1,0 +1,41 @@
+"""Hostile config, conversation and saved-prompt files, through the installed CLI: each is one
+line on stderr and exit 2 (or a skipped file in a listing), never a traceback, a hang or
+unbounded memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llm_cascade.simulator import Fail
+
+from .support import run_cli, write_config
+
+# --- numbers too large to name an instant ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"cooldown": {"long": 1e12}}, "cooldown.long"),
+        ({"rules": [{"status": 401, "cooldown": 1e300}]}, "rules[0]"),
+    ],
+)
+def test_a_cooldown_too_long_for_a_timestamp_is_a_config_error(tmp_path, sim, extra, key):
+    sim.script("a", Fail(401, "bad key"))  # the long cooldown would be set here
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra=extra)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: '{cfg}': {key}: "), done.stderr
+    assert "31536000" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
+
+
+def test_a_request_timeout_too_long_for_a_probe_lease_is_a_config_error(tmp_path, sim):
+    providers: dict[str, Any] = {"slow": {"type": "openai", "timeout": 1e300}}
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, providers=providers)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: '{cfg}': providers.slow.timeout: "), done.stderr
