@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import deep_merge
 from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
+from .types import MAX_NESTING, path_text, shown, too_deep
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,9 @@ def load_config(path: str | Path | None = None) -> AppConfig:
 def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> AppConfig:
     """Validate a decoded TOML document; relative paths are taken from the config's folder."""
     parser = _Parser(path)
+    deep = too_deep(raw)
+    if deep is not None:  # before anything walks it recursively
+        raise parser.fail(path_text(deep), f"nested more than {MAX_NESTING} levels deep")
     config = parser.app(raw)
     for warning in config.warnings:
         logger.warning("%s", warning)
@@ -174,15 +178,15 @@ def _seconds(value: Any, *, zero_ok: bool = False) -> bool:
 _SECONDS = f"a number of seconds above 0, at most {MAX_SECONDS:.0f} (one year)"
 
 
-def _finite(value: Any) -> bool:
-    """True unless `value` holds inf or nan somewhere (JSON has no such numbers)."""
+def _json_value(value: Any) -> bool:
+    """True if `value` can go in a JSON body: no inf or nan, no TOML dates or times."""
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
+        return all(_json_value(v) for v in value.values())
     if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
+        return all(_json_value(v) for v in value)
+    return isinstance(value, str | int)  # bool is an int
 
 
 _Check = Callable[[Any], bool]
@@ -204,8 +208,8 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         f"a number of seconds, 0 or more, at most {MAX_SECONDS:.0f} (one year)",
     ),
     "extra": (
-        lambda v: isinstance(v, dict) and _finite(v),
-        "a table of request-body fields (without inf or nan)",
+        lambda v: isinstance(v, dict) and _json_value(v),
+        "a table of request-body fields (JSON values: no inf, nan, dates or times)",
     ),
     "headers": (
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
@@ -231,7 +235,10 @@ def _header_problem(name: str, value: str) -> str | None:
 
 
 def _url_problem(url: str) -> str | None:
-    """Why no request could be sent to `url` + a path, or None (the URL is not repeated)."""
+    """Why no request could be sent to `url` + a path, or None (the URL is not repeated:
+    it may hold a password)."""
+    if not url.startswith(("http://", "https://")):
+        return "is not an http(s) URL (expected e.g. https://api.example.com/v1)"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # raises ValueError for a port that is not a number 0-65535
@@ -363,12 +370,13 @@ class _Parser:
         if "/" in name or not name.strip():
             raise self.fail(f"providers.{name}", "a provider name must not be empty or contain '/'")
         type_name = table.get("type")
+        expected = f"expected {', '.join(PROVIDER_TYPES)}"
         if type_name is None:
-            raise self.fail(f"{prefix}type", f"is missing (expected {', '.join(PROVIDER_TYPES)})")
+            raise self.fail(f"{prefix}type", f"is missing ({expected})")
+        if not isinstance(type_name, str):
+            raise self.fail(f"{prefix}type", f"must be a string ({expected})")
         if type_name not in PROVIDER_TYPES:
-            raise self.fail(
-                f"{prefix}type", f"unknown {type_name!r} (expected {', '.join(PROVIDER_TYPES)})"
-            )
+            raise self.fail(f"{prefix}type", f"unknown {shown(type_name)} ({expected})")
         api_key_env = self.string(table, "api_key_env", prefix)
         if api_key_env is not None and not _ENV_NAME.match(api_key_env):
             # Often the key itself pasted in the wrong field: never repeat the value.
@@ -378,8 +386,6 @@ class _Parser:
                 " OPENAI_API_KEY), not the key itself; the value is not shown",
             )
         base_url = self.string(table, "base_url", prefix)
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise self.fail(f"{prefix}base_url", f"{base_url!r} is not an http(s) URL")
         problem = _url_problem(base_url) if base_url is not None else None
         if problem:
             raise self.fail(f"{prefix}base_url", problem)
@@ -422,7 +428,7 @@ class _Parser:
             defined = ", ".join(sorted(providers)) or "none"
             raise self.fail(
                 f"{where}.provider",
-                f"'{provider}' is not defined under [providers] (defined: {defined})",
+                f"{shown(provider)} is not defined under [providers] (defined: {defined})",
             )
         model = table.get("model")
         if not isinstance(model, str) or not model.strip():

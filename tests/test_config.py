@@ -3,15 +3,21 @@ errors that name the file and key, warnings for unknown keys, and rule tables.""
 
 from __future__ import annotations
 
+import copy as copy_module
+import datetime
+import json
 from pathlib import Path
 
 import pytest
 
 from llm_cascade import paths
-from llm_cascade.config import Options, load_config
-from llm_cascade.errors import ConfigError
+from llm_cascade.clock import format_ts
+from llm_cascade.config import Options, load_config, parse_config
+from llm_cascade.errors import ConfigError, ProviderError
+from llm_cascade.rules import MAX_SECONDS
 
 PROVIDER = '[providers.p]\ntype = "openai"\n'
+T_FAR = 4_102_444_800.0  # 2100-01-01: a clock far ahead must still format every cooldown
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -379,6 +385,11 @@ def test_provider_rules_are_kept_apart_from_global_ones(tmp_path):
         ("status = 500\nretry_after = 1", "retry_after: expected true or false"),
         ("status = 500\nhint = 5", "hint: "),
         ('status = 500\nhint = "see {docs}"', "hint: "),
+        ('status = 500\nhint = "see {provider:>999999999}"', "hint: "),
+        ('status = 500\nhint = "see {provider!r}"', "hint: "),
+        ('status = 500\nhint = "see {provider.x}"', "hint: "),
+        ('status = 500\nhint = "see {"', "hint: "),
+        ('status = 500\nhint = "see {}"', "hint: "),
         ('action = "stop"', "a rule needs at least one of status, kind or code"),
     ],
 )
@@ -519,3 +530,159 @@ def test_one_year_of_seconds_is_still_allowed(tmp_path):
     config = load_config(path)
     assert config.cooldown.long_s == year
     assert config.providers["p"].options.timeout == year
+
+
+# --- hostile documents -----------------------------------------------------------------------
+
+
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (PROVIDER + "extra." + ".".join(["a"] * 500) + " = 1\n", "providers.p.extra.a.a.a…"),
+        (
+            PROVIDER + '[[cascades.c.entries]]\nprovider = "p"\nmodel = "m"\n'
+            "extra." + "a." * 300 + "b = 1\n",
+            "cascades.c.entries[0].extra.a…",
+        ),
+        (
+            "[[rules]]\nstatus = 500\nname." + ".".join(["a"] * 200) + " = 1\n",
+            "rules[0].name.a.a.a…",
+        ),
+    ],
+)
+def test_tables_nested_too_deeply_are_errors_naming_where(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"'{path}': {key}: nested more than 64 levels deep"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[providers.p]\ntype = {a = 1}\n", "providers.p.type", "must be a string"),
+        ('[providers.p]\ntype = "' + "x" * 5000 + '"\n', "providers.p.type", "unknown"),
+        ("[[rules]]\nstatus = 500\nname = {a = 1}\n", "rules[0]", "name: expected a string"),
+        ("[[rules]]\nstatus = 500\nname = 5\n", "rules[0]", "name: expected a string"),
+        (PROVIDER + "extra = { since = 2026-01-01 }\n", "providers.p.extra", "no inf, nan, dates"),
+    ],
+)
+def test_wrong_types_are_short_errors_not_crashes(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"'{path}': {key}: "), message
+    assert problem in message
+    assert len(message) < len(str(path)) + 200
+
+
+FULL_CONFIG: dict[str, object] = {
+    "keyring": False,
+    "providers": {
+        "p": {
+            "type": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "P_KEY",
+            "api_key_service": "p",
+            "timeout": 5,
+            "connect_timeout": 1,
+            "first_byte_timeout": 2,
+            "max_tokens": 10,
+            "temperature": 0.5,
+            "retries": 1,
+            "max_wait": 1,
+            "extra": {"top_p": 0.9, "a": [1, {"b": "c"}]},
+            "headers": {"X-A": "b"},
+            "rules": [
+                {
+                    "name": "r",
+                    "status": [500, "5xx", "400-404"],
+                    "kind": "http",
+                    "code": ["c"],
+                    "action": "stop",
+                    "cooldown": 5,
+                    "retry": True,
+                    "retry_after": False,
+                    "hint": "see {provider}",
+                }
+            ],
+        }
+    },
+    "cascades": {
+        "c": {"deadline": 9, "entries": [{"provider": "p", "model": "m", "extra": {"n": 1}}]}
+    },
+    "cooldown": {"base": 1, "cap": 2, "long": 3},
+    "rules": [{"kind": ["timeout"], "cooldown": "long"}],
+    "database": {"path": "db.sqlite"},
+    "failure_persistence": {"dir": "failed"},
+}
+HOSTILE_TOML: list[object] = [
+    True,
+    -1,
+    0,
+    2**63 - 1,
+    1e300,
+    -1e300,
+    "",
+    " x\n",
+    "h" * 5000,
+    [],
+    [{}],
+    [[1], "x"],
+    {},
+    {"a": [1, {"b": []}]},
+    nested(500),
+    [nested(500)],
+    datetime.date(2026, 1, 1),
+    datetime.time(12, 0),
+]
+
+
+def _paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found += _paths(child, (*path, i))
+    return found
+
+
+def _replaced(doc: object, path: tuple[object, ...], value: object) -> object:
+    copy = copy_module.deepcopy(doc)
+    node = copy
+    for step in path[:-1]:
+        node = node[step]  # type: ignore[index]
+    node[path[-1]] = value  # type: ignore[index]
+    return copy
+
+
+@pytest.mark.parametrize("path", _paths(FULL_CONFIG), ids=str)
+def test_any_value_anywhere_loads_or_is_a_one_line_config_error(tmp_path, path):
+    """Property: no decoded document crashes validation, every error is one short line, and
+    what validation accepts can be serialised and timed without crashing later."""
+    where = tmp_path / "config.toml"
+    for value in HOSTILE_TOML:
+        doc = _replaced(FULL_CONFIG, path, value)
+        try:
+            config = parse_config(doc, where)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message and len(message) < len(str(where)) + 200, (path, message)
+            continue
+        for cascade in config.cascades.values():
+            for e in cascade.entries:
+                json.dumps(dict(e.options.extra))
+                assert 0 < e.options.timeout <= MAX_SECONDS
+        for rule in (*config.rules, *config.providers["p"].rules):
+            seconds = rule.cooldown_s(ProviderError("http", "x", status=500), 99, config.cooldown)
+            format_ts(T_FAR + (seconds or 0))

@@ -39,3 +39,42 @@ def test_a_request_timeout_too_long_for_a_probe_lease_is_a_config_error(tmp_path
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"Error: '{cfg}': providers.slow.timeout: "), done.stderr
+
+
+# --- nesting that a recursive walk cannot survive --------------------------------------------
+
+
+def test_tool_parameters_nested_965_deep_are_a_usage_error_naming_the_path(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    parameters = '{"a": ' * 965 + "1" + "}" * 965  # json.loads reads it; json.dumps cannot
+    conv = tmp_path / "deep.json"
+    conv.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}],'
+        f' "tools": [{{"name": "t", "parameters": {parameters}}}]}}'
+    )
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-f", str(conv))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        f"Error parsing conversation JSON from '{conv}': $.tools[0].parameters.a"
+    ), done.stderr
+    assert "nested more than 64 levels deep" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("extra." + ".".join(["a"] * 500) + " = 1", "providers.sim.extra.a.a.a…"),
+        ("headers." + ".".join(["a"] * 500) + " = 1", "providers.sim.headers.a.a.a…"),
+    ],
+)
+def test_a_config_table_nested_500_deep_is_a_config_error(tmp_path, sim, line, key):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    text = cfg.read_text().replace('api_key_env = "SIM_KEY"', f'api_key_env = "SIM_KEY"\n{line}')
+    cfg.write_text(text)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: '{cfg}': {key}: nested more than 64 levels"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
