@@ -234,11 +234,21 @@ def _header_problem(name: str, value: str) -> str | None:
     return None
 
 
+MAX_URL_CHARS = 2048
+_IPV4_LIKE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
+
+
 def _url_problem(url: str) -> str | None:
-    """Why no request could be sent to `url` + a path, or None (the URL is not repeated:
-    it may hold a password)."""
+    """Why no request could be sent to `url` + a path, or None. The URL is never repeated: it
+    may hold a password. Refuses everything httpx would refuse only when sending."""
     if not url.startswith(("http://", "https://")):
         return "is not an http(s) URL (expected e.g. https://api.example.com/v1)"
+    if len(url) > MAX_URL_CHARS:
+        return f"is longer than {MAX_URL_CHARS} characters"
+    # urlsplit silently drops tabs and newlines (a value pasted with its line end); httpx
+    # refuses every ASCII control character.
+    if url != url.strip() or any(c.isascii() and not c.isprintable() for c in url):
+        return "must be one line, without control characters or surrounding spaces"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # raises ValueError for a port that is not a number 0-65535
@@ -248,6 +258,41 @@ def _url_problem(url: str) -> str | None:
         return "has no host (expected e.g. https://api.example.com/v1)"
     if parts.query or parts.fragment:
         return "must not have a ?query or #fragment: the request path is appended to it"
+    return _host_problem(parts.hostname)
+
+
+def _host_problem(host: str) -> str | None:
+    """Why `host` (lower case, without brackets) is no IP address or domain name, or None."""
+    if ":" in host or _IPV4_LIKE.match(host):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return "has a host that is not a valid IP address"
+        return None
+    name = host.removesuffix(".")  # a fully qualified name may end with a dot
+    labels = name.split(".")
+    if not all(labels):
+        return "has an empty label in its host name ('..' or a leading '.')"
+    if name.isascii():
+        if len(name) > 253 or any(len(label) > 63 for label in labels):
+            return "has a host name over 253 characters or a label over 63 (DNS limits)"
+        if not any(label.startswith("xn--") for label in labels):
+            return None
+    import idna  # httpx's own codec, only needed for international names
+
+    try:
+        if not name.isascii():
+            idna.encode(host)  # as httpx encodes the host before sending
+        elif host.startswith("xn--"):
+            idna.decode(host)  # as httpx decodes it when building the request
+        else:
+            for label in labels:
+                if label.startswith("xn--"):
+                    idna.decode(label)  # Punycode of nothing never resolves
+    except (idna.IDNAError, UnicodeError) as exc:
+        return f"has a host name IDNA cannot encode ({exc})"
     return None
 
 

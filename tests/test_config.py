@@ -686,3 +686,83 @@ def test_any_value_anywhere_loads_or_is_a_one_line_config_error(tmp_path, path):
         for rule in (*config.rules, *config.providers["p"].rules):
             seconds = rule.cooldown_s(ProviderError("http", "x", status=500), 99, config.cooldown)
             format_ts(T_FAR + (seconds or 0))
+
+
+# --- base URLs no request can use ------------------------------------------------------------
+
+BAD_URLS = [
+    "https://api.example.com/v1\n",  # urlsplit drops the newline; httpx refuses it
+    "https://api.example.com/v1\r",
+    "https://api.exa\tmple.com/v1",
+    "https://api.example.com/v\x001",
+    " https://api.example.com/v1",
+    "https://api.example.com/v1 ",
+    "https://xn--a.com/v1",  # an A-label that is not Punycode of anything
+    "http://xn--.com/v1",
+    "https://api.xn--a.com/v1",
+    "https://" + "a" * 64 + ".com/v1",  # a DNS label holds at most 63 octets
+    "https://" + ("a" * 60 + ".") * 5 + "com/v1",  # a name holds at most 253
+    "https://ex\u00e4mple\u200d.com/v1",  # a joiner IDNA refuses there
+    "https://\u2488.com/v1",
+    "https://a\u0301.com/v1",  # not in NFC
+    "https://\u00e4" + "a" * 70 + ".com/v1",
+    "https://a..com/v1",
+    "https://.com/v1",
+    "http://999.1.1.1/v1",
+    "http://[::zz]/v1",
+    "https://api.example.com/" + "v" * 3000,
+]
+GOOD_URLS = [
+    "http://localhost:8080/v1",
+    "http://127.0.0.1:11434",
+    "http://[::1]:8080/v1",
+    "http://my_service:8000/v1",  # a docker compose service name
+    "https://api.example.com./v1",  # a fully qualified name
+    "https://m\u00fcnchen.de/v1",
+    "https://xn--mnchen-3ya.de/v1",
+    "https://" + "a" * 63 + ".com/v1",
+    "https://api.example.com/v1/with%20space",
+]
+
+
+def _url_id(url: str) -> str:
+    return repr(url)[:50]
+
+
+@pytest.mark.parametrize("url", BAD_URLS, ids=_url_id)
+def test_a_base_url_httpx_would_refuse_is_an_error_at_load_time(tmp_path, url):
+    path = write(tmp_path, PROVIDER + f"base_url = {json.dumps(url)}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"'{path}': providers.p.base_url: "), message
+    assert "\n" not in message and len(message) < len(str(path)) + 200
+
+
+def test_a_bad_base_url_is_not_repeated_it_may_hold_a_password(tmp_path):
+    for url in [
+        "htps://user:tok-secret@api.example.com/v1",
+        "https://user:tok-secret@xn--a.com/v1",
+        "https://user:tok-secret@api.example.com/v1\n",
+        "https://user:tok-secret@a..com/v1",
+    ]:
+        path = write(tmp_path, PROVIDER + f"base_url = {json.dumps(url)}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert "tok-secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", BAD_URLS + GOOD_URLS, ids=_url_id)
+def test_every_base_url_the_config_accepts_httpx_can_send_to(tmp_path, url):
+    """Property: what load_config accepts never fails later inside httpx."""
+    import httpx
+
+    path = write(tmp_path, PROVIDER + f"base_url = {json.dumps(url)}\n")
+    try:
+        config = load_config(path)
+    except ConfigError:
+        assert url not in GOOD_URLS
+        return
+    base = config.providers["p"].effective_base_url
+    request = httpx.Request("POST", base + "/chat/completions")
+    assert request.url.host

@@ -78,3 +78,28 @@ def test_a_config_table_nested_500_deep_is_a_config_error(tmp_path, sim, line, k
     assert done.stderr.startswith(f"Error: '{cfg}': {key}: nested more than 64 levels"), done.stderr
     assert len(done.stderr.splitlines()) == 1
     assert sim.count() == 0
+
+
+# --- base URLs that only fail inside the HTTP client -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "BASE\n",  # pasted with its line end
+        "https://user:tok-secret@xn--a.com/v1",
+        "https://" + "a" * 64 + ".com/v1",
+        "https://ex\u00e4mple\u200d.com/v1",
+    ],
+    ids=["newline", "bad-a-label", "long-label", "idna-refused"],
+)
+def test_a_base_url_the_http_client_would_refuse_is_a_config_error(tmp_path, sim, url):
+    url = url.replace("BASE", sim.base_url("openai"))
+    providers = {"sim": {"type": "openai", "base_url": url, "api_key_env": "SIM_KEY"}}
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, providers=providers)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: '{cfg}': providers.sim.base_url: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert "tok-secret" not in done.stderr
+    assert sim.count() == 0
