@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import paths
+from . import files, paths
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import deep_merge
@@ -25,6 +25,8 @@ from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, pars
 from .types import MAX_NESTING, path_text, shown, too_deep
 
 logger = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; more is a mistake (or /dev/zero)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ def load_config(path: str | Path | None = None) -> AppConfig:
     config_path = Path(path).expanduser() if path is not None else paths.default_config_path()
     config_path = config_path.absolute()
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = files.read_bounded(config_path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         hint = "run `llm-cascade setup` to create one, or pass -c/--config"
         raise ConfigError(f"no config file at '{config_path}': {hint}") from None

@@ -19,6 +19,8 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 # later (a conversation, a config's `extra`): far beyond any real JSON Schema, far below the
 # depth at which a recursive walk (json.dumps, a deep merge) raises RecursionError.
 MAX_NESTING = 64
+# The most a conversation file or stdin may hold: millions of tokens, beyond any context window.
+MAX_CONVERSATION_BYTES = 16 << 20
 JsonPath = tuple[str | int, ...]
 
 

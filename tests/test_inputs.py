@@ -4,13 +4,18 @@ unbounded memory."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llm_cascade.simulator import Fail
 
-from .support import run_cli, write_config
+from .support import SIM_KEY, cli_command, run_cli, write_config
 
 # --- numbers too large to name an instant ----------------------------------------------------
 
@@ -103,3 +108,137 @@ def test_a_base_url_the_http_client_would_refuse_is_a_config_error(tmp_path, sim
     assert len(done.stderr.splitlines()) == 1
     assert "tok-secret" not in done.stderr
     assert sim.count() == 0
+
+
+# --- files that never end, or never start ----------------------------------------------------
+
+CONVERSATION = '{"messages": [{"role": "user", "content": "from a pipe"}]}'
+QUICK = {"LLM_CASCADE_PIPE_TIMEOUT": "0.5"}  # a FIFO nobody writes to gives up after this
+
+
+def run_with_stdin(args: list[str], stdin: Any) -> subprocess.CompletedProcess[str]:
+    """Like run_cli, with a file (a device, a big file) as stdin."""
+    done = subprocess.run(
+        [*cli_command(), *args],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SIM_KEY": SIM_KEY},
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def bash(script: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`script` in bash (for <(...), <&- and pipes); `{cli}` in it is the installed CLI."""
+    done = subprocess.run(
+        ["bash", "-c", script.replace("{cli}", shlex.join(cli_command()))],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SIM_KEY": SIM_KEY},
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def test_a_config_that_never_ends_is_refused_at_the_size_limit(tmp_path):
+    done = run_cli("run", "-C", "x", "-c", "/dev/zero", "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "Error: Failed to read config file '/dev/zero': larger than the 1 MiB limit\n"
+    )
+
+
+def test_a_config_over_the_size_limit_is_refused(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    cfg.write_text(cfg.read_text() + "#" * (1 << 20) + "\n")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert "larger than the 1 MiB limit" in done.stderr
+    assert sim.count() == 0
+
+
+def test_a_conversation_that_never_ends_is_refused_at_the_size_limit(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-f", "/dev/zero")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "Error reading file '/dev/zero': larger than the 16 MiB limit\n"
+    with open("/dev/zero", "rb") as zeros:
+        piped = run_with_stdin(["run", "-C", "x", "-c", str(cfg), "-f", "-"], zeros)
+    assert piped.returncode == 2, piped.stderr
+    assert "stdin: larger than the 16 MiB limit" in piped.stderr
+    assert sim.count() == 0
+
+
+def test_a_prompt_on_stdin_over_the_size_limit_is_refused(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * (16 << 20) + b"!")
+    for args in ([], ["-p", "-"]):
+        with big.open("rb") as stdin:
+            done = run_with_stdin(["run", "-C", "x", "-c", str(cfg), *args], stdin)
+        assert done.returncode == 2, done.stderr
+        assert "stdin: larger than the 16 MiB limit" in done.stderr
+    assert sim.count() == 0
+
+
+@pytest.mark.parametrize("flag", ["-c", "-f"])
+def test_a_fifo_nobody_writes_to_is_refused_after_a_time_limit(tmp_path, sim, flag):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = ["-c", str(fifo), "-p", "hi"] if flag == "-c" else ["-c", str(cfg), "-f", str(fifo)]
+    done = run_cli("run", "-C", "x", *args, env=QUICK, timeout=20)
+    assert done.returncode == 2, done.stderr
+    assert "nothing arrived for 0.5 s (a FIFO nobody writes to?)" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
+
+
+def test_a_fifo_someone_writes_to_is_read(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    config_fifo, conversation_fifo = tmp_path / "config.fifo", tmp_path / "conv.fifo"
+    os.mkfifo(config_fifo)
+    os.mkfifo(conversation_fifo)
+
+    def write(fifo: Path, text: str) -> None:
+        with fifo.open("w") as out:  # opening blocks until the CLI opens it to read
+            out.write(text)
+
+    writers = [
+        threading.Thread(target=write, args=(config_fifo, cfg.read_text()), daemon=True),
+        threading.Thread(target=write, args=(conversation_fifo, CONVERSATION), daemon=True),
+    ]
+    for writer in writers:
+        writer.start()
+    done = run_cli("run", "-C", "x", "-c", str(config_fifo), "-f", str(conversation_fifo))
+    assert done.returncode == 0, done.stderr
+    assert sim.requests[-1].body["messages"][-1]["content"] == "from a pipe"
+
+
+@pytest.mark.parametrize(
+    "file_arg", ["<(cat conv.json)", "/dev/stdin < conv.json", "- < conv.json", "/dev/stdin"]
+)
+def test_process_substitution_and_dev_stdin_still_work(tmp_path, sim, file_arg):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    (tmp_path / "conv.json").write_text(CONVERSATION)
+    pipe = "cat conv.json | " if file_arg == "/dev/stdin" else ""
+    done = bash(f"{pipe}{{cli}} run -C x -c {shlex.quote(str(cfg))} -f {file_arg}", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sim.requests[-1].body["messages"][-1]["content"] == "from a pipe"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [([], "no prompt: give -p TEXT"), (["-f", "-"], "cannot read stdin: it is closed")],
+)
+def test_a_closed_stdin_is_a_usage_error(tmp_path, sim, args, message):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = bash(f"{{cli}} run -C x -c {shlex.quote(str(cfg))} {' '.join(args)} <&-")
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.splitlines()) == 1
