@@ -26,9 +26,13 @@ from . import files
 from .clock import format_ts
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
-from .types import Conversation
+from .types import MAX_CONVERSATION_BYTES, Conversation
 
 logger = logging.getLogger(__name__)
+
+# A saved prompt is a conversation (at most MAX_CONVERSATION_BYTES as input) re-encoded with
+# indentation and escapes, plus what each entry did: room for four times that.
+MAX_SAVED_BYTES = 4 * MAX_CONVERSATION_BYTES
 
 
 def sanitize_name(name: str) -> str:
@@ -54,6 +58,7 @@ class SavedPrompt:
     path: Path
     envelope: dict[str, Any] = field(repr=False)
     in_flight: bool = False
+    size: int = 0  # bytes, as read
 
     @property
     def id(self) -> str:
@@ -206,13 +211,22 @@ class FailureStore:
         return found
 
     def load(self, path: Path) -> SavedPrompt | None:
+        """The saved prompt in `path`, or None if it is not one. Only a regular file of at most
+        MAX_SAVED_BYTES is read: a FIFO, a device or a huge file is skipped with a warning."""
         try:
-            envelope = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            data = files.read_bounded(path, MAX_SAVED_BYTES, regular_only=True)
+        except files.ReadRefused as exc:
+            logger.warning("skipped %s: %s", path.name, exc)
+            return None
+        except OSError:
+            return None
+        try:
+            envelope = json.loads(data)
+        except (ValueError, RecursionError):
             return None
         if not isinstance(envelope, dict) or "conversation" not in envelope:
             return None
-        return SavedPrompt(path, envelope, in_flight=files.is_locked(path))
+        return SavedPrompt(path, envelope, in_flight=files.is_locked(path), size=len(data))
 
     def find(self, ident: str) -> SavedPrompt:
         """A saved prompt by id, file name, path or unambiguous id prefix/suffix."""
@@ -222,9 +236,10 @@ class FailureStore:
             if saved is not None:
                 return saved
         stem = candidate.name.removesuffix(".json")
-        matches = [s for s in self.list() if s.id == stem]
+        listed = self.list()
+        matches = [s for s in listed if s.id == stem]
         if not matches:
-            matches = [s for s in self.list() if s.id.startswith(stem) or s.id.endswith(stem)]
+            matches = [s for s in listed if s.id.startswith(stem) or s.id.endswith(stem)]
         if len(matches) == 1:
             return matches[0]
         if not matches:

@@ -124,7 +124,7 @@ def is_locked(path: Path) -> bool:
     if fcntl is None:  # pragma: no cover
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _READ_FLAGS)  # never blocks, even if a FIFO took the file's place
     except OSError:
         return False
     try:

@@ -4,6 +4,7 @@ unbounded memory."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -242,3 +243,45 @@ def test_a_closed_stdin_is_a_usage_error(tmp_path, sim, args, message):
     done = bash(f"{{cli}} run -C x -c {shlex.quote(str(cfg))} {' '.join(args)} <&-")
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+# --- files in the failed-prompts folder that are not saved prompts ---------------------------
+
+
+def _plant_traps(folder: Path) -> dict[str, str]:
+    """A FIFO, a link to /dev/zero and a sparse 65 MiB file, named like saved prompts."""
+    fifo, zero, huge = (f"x_20200101_00000{i}_{name}" for i, name in enumerate(("ff", "z", "b")))
+    os.mkfifo(folder / f"{fifo}.json")
+    (folder / f"{zero}.json").symlink_to("/dev/zero")
+    with (folder / f"{huge}.json").open("wb") as out:
+        out.truncate(65 << 20)
+    return {fifo: "not a regular file", zero: "not a regular file", huge: "larger than the 64 MiB"}
+
+
+def test_failed_list_show_and_retry_skip_fifos_devices_and_huge_files(tmp_path, sim):
+    sim.script("a", Fail(400, "not now"))  # saved, and no cooldown to wait out for the retry
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "keep me").returncode == 1
+    [real] = (tmp_path / "failed").glob("*.json")
+    traps = _plant_traps(tmp_path / "failed")
+
+    listed = run_cli("failed", "list", "--json", "-c", str(cfg), timeout=20)
+    assert listed.returncode == 0, listed.stderr
+    assert [e["id"] for e in json.loads(listed.stdout)] == [real.stem]
+    for name, reason in traps.items():
+        assert f"skipped {name}.json: {reason}" in listed.stderr
+
+    table = run_cli("failed", "list", "-c", str(cfg), timeout=20)
+    assert table.returncode == 0 and real.stem in table.stdout
+
+    shown = run_cli("failed", "show", real.stem, "-c", str(cfg), timeout=20)
+    assert shown.returncode == 0 and "keep me" in shown.stdout
+    for name in traps:
+        refused = run_cli("failed", "show", name, "-c", str(cfg), timeout=20)
+        assert refused.returncode == 2 and f"no saved prompt '{name}'" in refused.stderr
+
+    sim.script("a")  # answers again
+    retried = run_cli("failed", "retry", "--all", "-c", str(cfg), timeout=20)
+    assert retried.returncode == 0, retried.stderr
+    assert "Retried 1: 1 answered" in retried.stderr
+    assert not real.exists()

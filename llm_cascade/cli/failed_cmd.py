@@ -52,7 +52,7 @@ def _summary(saved: SavedPrompt) -> dict[str, Any]:
         "saved_at": saved.envelope.get("timestamp"),
         "status": saved.status,
         "retries": saved.envelope.get("retries", 0),
-        "size": saved.path.stat().st_size if saved.path.exists() else 0,
+        "size": saved.size,
         "errors": saved.errors,
     }
 
@@ -72,7 +72,7 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
             str(s.envelope.get("timestamp", "?"))[:19].replace("T", " "),
             s.status,
             str(s.envelope.get("retries", 0)),
-            str(s.path.stat().st_size),
+            str(s.size),
             _last_error(s),
         ]
         for s in saved
