@@ -26,7 +26,7 @@ from . import files
 from .clock import format_ts
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
-from .types import MAX_CONVERSATION_BYTES, Conversation
+from .types import MAX_CONVERSATION_BYTES, MAX_NESTING, Conversation, too_deep
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ def _render(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
 
 
+def _unprintable(envelope: dict[str, Any]) -> str | None:
+    """Why `failed show --json` could not print this envelope, or None."""
+    if too_deep(envelope, MAX_NESTING + 1) is not None:  # the conversation is one level down
+        return f"nested more than {MAX_NESTING} levels deep"
+    try:
+        json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a "\ud800" escape decodes to text no output can hold
+        return "holds text that is not valid Unicode (a lone \\uD800-\\uDFFF escape)"
+    return None
+
+
 def write_private(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON to `path` owner-only and atomically (a temp file, fsync, then rename)."""
     ensure_private_dir(path.parent)
@@ -53,7 +64,11 @@ def write_private(path: Path, data: Mapping[str, Any]) -> None:
 
 @dataclass(slots=True)
 class SavedPrompt:
-    """A conversation on disk, as `failed list/show/retry` see it."""
+    """A conversation on disk, as `failed list/show/retry` see it.
+
+    The file may have been written by the original tool or edited by hand: every field is
+    read with the type it should have, and a value of another type counts as missing.
+    """
 
     path: Path
     envelope: dict[str, Any] = field(repr=False)
@@ -64,22 +79,40 @@ class SavedPrompt:
     def id(self) -> str:
         return self.path.stem
 
+    def _text(self, key: str) -> str | None:
+        value = self.envelope.get(key)
+        return value if isinstance(value, str) else None
+
     @property
     def cascade_name(self) -> str:
-        return str(self.envelope.get("cascade_name", ""))
+        return self._text("cascade_name") or ""
+
+    @property
+    def timestamp(self) -> str | None:
+        return self._text("timestamp")
+
+    @property
+    def retries(self) -> int:
+        value = self.envelope.get("retries")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
     @property
     def status(self) -> str:
         """failed, interrupted (its run died) or running (a run or a retry holds it)."""
         if self.in_flight:
             return "running"
-        status = str(self.envelope.get("status", "failed"))
+        status = self._text("status") or "failed"
         return "interrupted" if status == "pending" else status
 
     @property
     def errors(self) -> list[dict[str, Any]]:
+        """What each entry did: objects as saved, a bare string as its `detail`, else nothing."""
         errors = self.envelope.get("errors")
-        return errors if isinstance(errors, list) else []
+        if not isinstance(errors, list):
+            return []
+        return [
+            e if isinstance(e, dict) else {"detail": e} for e in errors if isinstance(e, dict | str)
+        ]
 
     def conversation(self) -> Conversation:
         return Conversation.from_dict(self.envelope.get("conversation"))
@@ -225,6 +258,10 @@ class FailureStore:
         except (ValueError, RecursionError):
             return None
         if not isinstance(envelope, dict) or "conversation" not in envelope:
+            return None
+        problem = _unprintable(envelope)
+        if problem:
+            logger.warning("skipped %s: %s", path.name, problem)
             return None
         return SavedPrompt(path, envelope, in_flight=files.is_locked(path), size=len(data))
 

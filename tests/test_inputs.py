@@ -4,6 +4,7 @@ unbounded memory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -14,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from llm_cascade.cli import failed_cmd
+from llm_cascade.errors import UsageError
+from llm_cascade.failures import FailureStore
 from llm_cascade.simulator import Fail
 
 from .support import SIM_KEY, cli_command, run_cli, write_config
@@ -285,3 +289,123 @@ def test_failed_list_show_and_retry_skip_fifos_devices_and_huge_files(tmp_path, 
     assert retried.returncode == 0, retried.stderr
     assert "Retried 1: 1 answered" in retried.stderr
     assert not real.exists()
+
+
+# --- saved prompts with wrong-typed fields ---------------------------------------------------
+
+
+def _saved_by_hand(folder: Path, name: str, envelope: dict[str, Any]) -> Path:
+    path = folder / f"x_20200101_000000_{name}.json"
+    path.write_text(json.dumps(envelope))
+    return path
+
+
+def test_a_saved_prompt_whose_errors_are_not_objects_breaks_no_listing(tmp_path, sim):
+    sim.script("a", Fail(400, "not now"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "keep me").returncode == 1
+    [real] = (tmp_path / "failed").glob("*.json")
+    odd = json.loads(real.read_text())
+    odd["errors"] = [1, "x", None]
+    odd_path = _saved_by_hand(tmp_path / "failed", "odd", odd)
+
+    listed = run_cli("failed", "list", "-c", str(cfg))
+    assert listed.returncode == 0, listed.stderr
+    assert real.stem in listed.stdout and odd_path.stem in listed.stdout
+    as_json = run_cli("failed", "list", "--json", "-c", str(cfg))
+    assert as_json.returncode == 0, as_json.stderr
+    [odd_summary] = [e for e in json.loads(as_json.stdout) if e["id"] == odd_path.stem]
+    assert odd_summary["errors"] == [{"detail": "x"}]
+    for ident in (real.stem, odd_path.stem):
+        shown = run_cli("failed", "show", ident, "-c", str(cfg))
+        assert shown.returncode == 0, shown.stderr
+        assert "keep me" in shown.stdout
+
+
+def test_a_saved_prompt_nested_too_deeply_or_not_unicode_is_skipped_not_a_crash(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    conversation = {"messages": [{"role": "user", "content": "hi"}]}
+    good = _saved_by_hand(folder, "good", {"cascade_name": "x", "conversation": conversation})
+    deep = '{"a": ' * 500 + "1" + "}" * 500  # json.loads reads it; json.dumps(indent=2) cannot
+    (folder / "x_20200101_000000_deep.json").write_text(
+        f'{{"cascade_name": "x", "conversation": {json.dumps(conversation)}, "errors": [{deep}]}}'
+    )
+    _saved_by_hand(folder, "lone", {"cascade_name": "x\ud800", "conversation": conversation})
+    for args in (["failed", "list"], ["failed", "list", "--json"]):
+        done = run_cli(*args, "-c", str(cfg))
+        assert done.returncode == 0, done.stderr
+        assert good.stem in done.stdout
+        assert "deep" not in done.stdout and "lone" not in done.stdout
+        assert "skipped x_20200101_000000_deep.json: nested more than" in done.stderr
+        assert "skipped x_20200101_000000_lone.json: holds text that is not" in done.stderr
+
+
+FULL_ENVELOPE: dict[str, Any] = {
+    "cascade_name": "x",
+    "timestamp": "2026-01-01T00:00:00.000000+00:00",
+    "conversation": {"messages": [{"role": "user", "content": "hi"}]},
+    "pid": 123,
+    "status": "failed",
+    "retries": 2,
+    "errors": [{"entry": "sim/a", "outcome": "failed", "detail": "HTTP 500", "status": 500}],
+}
+HOSTILE_JSON: list[Any] = [
+    None,
+    True,
+    -1,
+    1.5,
+    1e308,
+    "",
+    "x" * 5000,
+    [],
+    [1, "x", None],
+    {},
+    {"a": [1, {"b": None}]},
+    json.loads('{"a": ' * 30 + "1" + "}" * 30),
+]
+
+
+def _envelope_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _envelope_paths(child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found += _envelope_paths(child, (*path, i))
+    return found
+
+
+def test_saved_prompts_of_any_shape_are_listed_and_shown_never_a_crash(tmp_path, sim, capsys):
+    """Property: whatever type each field of a saved prompt has, list and show keep working."""
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    count = 0
+    for path in _envelope_paths(FULL_ENVELOPE):
+        for value in HOSTILE_JSON:
+            envelope = json.loads(json.dumps(FULL_ENVELOPE))
+            node = envelope
+            for step in path[:-1]:
+                node = node[step]
+            node[path[-1]] = value
+            _saved_by_hand(folder, f"{count:04d}", envelope)
+            count += 1
+
+    for saved in FailureStore(folder).list():
+        assert isinstance(saved.cascade_name, str) and isinstance(saved.status, str)
+        assert saved.timestamp is None or isinstance(saved.timestamp, str)
+        assert isinstance(saved.retries, int) and saved.retries >= 0
+        assert all(isinstance(e, dict) for e in saved.errors)
+    for args in (["failed", "list"], ["failed", "list", "--json"]):
+        done = run_cli(*args, "-c", str(cfg))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("x_20200101_000000_") >= count
+    for saved_file in sorted(folder.iterdir()):
+        for as_json in (False, True):
+            # A conversation that is not one is a UsageError: exit 2, one line.
+            with contextlib.suppress(UsageError):
+                failed_cmd.show(str(saved_file), config=cfg, json_output=as_json)
+            capsys.readouterr().out.encode("utf-8")

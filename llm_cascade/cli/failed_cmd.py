@@ -49,9 +49,9 @@ def _summary(saved: SavedPrompt) -> dict[str, Any]:
         "id": saved.id,
         "path": str(saved.path),
         "cascade": saved.cascade_name,
-        "saved_at": saved.envelope.get("timestamp"),
+        "saved_at": saved.timestamp,
         "status": saved.status,
-        "retries": saved.envelope.get("retries", 0),
+        "retries": saved.retries,
         "size": saved.size,
         "errors": saved.errors,
     }
@@ -69,9 +69,9 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
         [
             s.id,
             s.cascade_name,
-            str(s.envelope.get("timestamp", "?"))[:19].replace("T", " "),
+            (s.timestamp or "?")[:19].replace("T", " "),
             s.status,
-            str(s.envelope.get("retries", 0)),
+            str(s.retries),
             str(s.size),
             _last_error(s),
         ]
@@ -101,8 +101,8 @@ def show(
         print(json.dumps(saved.envelope, indent=2, ensure_ascii=False))
         return
     print(f"id:       {saved.id}\npath:     {saved.path}\ncascade:  {saved.cascade_name}")
-    print(f"saved at: {saved.envelope.get('timestamp')}\nstatus:   {saved.status}")
-    print(f"retries:  {saved.envelope.get('retries', 0)}")
+    print(f"saved at: {saved.timestamp}\nstatus:   {saved.status}")
+    print(f"retries:  {saved.retries}")
     if saved.errors:
         print("errors:")
         for err in saved.errors:
