@@ -237,6 +237,7 @@ def _header_problem(name: str, value: str) -> str | None:
 
 
 MAX_URL_CHARS = 2048
+MAX_MODEL_CHARS = 256
 _IPV4_LIKE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
 
 
@@ -480,5 +481,9 @@ class _Parser:
         model = table.get("model")
         if not isinstance(model, str) or not model.strip():
             raise self.fail(f"{where}.model", "must be a non-empty model id")
+        if len(model) > MAX_MODEL_CHARS or not model.isprintable():  # it may go in the URL
+            raise self.fail(
+                f"{where}.model", f"must be one line of at most {MAX_MODEL_CHARS} characters"
+            )
         options = providers[provider].options.merged(self.options(table, f"{where}."))
         return CascadeEntry(provider, model.strip(), options)

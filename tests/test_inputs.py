@@ -409,3 +409,20 @@ def test_saved_prompts_of_any_shape_are_listed_and_shown_never_a_crash(tmp_path,
             with contextlib.suppress(UsageError):
                 failed_cmd.show(str(saved_file), config=cfg, json_output=as_json)
             capsys.readouterr().out.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "model", ["m" * 70_000, "line\nbreak", "nul\u0000"], ids=["long", "nl", "nul"]
+)
+def test_a_model_id_no_request_can_carry_is_a_config_error(tmp_path, sim, model):
+    providers = {
+        "g": {"type": "gemini", "base_url": sim.base_url("gemini"), "api_key_env": "SIM_KEY"}
+    }
+    cfg = write_config(
+        tmp_path, sim, {"x": [{"provider": "g", "model": model}]}, providers=providers
+    )
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: '{cfg}': cascades.x.entries[0].model: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert sim.count() == 0
