@@ -332,6 +332,12 @@ class _Parser:
             raise self.fail(f"{prefix}{key}", "must be a string")
         return value
 
+    def path_string(self, table: Mapping[str, Any], key: str, prefix: str) -> str | None:
+        value = self.string(table, key, prefix)
+        if value is not None and "\0" in value:  # no file system takes it
+            raise self.fail(f"{prefix}{key}", "must not contain a NUL character")
+        return value
+
     def app(self, raw: Mapping[str, Any]) -> AppConfig:
         self.check_keys(raw, TOP_KEYS, "")
         data_dir = paths.default_data_dir
@@ -339,8 +345,8 @@ class _Parser:
         self.check_keys(database, {"path"}, "database.")
         failures = self.table(raw.get("failure_persistence"), "failure_persistence")
         self.check_keys(failures, {"dir"}, "failure_persistence.")
-        db_path = self.string(database, "path", "database.")
-        fail_dir = self.string(failures, "dir", "failure_persistence.")
+        db_path = self.path_string(database, "path", "database.")
+        fail_dir = self.path_string(failures, "dir", "failure_persistence.")
         keyring = raw.get("keyring", True)
         if not isinstance(keyring, bool):
             raise self.fail("keyring", "must be true or false")

@@ -426,3 +426,12 @@ def test_a_model_id_no_request_can_carry_is_a_config_error(tmp_path, sim, model)
     assert done.stderr.startswith(f"Error: '{cfg}': cascades.x.entries[0].model: "), done.stderr
     assert len(done.stderr.splitlines()) == 1
     assert sim.count() == 0
+
+
+@pytest.mark.parametrize(("table", "key"), [("database", "path"), ("failure_persistence", "dir")])
+def test_a_path_with_a_nul_character_is_a_config_error(tmp_path, sim, table, key):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra={table: {key: str(tmp_path / "a\0b")}})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"Error: '{cfg}': {table}.{key}: must not contain a NUL character\n"
+    assert sim.count() == 0
