@@ -87,7 +87,7 @@ def _read_upto(fd: int, limit: int, silence_s: float | None) -> bytes:
         os.set_blocking(fd, True)
     data = bytearray()
     while True:
-        if poll is not None and not poll.poll((silence_s or 0) * 1000):
+        if poll is not None and silence_s is not None and not poll.poll(silence_s * 1000):
             raise ReadRefused(
                 errno.ETIMEDOUT, f"nothing arrived for {silence_s:g} s (a FIFO nobody writes to?)"
             )
