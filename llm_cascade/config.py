@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import paths
+from . import files, paths
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import deep_merge
-from .rules import RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
+from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
+from .types import MAX_NESTING, path_text, shown, too_deep
 
 logger = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; more is a mistake (or /dev/zero)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,7 @@ def load_config(path: str | Path | None = None) -> AppConfig:
     config_path = Path(path).expanduser() if path is not None else paths.default_config_path()
     config_path = config_path.absolute()
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = files.read_bounded(config_path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         hint = "run `llm-cascade setup` to create one, or pass -c/--config"
         raise ConfigError(f"no config file at '{config_path}': {hint}") from None
@@ -139,6 +142,9 @@ def load_config(path: str | Path | None = None) -> AppConfig:
 def parse_config(raw: Mapping[str, Any], path: Path | None = None) -> AppConfig:
     """Validate a decoded TOML document; relative paths are taken from the config's folder."""
     parser = _Parser(path)
+    deep = too_deep(raw)
+    if deep is not None:  # before anything walks it recursively
+        raise parser.fail(path_text(deep), f"nested more than {MAX_NESTING} levels deep")
     config = parser.app(raw)
     for warning in config.warnings:
         logger.warning("%s", warning)
@@ -165,22 +171,31 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _finite(value: Any) -> bool:
-    """True unless `value` holds inf or nan somewhere (JSON has no such numbers)."""
+def _seconds(value: Any, *, zero_ok: bool = False) -> bool:
+    """A number of seconds above 0 (or 0 when `zero_ok`), at most MAX_SECONDS: more could
+    not be added to the clock and written as a timestamp."""
+    return _is_number(value) and (value >= 0 if zero_ok else value > 0) and value <= MAX_SECONDS
+
+
+_SECONDS = f"a number of seconds above 0, at most {MAX_SECONDS:.0f} (one year)"
+
+
+def _json_value(value: Any) -> bool:
+    """True if `value` can go in a JSON body: no inf or nan, no TOML dates or times."""
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
+        return all(_json_value(v) for v in value.values())
     if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
+        return all(_json_value(v) for v in value)
+    return isinstance(value, str | int)  # bool is an int
 
 
 _Check = Callable[[Any], bool]
 _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
-    "timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
-    "connect_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
-    "first_byte_timeout": (lambda v: _is_number(v) and v > 0, "a number of seconds above 0"),
+    "timeout": (_seconds, _SECONDS),
+    "connect_timeout": (_seconds, _SECONDS),
+    "first_byte_timeout": (_seconds, _SECONDS),
     "max_tokens": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "an integer above 0",
@@ -190,10 +205,13 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10,
         "an integer from 0 to 10",
     ),
-    "max_wait": (lambda v: _is_number(v) and v >= 0, "a number of seconds, 0 or more"),
+    "max_wait": (
+        lambda v: _seconds(v, zero_ok=True),
+        f"a number of seconds, 0 or more, at most {MAX_SECONDS:.0f} (one year)",
+    ),
     "extra": (
-        lambda v: isinstance(v, dict) and _finite(v),
-        "a table of request-body fields (without inf or nan)",
+        lambda v: isinstance(v, dict) and _json_value(v),
+        "a table of request-body fields (JSON values: no inf, nan, dates or times)",
     ),
     "headers": (
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
@@ -218,8 +236,22 @@ def _header_problem(name: str, value: str) -> str | None:
     return None
 
 
+MAX_URL_CHARS = 2048
+MAX_MODEL_CHARS = 256
+_IPV4_LIKE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
+
+
 def _url_problem(url: str) -> str | None:
-    """Why no request could be sent to `url` + a path, or None (the URL is not repeated)."""
+    """Why no request could be sent to `url` + a path, or None. The URL is never repeated: it
+    may hold a password. Refuses everything httpx would refuse only when sending."""
+    if not url.startswith(("http://", "https://")):
+        return "is not an http(s) URL (expected e.g. https://api.example.com/v1)"
+    if len(url) > MAX_URL_CHARS:
+        return f"is longer than {MAX_URL_CHARS} characters"
+    # urlsplit silently drops tabs and newlines (a value pasted with its line end); httpx
+    # refuses every ASCII control character.
+    if url != url.strip() or any(c.isascii() and not c.isprintable() for c in url):
+        return "must be one line, without control characters or surrounding spaces"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # raises ValueError for a port that is not a number 0-65535
@@ -229,6 +261,41 @@ def _url_problem(url: str) -> str | None:
         return "has no host (expected e.g. https://api.example.com/v1)"
     if parts.query or parts.fragment:
         return "must not have a ?query or #fragment: the request path is appended to it"
+    return _host_problem(parts.hostname)
+
+
+def _host_problem(host: str) -> str | None:
+    """Why `host` (lower case, without brackets) is no IP address or domain name, or None."""
+    if ":" in host or _IPV4_LIKE.match(host):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return "has a host that is not a valid IP address"
+        return None
+    name = host.removesuffix(".")  # a fully qualified name may end with a dot
+    labels = name.split(".")
+    if not all(labels):
+        return "has an empty label in its host name ('..' or a leading '.')"
+    if name.isascii():
+        if len(name) > 253 or any(len(label) > 63 for label in labels):
+            return "has a host name over 253 characters or a label over 63 (DNS limits)"
+        if not any(label.startswith("xn--") for label in labels):
+            return None
+    import idna  # httpx's own codec, only needed for international names
+
+    try:
+        if not name.isascii():
+            idna.encode(host)  # as httpx encodes the host before sending
+        elif host.startswith("xn--"):
+            idna.decode(host)  # as httpx decodes it when building the request
+        else:
+            for label in labels:
+                if label.startswith("xn--"):
+                    idna.decode(label)  # Punycode of nothing never resolves
+    except (idna.IDNAError, UnicodeError) as exc:
+        return f"has a host name IDNA cannot encode ({exc})"
     return None
 
 
@@ -265,6 +332,12 @@ class _Parser:
             raise self.fail(f"{prefix}{key}", "must be a string")
         return value
 
+    def path_string(self, table: Mapping[str, Any], key: str, prefix: str) -> str | None:
+        value = self.string(table, key, prefix)
+        if value is not None and "\0" in value:  # no file system takes it
+            raise self.fail(f"{prefix}{key}", "must not contain a NUL character")
+        return value
+
     def app(self, raw: Mapping[str, Any]) -> AppConfig:
         self.check_keys(raw, TOP_KEYS, "")
         data_dir = paths.default_data_dir
@@ -272,8 +345,8 @@ class _Parser:
         self.check_keys(database, {"path"}, "database.")
         failures = self.table(raw.get("failure_persistence"), "failure_persistence")
         self.check_keys(failures, {"dir"}, "failure_persistence.")
-        db_path = self.string(database, "path", "database.")
-        fail_dir = self.string(failures, "dir", "failure_persistence.")
+        db_path = self.path_string(database, "path", "database.")
+        fail_dir = self.path_string(failures, "dir", "failure_persistence.")
         keyring = raw.get("keyring", True)
         if not isinstance(keyring, bool):
             raise self.fail("keyring", "must be true or false")
@@ -306,8 +379,8 @@ class _Parser:
         values: dict[str, float] = {}
         for key in ("base", "cap", "long"):
             if key in table:
-                if not (_is_number(table[key]) and table[key] > 0):
-                    raise self.fail(f"cooldown.{key}", "must be a number of seconds above 0")
+                if not _seconds(table[key]):
+                    raise self.fail(f"cooldown.{key}", f"must be {_SECONDS}")
                 values[f"{key}_s"] = float(table[key])
         return CooldownPolicy(**values)
 
@@ -351,12 +424,13 @@ class _Parser:
         if "/" in name or not name.strip():
             raise self.fail(f"providers.{name}", "a provider name must not be empty or contain '/'")
         type_name = table.get("type")
+        expected = f"expected {', '.join(PROVIDER_TYPES)}"
         if type_name is None:
-            raise self.fail(f"{prefix}type", f"is missing (expected {', '.join(PROVIDER_TYPES)})")
+            raise self.fail(f"{prefix}type", f"is missing ({expected})")
+        if not isinstance(type_name, str):
+            raise self.fail(f"{prefix}type", f"must be a string ({expected})")
         if type_name not in PROVIDER_TYPES:
-            raise self.fail(
-                f"{prefix}type", f"unknown {type_name!r} (expected {', '.join(PROVIDER_TYPES)})"
-            )
+            raise self.fail(f"{prefix}type", f"unknown {shown(type_name)} ({expected})")
         api_key_env = self.string(table, "api_key_env", prefix)
         if api_key_env is not None and not _ENV_NAME.match(api_key_env):
             # Often the key itself pasted in the wrong field: never repeat the value.
@@ -366,8 +440,6 @@ class _Parser:
                 " OPENAI_API_KEY), not the key itself; the value is not shown",
             )
         base_url = self.string(table, "base_url", prefix)
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise self.fail(f"{prefix}base_url", f"{base_url!r} is not an http(s) URL")
         problem = _url_problem(base_url) if base_url is not None else None
         if problem:
             raise self.fail(f"{prefix}base_url", problem)
@@ -393,8 +465,8 @@ class _Parser:
         if not entries:
             raise self.fail(f"{prefix}.entries", "is empty; list at least one {provider, model}")
         deadline = table.get("deadline")
-        if deadline is not None and not (_is_number(deadline) and deadline > 0):
-            raise self.fail(f"{prefix}.deadline", "must be a number of seconds above 0")
+        if deadline is not None and not _seconds(deadline):
+            raise self.fail(f"{prefix}.deadline", f"must be {_SECONDS}")
         parsed = tuple(
             self.entry(f"{prefix}.entries[{i}]", raw, providers) for i, raw in enumerate(entries)
         )
@@ -410,10 +482,14 @@ class _Parser:
             defined = ", ".join(sorted(providers)) or "none"
             raise self.fail(
                 f"{where}.provider",
-                f"'{provider}' is not defined under [providers] (defined: {defined})",
+                f"{shown(provider)} is not defined under [providers] (defined: {defined})",
             )
         model = table.get("model")
         if not isinstance(model, str) or not model.strip():
             raise self.fail(f"{where}.model", "must be a non-empty model id")
+        if len(model) > MAX_MODEL_CHARS or not model.isprintable():  # it may go in the URL
+            raise self.fail(
+                f"{where}.model", f"must be one line of at most {MAX_MODEL_CHARS} characters"
+            )
         options = providers[provider].options.merged(self.options(table, f"{where}."))
         return CascadeEntry(provider, model.strip(), options)

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +31,13 @@ from . import files
 from .clock import format_ts
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
-from .types import Conversation, compact_json
+from .types import MAX_CONVERSATION_BYTES, MAX_NESTING, Conversation, compact_json, too_deep
 
 logger = logging.getLogger(__name__)
+
+# A saved prompt is a conversation (at most MAX_CONVERSATION_BYTES as input) re-encoded with
+# indentation and escapes, plus what each entry did: room for four times that.
+MAX_SAVED_BYTES = 4 * MAX_CONVERSATION_BYTES
 
 
 def sanitize_name(name: str) -> str:
@@ -51,6 +56,17 @@ def _render(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
 
 
+def _unprintable(envelope: dict[str, Any]) -> str | None:
+    """Why `failed show --json` could not print this envelope, or None."""
+    if too_deep(envelope, MAX_NESTING + 1) is not None:  # the conversation is one level down
+        return f"nested more than {MAX_NESTING} levels deep"
+    try:
+        json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a "\ud800" escape decodes to text no output can hold
+        return "holds text that is not valid Unicode (a lone \\uD800-\\uDFFF escape)"
+    return None
+
+
 def write_private(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON to `path` owner-only and atomically (a temp file, fsync, then rename)."""
     ensure_private_dir(path.parent)
@@ -59,32 +75,55 @@ def write_private(path: Path, data: Mapping[str, Any]) -> None:
 
 @dataclass(slots=True)
 class SavedPrompt:
-    """A conversation on disk, as `failed list/show/retry` see it."""
+    """A conversation on disk, as `failed list/show/retry` see it.
+
+    The file may have been written by the original tool or edited by hand: every field is
+    read with the type it should have, and a value of another type counts as missing.
+    """
 
     path: Path
     envelope: dict[str, Any] = field(repr=False)
     in_flight: bool = False
+    size: int = 0  # bytes, as read
 
     @property
     def id(self) -> str:
         return self.path.stem
 
+    def _text(self, key: str) -> str | None:
+        value = self.envelope.get(key)
+        return value if isinstance(value, str) else None
+
     @property
     def cascade_name(self) -> str:
-        return str(self.envelope.get("cascade_name", ""))
+        return self._text("cascade_name") or ""
+
+    @property
+    def timestamp(self) -> str | None:
+        return self._text("timestamp")
+
+    @property
+    def retries(self) -> int:
+        value = self.envelope.get("retries")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
     @property
     def status(self) -> str:
         """failed, interrupted (its run died) or running (a run or a retry holds it)."""
         if self.in_flight:
             return "running"
-        status = str(self.envelope.get("status", "failed"))
+        status = self._text("status") or "failed"
         return "interrupted" if status == "pending" else status
 
     @property
     def errors(self) -> list[dict[str, Any]]:
+        """What each entry did: objects as saved, a bare string as its `detail`, else nothing."""
         errors = self.envelope.get("errors")
-        return errors if isinstance(errors, list) else []
+        if not isinstance(errors, list):
+            return []
+        return [
+            e if isinstance(e, dict) else {"detail": e} for e in errors if isinstance(e, dict | str)
+        ]
 
     def conversation(self) -> Conversation:
         return Conversation.from_dict(self.envelope.get("conversation"))
@@ -263,13 +302,26 @@ class FailureStore:
         return found
 
     def load(self, path: Path) -> SavedPrompt | None:
+        """The saved prompt in `path`, or None if it is not one. Only a regular file of at most
+        MAX_SAVED_BYTES is read: a FIFO, a device or a huge file is skipped with a warning."""
         try:
-            envelope = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            data = files.read_bounded(path, MAX_SAVED_BYTES, regular_only=True)
+        except files.ReadRefused as exc:
+            logger.warning("skipped %s: %s", path.name, exc)
+            return None
+        except OSError:
+            return None
+        try:
+            envelope = json.loads(data)
+        except (ValueError, RecursionError):
             return None
         if not isinstance(envelope, dict) or "conversation" not in envelope:
             return None
-        return SavedPrompt(path, envelope, in_flight=files.is_locked(path))
+        problem = _unprintable(envelope)
+        if problem:
+            logger.warning("skipped %s: %s", path.name, problem)
+            return None
+        return SavedPrompt(path, envelope, in_flight=files.is_locked(path), size=len(data))
 
     def find(self, ident: str) -> SavedPrompt:
         """A saved prompt by id, file name, path or unambiguous id prefix/suffix."""
@@ -279,9 +331,10 @@ class FailureStore:
             if saved is not None:
                 return saved
         stem = candidate.name.removesuffix(".json")
-        matches = [s for s in self.list() if s.id == stem]
+        listed = self.list()
+        matches = [s for s in listed if s.id == stem]
         if not matches:
-            matches = [s for s in self.list() if s.id.startswith(stem) or s.id.endswith(stem)]
+            matches = [s for s in listed if s.id.startswith(stem) or s.id.endswith(stem)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -298,18 +351,21 @@ class FailureStore:
         now points to, or two runs could both send it.
         """
         for _ in range(3):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
+            try:  # never open a FIFO or a device that took the name (opening can block)
+                if not stat.S_ISREG(os.stat(path).st_mode):
+                    return None
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            except OSError:
                 return None
             if not files.lock(fd, blocking=False):
                 os.close(fd)
                 return None
             try:
                 fresh = None
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                info = os.fstat(fd)
+                if os.stat(path).st_ino == info.st_ino and info.st_size <= MAX_SAVED_BYTES:
                     with open(fd, "rb", closefd=False) as locked:
-                        fresh = json.loads(locked.read())
+                        fresh = json.loads(locked.read(MAX_SAVED_BYTES + 1))
             except (OSError, ValueError, RecursionError):  # e.g. answered and removed meanwhile
                 os.close(fd)
                 return None

@@ -1,20 +1,105 @@
-"""Owner-only files written atomically: create a new one exclusively, or replace one.
+"""Owner-only files written atomically, and files read without trusting what they are.
 
 Readers only ever see no file or a whole file: content goes to a temporary file in the same
 folder first. A new file is published with link(), which refuses an existing name, so nothing
 is ever overwritten (D30, D32, D34, D45). Advisory locks mark files a live process owns.
+Files a user names are read with a size limit and never block forever (`read_bounded`).
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import secrets
+import select
+import stat
 from pathlib import Path
 
 try:  # advisory locks; without fcntl (Windows) every file looks unlocked
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]  # checked before every use
+
+
+PIPE_TIMEOUT_S = 10.0
+PIPE_TIMEOUT_ENV = "LLM_CASCADE_PIPE_TIMEOUT"
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO with no writer must not block
+_READ_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class ReadRefused(OSError):
+    """A file was not read: too large, not a regular file, or a pipe that stayed silent.
+    Its message (`strerror`, also `str()`) says which."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def pipe_timeout_s() -> float:
+    """How long a pipe may stay silent: $LLM_CASCADE_PIPE_TIMEOUT, else 10 s."""
+    raw = os.environ.get(PIPE_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else PIPE_TIMEOUT_S
+    except ValueError:
+        return PIPE_TIMEOUT_S
+    return value if value > 0 and math.isfinite(value) else PIPE_TIMEOUT_S
+
+
+def too_large(limit: int) -> ReadRefused:
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+    return ReadRefused(errno.EFBIG, f"larger than the {size} limit")
+
+
+def read_bounded(path: Path, limit: int, *, regular_only: bool = False) -> bytes:
+    """The bytes of `path`, refusing more than `limit`, without ever blocking forever.
+
+    A regular file is read at once. Anything else (a FIFO, `<(...)`, /dev/stdin, a device)
+    is opened without blocking and refused if nothing arrives for `pipe_timeout_s()`, so a
+    FIFO nobody writes to cannot hang the CLI. With `regular_only` anything but a regular file
+    is refused before it is opened: opening a device can have effects. Raises OSError.
+    """
+    if regular_only and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ReadRefused(errno.EINVAL, "not a regular file")
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if stat.S_ISREG(info.st_mode):
+            if info.st_size > limit:
+                raise too_large(limit)
+            return _read_upto(fd, limit, None)
+        if regular_only:  # replaced by something else since the stat
+            raise ReadRefused(errno.EINVAL, "not a regular file")
+        return _read_upto(fd, limit, pipe_timeout_s())
+    finally:
+        os.close(fd)
+
+
+def _read_upto(fd: int, limit: int, silence_s: float | None) -> bytes:
+    """Read to the end, at most `limit` bytes; with `silence_s`, wait that long for each chunk."""
+    poll = None
+    if silence_s is not None and hasattr(select, "poll"):  # no poll on Windows: no FIFOs either
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+    elif _NONBLOCK:
+        os.set_blocking(fd, True)
+    data = bytearray()
+    while True:
+        if poll is not None and silence_s is not None and not poll.poll(silence_s * 1000):
+            raise ReadRefused(
+                errno.ETIMEDOUT, f"nothing arrived for {silence_s:g} s (a FIFO nobody writes to?)"
+            )
+        try:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - len(data)))
+        except BlockingIOError:  # woken, but another reader took the data
+            continue
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise too_large(limit)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -39,7 +124,7 @@ def is_locked(path: Path) -> bool:
     if fcntl is None:  # pragma: no cover
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _READ_FLAGS)  # never blocks, even if a FIFO took the file's place
     except OSError:
         return False
     try:

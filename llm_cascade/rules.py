@@ -11,12 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from string import Formatter
 from typing import Any, Literal
 
 from .errors import ProviderError
+from .types import shown
 
 Action = Literal["failover", "stop"]
 Cooldown = Literal["none", "backoff", "long"] | float
+# The longest duration the config may name, and the longest cooldown ever applied: one year
+# is beyond any sensible setting, and far from the last instant a timestamp can hold.
+MAX_SECONDS = 365 * 24 * 3600.0
 KINDS = frozenset(
     {"http", "timeout", "connect", "transport", "invalid_response", "empty_response", "missing_key"}
 )
@@ -65,16 +70,19 @@ class Rule:
 
         `level` is the number of consecutive failures including this one. A Retry-After the
         rule honours replaces the computed backoff; it is clamped before any arithmetic (D3-D5).
+        Never more than MAX_SECONDS, whatever the policy says.
         """
         if self.cooldown == "none":
             return None
         if self.cooldown == "long":
-            return policy.long_s
-        if isinstance(self.cooldown, float | int):
-            return float(self.cooldown)
-        if self.honor_retry_after and err.retry_after_s is not None:
-            return min(max(err.retry_after_s, 0.0), policy.cap_s)
-        return policy.backoff(level)
+            seconds = policy.long_s
+        elif isinstance(self.cooldown, float | int):
+            seconds = float(self.cooldown)
+        elif self.honor_retry_after and err.retry_after_s is not None:
+            seconds = min(max(err.retry_after_s, 0.0), policy.cap_s)
+        else:
+            seconds = policy.backoff(level)
+        return seconds if seconds <= MAX_SECONDS else MAX_SECONDS  # also nan
 
 
 def _codes(lo: int, hi: int) -> frozenset[int]:
@@ -171,21 +179,48 @@ def _parse_statuses(value: Any) -> frozenset[int]:
         elif isinstance(item, str) and "-" in item:
             lo, _, hi = item.partition("-")
             if not (lo.strip().isdigit() and hi.strip().isdigit()):
-                raise RuleError(f"status: cannot read range {item!r}")
+                raise RuleError(f"status: cannot read range {shown(item)}")
             if not 100 <= int(lo) <= int(hi) <= 599:
-                raise RuleError(f"status: range {item!r} must go upwards within 100-599")
+                raise RuleError(f"status: range {shown(item)} must go upwards within 100-599")
             out |= _codes(int(lo), int(hi))
         else:
-            raise RuleError(f"status: expected a code like 429, '5xx' or '500-504', got {item!r}")
+            raise RuleError(
+                f"status: expected a code like 429, '5xx' or '500-504', got {shown(item)}"
+            )
     return frozenset(out)
 
 
 def _parse_cooldown(value: Any) -> Cooldown:
     if value in ("none", "backoff", "long"):
         return value  # type: ignore[no-any-return]  # narrowed by the membership test
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS:
         return float(value)
-    raise RuleError(f"cooldown: expected 'none', 'backoff', 'long' or seconds, got {value!r}")
+    raise RuleError(
+        "cooldown: expected 'none', 'backoff', 'long' or seconds from 0 to"
+        f" {MAX_SECONDS:.0f} (one year), got {shown(value)}"
+    )
+
+
+def _parse_hint(hint: Any) -> str | None:
+    if hint is None:
+        return None
+    if not isinstance(hint, str):
+        raise RuleError(f"hint: expected a string, got {shown(hint)}")
+    # The engine fills it in on failure: a bad placeholder must fail here, not there, and a
+    # format spec such as {provider:>999999999} would build a gigabyte string.
+    try:
+        fields = [
+            (name, spec, conv)
+            for _, name, spec, conv in Formatter().parse(hint)
+            if name is not None
+        ]
+    except ValueError:
+        fields = [("", "", None)]
+    if any(field != ("provider", "", None) for field in fields):
+        raise RuleError(
+            f"hint: {shown(hint)} may only use {{provider}} (write {{{{ }}}} for literal braces)"
+        )
+    return hint
 
 
 def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
@@ -197,7 +232,7 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         bad = [k for k in kind_list if not isinstance(k, str) or k not in KINDS]
         if bad:
             raise RuleError(
-                f"kind: unknown {bad[0]!r} (expected one of {', '.join(sorted(KINDS))})"
+                f"kind: unknown {shown(bad[0])} (expected one of {', '.join(sorted(KINDS))})"
             )
         kinds = frozenset(kind_list)
     codes = None
@@ -205,29 +240,22 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         code_list = raw["code"] if isinstance(raw["code"], list) else [raw["code"]]
         if not all(isinstance(c, str) for c in code_list):
             raise RuleError(
-                f"code: expected a vendor error code or a list of them, got {raw['code']!r}"
+                f"code: expected a vendor error code or a list of them, got {shown(raw['code'])}"
             )
         codes = frozenset(c.lower() for c in code_list)
     action = raw.get("action", "failover")
     if action not in ("failover", "stop"):
-        raise RuleError(f"action: expected 'failover' or 'stop', got {action!r}")
+        raise RuleError(f"action: expected 'failover' or 'stop', got {shown(action)}")
     for flag in ("retry", "retry_after"):
         if not isinstance(raw.get(flag, False), bool):
             raise RuleError(f"{flag}: expected true or false")
     if statuses is None and kinds is None and codes is None:
         raise RuleError("a rule needs at least one of status, kind or code to match on")
-    hint = raw.get("hint")
-    if hint is not None:
-        if not isinstance(hint, str):
-            raise RuleError(f"hint: expected a string, got {hint!r}")
-        try:  # the engine fills it in on failure: a bad placeholder must fail here, not there
-            hint.format(provider="")
-        except (KeyError, IndexError, ValueError, AttributeError):
-            raise RuleError(
-                f"hint: {hint!r} may only use {{provider}} (write {{{{ }}}} for literal braces)"
-            ) from None
+    name = raw.get("name", default_name)
+    if not isinstance(name, str):
+        raise RuleError(f"name: expected a string, got {shown(name)}")
     return Rule(
-        name=str(raw.get("name", default_name)),
+        name=name,
         statuses=statuses,
         kinds=kinds,
         codes=codes,
@@ -235,5 +263,5 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         cooldown=_parse_cooldown(raw.get("cooldown", "backoff")),
         retry=raw.get("retry", False),
         honor_retry_after=raw.get("retry_after", True),
-        hint=hint,
+        hint=_parse_hint(raw.get("hint")),
     )

@@ -22,6 +22,9 @@ from .errors import LlmCascadeError
 from .paths import ensure_private_dir
 
 SCHEMA_VERSION = 1
+# No instant written is later than this (9999-12-31T00:00:00Z): past year 9999 no timestamp
+# can be formatted, so an absurd cooldown or lease is clamped here instead of crashing.
+LATEST_INSTANT = 253_402_214_400.0
 
 _ORIGINAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempt_log (
@@ -309,7 +312,7 @@ class Store:
                 return False
             conn.execute(
                 "UPDATE cooldown SET probe_owner = ?, probe_until = ? WHERE provider_model = ?",
-                (owner, format_ts(now + lease_s), key),
+                (owner, format_ts(_writable(now + lease_s)), key),
             )
             return True
 
@@ -360,7 +363,7 @@ class Store:
             until = None
             if seconds is not None:
                 existing = parse_ts(row[0]) if row else None
-                until = max(now + seconds, existing or 0.0)
+                until = _writable(max(now + seconds, existing or 0.0))
                 conn.execute(
                     "INSERT INTO cooldown (provider_model, cooldown_until, failures, reason,"
                     " updated_at) VALUES (?, ?, ?, ?, ?)"
@@ -403,6 +406,11 @@ class Store:
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def _writable(instant: float) -> float:
+    """`instant`, or LATEST_INSTANT if it is later (or nan): every instant must be formattable."""
+    return instant if instant <= LATEST_INSTANT else LATEST_INSTANT
 
 
 def _ts(text: str | None) -> float | None:

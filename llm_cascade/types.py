@@ -15,11 +15,55 @@ from .errors import ConversationError
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+# Levels of objects and arrays allowed in anything user-supplied that is serialised again
+# later (a conversation, a config's `extra`): far beyond any real JSON Schema, far below the
+# depth at which a recursive walk (json.dumps, a deep merge) raises RecursionError.
+MAX_NESTING = 64
+# The most a conversation file or stdin may hold: millions of tokens, beyond any context window.
+MAX_CONVERSATION_BYTES = 16 << 20
+JsonPath = tuple[str | int, ...]
 
 
 def compact_json(value: Any) -> str:
     """Serialize `value` as compact JSON with sorted keys (the original's argument form)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> JsonPath | None:
+    """The path to the first dict or list nested more than `limit` levels deep, or None.
+
+    It walks with a stack rather than recursion, so no depth can crash it.
+    """
+    stack: list[tuple[Any, int, JsonPath]] = [(value, 1, ())]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, Mapping):
+            children: Iterable[tuple[str | int, Any]] = node.items()
+        elif isinstance(node, list):
+            children = enumerate(node)
+        else:
+            continue
+        if depth > limit:
+            return path
+        stack.extend((child, depth + 1, (*path, key)) for key, child in children)
+    return None
+
+
+def path_text(path: JsonPath, root: str = "", shown: int = 6) -> str:
+    """`root.key[0].key` for the first `shown` steps of `path`, then `…`."""
+    out = root
+    for step in path[:shown]:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out + ("…" if len(path) > shown else "")
+
+
+def shown(value: Any, limit: int = 40, *, as_json: bool = False) -> str:
+    """`value` quoted for an error message (its repr, or JSON) and cut short, so a message
+    stays one readable line whatever the user wrote."""
+    if too_deep(value, 3) is not None:
+        return "[...]" if isinstance(value, list) else "{...}"
+    text = json.dumps(value) if as_json else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +291,7 @@ def _parse_message(raw: Any, where: str) -> Message:
     role = obj.get("role")
     if role not in ROLES:
         raise ConversationError(
-            f"{where}.role", f"must be one of {', '.join(ROLES)}, got {json.dumps(role)}"
+            f"{where}.role", f"must be one of {', '.join(ROLES)}, got {shown(role, as_json=True)}"
         )
     calls_raw = obj.get("tool_calls")
     calls_raw = [] if calls_raw is None else calls_raw
@@ -276,6 +320,9 @@ def _parse_tool(raw: Any, where: str) -> ToolDefinition:
 
 
 def _parse_conversation(data: Any) -> Conversation:
+    deep = too_deep(data)
+    if deep is not None:
+        raise ConversationError(path_text(deep, "$"), f"nested more than {MAX_NESTING} levels deep")
     obj = _obj(data, "$")
     msgs = obj.get("messages")
     if not isinstance(msgs, Sequence) or isinstance(msgs, str):

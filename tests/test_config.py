@@ -3,15 +3,21 @@ errors that name the file and key, warnings for unknown keys, and rule tables.""
 
 from __future__ import annotations
 
+import copy as copy_module
+import datetime
+import json
 from pathlib import Path
 
 import pytest
 
 from llm_cascade import paths
-from llm_cascade.config import Options, load_config
-from llm_cascade.errors import ConfigError
+from llm_cascade.clock import format_ts
+from llm_cascade.config import Options, load_config, parse_config
+from llm_cascade.errors import ConfigError, ProviderError
+from llm_cascade.rules import MAX_SECONDS
 
 PROVIDER = '[providers.p]\ntype = "openai"\n'
+T_FAR = 4_102_444_800.0  # 2100-01-01: a clock far ahead must still format every cooldown
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -379,6 +385,11 @@ def test_provider_rules_are_kept_apart_from_global_ones(tmp_path):
         ("status = 500\nretry_after = 1", "retry_after: expected true or false"),
         ("status = 500\nhint = 5", "hint: "),
         ('status = 500\nhint = "see {docs}"', "hint: "),
+        ('status = 500\nhint = "see {provider:>999999999}"', "hint: "),
+        ('status = 500\nhint = "see {provider!r}"', "hint: "),
+        ('status = 500\nhint = "see {provider.x}"', "hint: "),
+        ('status = 500\nhint = "see {"', "hint: "),
+        ('status = 500\nhint = "see {}"', "hint: "),
         ('action = "stop"', "a rule needs at least one of status, kind or code"),
     ],
 )
@@ -472,3 +483,286 @@ def test_a_base_url_no_request_can_use_is_an_error_at_load_time(tmp_path, url):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"'{path}': providers.p.base_url: "), caught.value
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[cooldown]\nlong = 1e12\n", "cooldown.long"),
+        ("[cooldown]\nbase = 31536001\n", "cooldown.base"),
+        ("[cooldown]\ncap = 1e300\n", "cooldown.cap"),
+        ("[[rules]]\nstatus = 500\ncooldown = 1e300\n", "rules[0]"),
+        (
+            PROVIDER + "[[providers.p.rules]]\nstatus = 500\ncooldown = 1e12\n",
+            "providers.p.rules[0]",
+        ),
+        (PROVIDER + "timeout = 1e300\n", "providers.p.timeout"),
+        (PROVIDER + "connect_timeout = 1e300\n", "providers.p.connect_timeout"),
+        (PROVIDER + "first_byte_timeout = 1e300\n", "providers.p.first_byte_timeout"),
+        (PROVIDER + "max_wait = 1e300\n", "providers.p.max_wait"),
+        (
+            PROVIDER + '[cascades.c]\nentries = [{provider = "p", model = "m", timeout = 1e12}]\n',
+            "cascades.c.entries[0].timeout",
+        ),
+        (
+            PROVIDER
+            + '[cascades.c]\nentries = [{provider = "p", model = "m"}]\ndeadline = 1e300\n',
+            "cascades.c.deadline",
+        ),
+    ],
+)
+def test_seconds_beyond_one_year_are_errors_naming_the_key_and_the_maximum(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"'{path}': {key}: "), caught.value
+    assert "31536000" in str(caught.value)
+
+
+def test_one_year_of_seconds_is_still_allowed(tmp_path):
+    year = 31_536_000
+    path = write(
+        tmp_path,
+        f"[cooldown]\nlong = {year}\ncap = {year}\n[[rules]]\nstatus = 500\ncooldown = {year}\n"
+        + PROVIDER
+        + f"timeout = {year}\nmax_wait = {year}\n",
+    )
+    config = load_config(path)
+    assert config.cooldown.long_s == year
+    assert config.providers["p"].options.timeout == year
+
+
+# --- hostile documents -----------------------------------------------------------------------
+
+
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (PROVIDER + "extra." + ".".join(["a"] * 500) + " = 1\n", "providers.p.extra.a.a.a…"),
+        (
+            PROVIDER + '[[cascades.c.entries]]\nprovider = "p"\nmodel = "m"\n'
+            "extra." + "a." * 300 + "b = 1\n",
+            "cascades.c.entries[0].extra.a…",
+        ),
+        (
+            "[[rules]]\nstatus = 500\nname." + ".".join(["a"] * 200) + " = 1\n",
+            "rules[0].name.a.a.a…",
+        ),
+    ],
+)
+def test_tables_nested_too_deeply_are_errors_naming_where(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"'{path}': {key}: nested more than 64 levels deep"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[providers.p]\ntype = {a = 1}\n", "providers.p.type", "must be a string"),
+        ('[providers.p]\ntype = "' + "x" * 5000 + '"\n', "providers.p.type", "unknown"),
+        ("[[rules]]\nstatus = 500\nname = {a = 1}\n", "rules[0]", "name: expected a string"),
+        ("[[rules]]\nstatus = 500\nname = 5\n", "rules[0]", "name: expected a string"),
+        (PROVIDER + "extra = { since = 2026-01-01 }\n", "providers.p.extra", "no inf, nan, dates"),
+    ],
+)
+def test_wrong_types_are_short_errors_not_crashes(tmp_path, text, key, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"'{path}': {key}: "), message
+    assert problem in message
+    assert len(message) < len(str(path)) + 200
+
+
+FULL_CONFIG: dict[str, object] = {
+    "keyring": False,
+    "providers": {
+        "p": {
+            "type": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": "P_KEY",
+            "api_key_service": "p",
+            "timeout": 5,
+            "connect_timeout": 1,
+            "first_byte_timeout": 2,
+            "max_tokens": 10,
+            "temperature": 0.5,
+            "retries": 1,
+            "max_wait": 1,
+            "extra": {"top_p": 0.9, "a": [1, {"b": "c"}]},
+            "headers": {"X-A": "b"},
+            "rules": [
+                {
+                    "name": "r",
+                    "status": [500, "5xx", "400-404"],
+                    "kind": "http",
+                    "code": ["c"],
+                    "action": "stop",
+                    "cooldown": 5,
+                    "retry": True,
+                    "retry_after": False,
+                    "hint": "see {provider}",
+                }
+            ],
+        }
+    },
+    "cascades": {
+        "c": {"deadline": 9, "entries": [{"provider": "p", "model": "m", "extra": {"n": 1}}]}
+    },
+    "cooldown": {"base": 1, "cap": 2, "long": 3},
+    "rules": [{"kind": ["timeout"], "cooldown": "long"}],
+    "database": {"path": "db.sqlite"},
+    "failure_persistence": {"dir": "failed"},
+}
+HOSTILE_TOML: list[object] = [
+    True,
+    -1,
+    0,
+    2**63 - 1,
+    1e300,
+    -1e300,
+    "",
+    " x\n",
+    "h" * 5000,
+    [],
+    [{}],
+    [[1], "x"],
+    {},
+    {"a": [1, {"b": []}]},
+    nested(500),
+    [nested(500)],
+    datetime.date(2026, 1, 1),
+    datetime.time(12, 0),
+]
+
+
+def _paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found += _paths(child, (*path, i))
+    return found
+
+
+def _replaced(doc: object, path: tuple[object, ...], value: object) -> object:
+    copy = copy_module.deepcopy(doc)
+    node = copy
+    for step in path[:-1]:
+        node = node[step]  # type: ignore[index]
+    node[path[-1]] = value  # type: ignore[index]
+    return copy
+
+
+@pytest.mark.parametrize("path", _paths(FULL_CONFIG), ids=str)
+def test_any_value_anywhere_loads_or_is_a_one_line_config_error(tmp_path, path):
+    """Property: no decoded document crashes validation, every error is one short line, and
+    what validation accepts can be serialised and timed without crashing later."""
+    where = tmp_path / "config.toml"
+    for value in HOSTILE_TOML:
+        doc = _replaced(FULL_CONFIG, path, value)
+        try:
+            config = parse_config(doc, where)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            message = str(exc)
+            assert "\n" not in message and len(message) < len(str(where)) + 200, (path, message)
+            continue
+        for cascade in config.cascades.values():
+            for e in cascade.entries:
+                json.dumps(dict(e.options.extra))
+                assert 0 < e.options.timeout <= MAX_SECONDS
+        for rule in (*config.rules, *config.providers["p"].rules):
+            seconds = rule.cooldown_s(ProviderError("http", "x", status=500), 99, config.cooldown)
+            format_ts(T_FAR + (seconds or 0))
+
+
+# --- base URLs no request can use ------------------------------------------------------------
+
+BAD_URLS = [
+    "https://api.example.com/v1\n",  # urlsplit drops the newline; httpx refuses it
+    "https://api.example.com/v1\r",
+    "https://api.exa\tmple.com/v1",
+    "https://api.example.com/v\x001",
+    " https://api.example.com/v1",
+    "https://api.example.com/v1 ",
+    "https://xn--a.com/v1",  # an A-label that is not Punycode of anything
+    "http://xn--.com/v1",
+    "https://api.xn--a.com/v1",
+    "https://" + "a" * 64 + ".com/v1",  # a DNS label holds at most 63 octets
+    "https://" + ("a" * 60 + ".") * 5 + "com/v1",  # a name holds at most 253
+    "https://ex\u00e4mple\u200d.com/v1",  # a joiner IDNA refuses there
+    "https://\u2488.com/v1",
+    "https://a\u0301.com/v1",  # not in NFC
+    "https://\u00e4" + "a" * 70 + ".com/v1",
+    "https://a..com/v1",
+    "https://.com/v1",
+    "http://999.1.1.1/v1",
+    "http://[::zz]/v1",
+    "https://api.example.com/" + "v" * 3000,
+]
+GOOD_URLS = [
+    "http://localhost:8080/v1",
+    "http://127.0.0.1:11434",
+    "http://[::1]:8080/v1",
+    "http://my_service:8000/v1",  # a docker compose service name
+    "https://api.example.com./v1",  # a fully qualified name
+    "https://m\u00fcnchen.de/v1",
+    "https://xn--mnchen-3ya.de/v1",
+    "https://" + "a" * 63 + ".com/v1",
+    "https://api.example.com/v1/with%20space",
+]
+
+
+def _url_id(url: str) -> str:
+    return repr(url)[:50]
+
+
+@pytest.mark.parametrize("url", BAD_URLS, ids=_url_id)
+def test_a_base_url_httpx_would_refuse_is_an_error_at_load_time(tmp_path, url):
+    path = write(tmp_path, PROVIDER + f"base_url = {json.dumps(url)}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"'{path}': providers.p.base_url: "), message
+    assert "\n" not in message and len(message) < len(str(path)) + 200
+
+
+def test_a_bad_base_url_is_not_repeated_it_may_hold_a_password(tmp_path):
+    for url in [
+        "htps://user:tok-secret@api.example.com/v1",
+        "https://user:tok-secret@xn--a.com/v1",
+        "https://user:tok-secret@api.example.com/v1\n",
+        "https://user:tok-secret@a..com/v1",
+    ]:
+        path = write(tmp_path, PROVIDER + f"base_url = {json.dumps(url)}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert "tok-secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", BAD_URLS + GOOD_URLS, ids=_url_id)
+def test_every_base_url_the_config_accepts_httpx_can_send_to(tmp_path, url):
+    """Property: what load_config accepts never fails later inside httpx."""
+    import httpx
+
+    path = write(tmp_path, PROVIDER + f"base_url = {json.dumps(url)}\n")
+    try:
+        config = load_config(path)
+    except ConfigError:
+        assert url not in GOOD_URLS
+        return
+    base = config.providers["p"].effective_base_url
+    request = httpx.Request("POST", base + "/chat/completions")
+    assert request.url.host

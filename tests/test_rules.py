@@ -8,7 +8,7 @@ import math
 import pytest
 
 from llm_cascade.errors import ErrorKind, ProviderError
-from llm_cascade.rules import BUILTIN_RULES, CooldownPolicy, Rule, decide
+from llm_cascade.rules import BUILTIN_RULES, MAX_SECONDS, CooldownPolicy, Rule, decide
 
 POLICY = CooldownPolicy()
 
@@ -205,3 +205,17 @@ def test_fixed_and_long_cooldowns_ignore_the_level():
     assert [fixed.cooldown_s(http(500), n, POLICY) for n in (1, 9)] == [5.0, 5.0]
     long = decide(http(402), "openai")
     assert [long.cooldown_s(http(402), n, POLICY) for n in (1, 9)] == [3600.0, 3600.0]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule("fixed", statuses=frozenset({500}), cooldown=1e300),
+        Rule("long", statuses=frozenset({500}), cooldown="long"),
+        Rule("backoff", statuses=frozenset({500}), cooldown="backoff"),
+    ],
+)
+def test_no_cooldown_exceeds_the_maximum_even_if_the_config_check_is_bypassed(rule):
+    huge = CooldownPolicy(base_s=1e300, cap_s=1e300, long_s=1e300)
+    seconds = rule.cooldown_s(http(500), 3, huge)
+    assert seconds == MAX_SECONDS

@@ -3,6 +3,7 @@ permissions, and the one timestamp format (SPEC §5, D9, D13, D34)."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import re
 import sqlite3
@@ -15,7 +16,7 @@ import pytest
 
 from llm_cascade.clock import format_ts, parse_ts
 from llm_cascade.rules import CooldownPolicy
-from llm_cascade.store import AttemptRecord, Store, StoreError
+from llm_cascade.store import LATEST_INSTANT, AttemptRecord, Store, StoreError
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 KEY = "openai/gpt-4o"
@@ -525,3 +526,23 @@ def test_our_timestamps_compare_as_strings_like_the_instants_they_name():
 def test_format_and_parse_round_trip():
     for epoch in (0.0, T0, T0 + 0.000001, T0 + 1234.5678, 4_102_444_800.999999):
         assert parse_ts(format_ts(epoch)) == pytest.approx(epoch, abs=1e-6)
+
+
+# --- instants beyond any timestamp -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [1e12, 1e300, math.inf, math.nan])
+def test_a_cooldown_past_the_last_writable_instant_is_clamped_not_a_crash(store, seconds):
+    until, _ = store.record_failure(failed(), T0, lambda _: seconds)
+    assert until == LATEST_INSTANT
+    assert store.states([KEY])[KEY].cooldown_until == LATEST_INSTANT
+    assert cooldown_row(store)["cooldown_until"].startswith("9999-12-31T")
+    [row] = store.recent_attempts()
+    assert parse_ts(row.cooldown_until or "") == LATEST_INSTANT
+
+
+@pytest.mark.parametrize("lease_s", [1e12, 1e300, math.inf])
+def test_a_probe_lease_past_the_last_writable_instant_is_clamped_not_a_crash(store, lease_s):
+    store.record_failure(failed(), T0, lambda _: 30.0)
+    assert store.claim_probe(KEY, "slow", T0 + 31, lease_s=lease_s)
+    assert store.states([KEY])[KEY].probe_until == LATEST_INSTANT

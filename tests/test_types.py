@@ -276,3 +276,109 @@ def test_text_only_joins_text_blocks_and_skips_tool_calls():
 )
 def test_a_response_without_text_or_tool_calls_has_no_content(content, has):
     assert LlmResponse(content, "m").has_content() is has
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_tool_parameters_nested_too_deeply_are_an_error_naming_the_path():
+    parameters = '{"a": ' * 800 + "1" + "}" * 800  # as text, like a file on disk
+    text = '{"messages": [{"role": "user", "content": "hi"}],'
+    text += f' "tools": [{{"name": "t", "parameters": {parameters}}}]}}'
+    with pytest.raises(ConversationError) as caught:
+        Conversation.from_json(text)
+    assert caught.value.where.startswith("$.tools[0].parameters.a"), caught.value.where
+    assert "nested more than 64 levels" in str(caught.value)
+
+
+def test_tool_call_arguments_nested_too_deeply_are_an_error_naming_the_path():
+    call = {"id": "c", "name": "f", "arguments": nested(900)}
+    doc = {"messages": [{"role": "assistant", "content": None, "tool_calls": [call]}]}
+    with pytest.raises(ConversationError) as caught:
+        Conversation.from_dict(doc)
+    assert caught.value.where.startswith("$.messages[0].tool_calls[0]"), caught.value.where
+
+
+def test_sixty_levels_of_tool_parameters_are_still_fine():
+    tools = [{"name": "t", "parameters": nested(60, {"type": "object"})}]
+    conversation = Conversation.from_dict(
+        {"messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    )
+    assert conversation.tools is not None
+    json.dumps(conversation.to_dict())
+
+
+HOSTILE_JSON: list[object] = [
+    None,
+    True,
+    0,
+    -1.5,
+    1e308,
+    "",
+    "\ud800",
+    "x" * 10_000,
+    [],
+    [None, 1, "x"],
+    {},
+    {"a": [1, {"b": None}]},
+    nested(900),
+    [[[[[]]]]],
+]
+
+
+def _paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every key and index path inside a JSON value, containers included."""
+    found = [path]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found += _paths(child, (*path, i))
+    return found
+
+
+def _replaced(doc: object, path: tuple[object, ...], value: object) -> object:
+    if not path:
+        return value
+    copy = json.loads(json.dumps(doc))
+    node = copy
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return copy
+
+
+FULL_CONVERSATION = {
+    "messages": [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u", "name": "n"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "name": "f", "arguments": {"x": 1}},
+                {"id": "c2", "function": {"name": "g", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "content": "r", "tool_call_id": "c1", "name": "f"},
+    ],
+    "tools": [{"name": "f", "description": "d", "parameters": {"type": "object"}}],
+}
+
+
+@pytest.mark.parametrize("path", _paths(FULL_CONVERSATION), ids=str)
+def test_any_value_anywhere_parses_or_is_a_conversation_error(path):
+    """Property: no JSON document crashes the parser, and whatever it accepts can be saved."""
+    for value in HOSTILE_JSON:
+        doc = _replaced(FULL_CONVERSATION, path, value)
+        try:
+            conversation = Conversation.from_dict(doc)
+        except ConversationError as exc:
+            assert len(str(exc)) < 300 and "\n" not in str(exc), (path, value)
+            continue
+        json.dumps(conversation.to_dict(), ensure_ascii=False).encode("utf-8")

@@ -57,10 +57,10 @@ def _summary(saved: SavedPrompt) -> dict[str, Any]:
         "id": saved.id,
         "path": str(saved.path),
         "cascade": saved.cascade_name,
-        "saved_at": saved.envelope.get("timestamp"),
+        "saved_at": saved.timestamp,
         "status": saved.status,
-        "retries": saved.envelope.get("retries", 0),
-        "size": saved.path.stat().st_size if saved.path.exists() else 0,
+        "retries": saved.retries,
+        "size": saved.size,
         "errors": saved.errors,
     }
 
@@ -77,10 +77,10 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
         [
             s.id,
             s.cascade_name,
-            str(s.envelope.get("timestamp", "?"))[:19].replace("T", " "),
+            (s.timestamp or "?")[:19].replace("T", " "),
             s.status,
-            str(s.envelope.get("retries", 0)),
-            str(s.path.stat().st_size),
+            str(s.retries),
+            str(s.size),
             _last_error(s),
         ]
         for s in saved
@@ -109,8 +109,8 @@ def show(
         echo(json.dumps(saved.envelope, indent=2, ensure_ascii=False))
         return
     echo(f"id:       {saved.id}\npath:     {saved.path}\ncascade:  {saved.cascade_name}")
-    echo(f"saved at: {saved.envelope.get('timestamp')}\nstatus:   {saved.status}")
-    echo(f"retries:  {saved.envelope.get('retries', 0)}")
+    echo(f"saved at: {saved.timestamp}\nstatus:   {saved.status}")
+    echo(f"retries:  {saved.retries}")
     if saved.errors:
         echo("errors:")
         for err in saved.errors:

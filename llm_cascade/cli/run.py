@@ -67,10 +67,19 @@ def with_optional_values(args: list[str]) -> list[str]:
 
 
 def _read_stdin() -> str:
+    """All of stdin, up to the conversation size limit. No time limit: a pipe the shell
+    connected may take its time (`slow-tool | llm-cascade run ...`)."""
+    from ..files import too_large
+    from ..types import MAX_CONVERSATION_BYTES
+
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError("cannot read stdin: it is closed")
     try:
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_CONVERSATION_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read stdin: {exc}") from None
+    if len(data) > MAX_CONVERSATION_BYTES:
+        raise UsageError(f"stdin: {too_large(MAX_CONVERSATION_BYTES)}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -87,13 +96,15 @@ def _check_utf8(text: str, option: str) -> str:
 
 
 def _read_conversation(file: str) -> Conversation:
-    from ..types import Conversation
+    from ..files import read_bounded
+    from ..types import MAX_CONVERSATION_BYTES, Conversation
 
     if file == "-":
         text, where = _read_stdin(), "stdin"
     else:
         try:
-            text, where = Path(file).read_text(encoding="utf-8"), file
+            text = read_bounded(Path(file), MAX_CONVERSATION_BYTES).decode("utf-8")
+            where = file
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise UsageError(f"Error reading file '{file}': {reason}") from None
@@ -112,7 +123,7 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
     if file is not None:
         conversation = _read_conversation(file)
     else:
-        if prompt is None and sys.stdin.isatty():
+        if prompt is None and (sys.stdin is None or sys.stdin.isatty()):
             raise UsageError("no prompt: give -p TEXT, -f FILE, or pipe the prompt on stdin")
         text = _read_stdin() if prompt in (None, "-") else _check_utf8(prompt, "-p/--prompt")
         if not text.strip():
