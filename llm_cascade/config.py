@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import paths
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
-from .providers.base import deep_merge
+from .providers.base import DEFAULT_MAX_RESPONSE_BYTES, deep_merge
 from .rules import RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class Options:
     max_wait: float = 10.0  # longest Retry-After or backoff slept inside an entry
     extra: Mapping[str, Any] = field(default_factory=dict)  # merged into the request body
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # the decoded body; larger fails over
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
@@ -198,6 +199,10 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
     "headers": (
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
         "a table of header names to string values",
+    ),
+    "max_response_bytes": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "an integer number of bytes above 0",
     ),
 }
 

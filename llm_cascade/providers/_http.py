@@ -2,7 +2,8 @@
 
 No retries happen here (the engine owns the only retry loop) and redirects are never
 followed (D17). Every failure becomes a `ProviderError` whose message is short and has the
-API key scrubbed out (D19, D21), so no httpx type or secret leaks upward.
+API key scrubbed out (D19, D21), so no httpx type or secret leaks upward. The body is read
+within `max_response_bytes`, counted after decompression.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -23,6 +25,7 @@ from ..types import Conversation, LlmResponse
 from .base import Adapter, CallOptions
 
 MAX_MESSAGE_CHARS = 300
+ACCEPT_ENCODING = "gzip, deflate"  # what `_Inflater` decodes within a size limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,59 @@ def scrub(text: str, secret: str | None) -> str:
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
+def _size(n: int) -> str:
+    """`32 MiB`, `64 KiB` or `1000 bytes`: a limit as the user probably wrote it."""
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if n % unit == 0:
+            return f"{n // unit} {name}"
+    return f"{n} bytes"
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _Inflater:
+    """Undoes a gzip or deflate Content-Encoding without ever producing more than asked for,
+    so a small body that inflates to gigabytes costs no more memory than the limit."""
+
+    def __init__(self, header: str) -> None:
+        codings = [c.strip().lower() for c in header.split(",")]
+        codings = [c for c in codings if c in _WBITS]  # like httpx: others pass as they are
+        if len(codings) > 1:
+            raise ProviderError(
+                "invalid_response", f"stacked Content-Encoding {header.strip()!r} not supported"
+            )
+        self.coding = codings[0] if codings else None
+        self._zlib = zlib.decompressobj(_WBITS[self.coding]) if self.coding else None
+        self._first = True
+
+    def __call__(self, data: bytes, most: int) -> bytes:
+        """Up to `most` bytes decoded from `data` (and what came before it)."""
+        if self._zlib is None:
+            return data
+        first, self._first = self._first, False
+        try:
+            return self._zlib.decompress(data, most)
+        except zlib.error:
+            if first and self.coding == "deflate":  # raw deflate without the zlib header
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self(data, most)
+            raise ProviderError(
+                "invalid_response", f"the {self.coding} body cannot be decoded"
+            ) from None
+
+
+async def _read_body(response: httpx.Response, limit: int) -> bytes | None:
+    """The decoded body, or None as soon as it grows past `limit` bytes (the rest is not read)."""
+    inflate = _Inflater(response.headers.get("content-encoding", ""))
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += inflate(chunk, limit + 1 - len(body))
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
@@ -109,11 +165,14 @@ async def send(
 ) -> Reply:
     """POST one request within `budget` and parse it; raises ProviderError on any failure."""
     wire = adapter.build_request(conversation, options)
+    headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
+    headers.update(wire.headers)
+    headers.update(options.headers)
     request = client.build_request(
         "POST",
         wire.url,
         json=wire.body,
-        headers={**wire.headers, **options.headers},
+        headers=headers,
         timeout=httpx.Timeout(budget.total, connect=budget.connect),
     )
     try:
@@ -122,7 +181,7 @@ async def send(
                 async with asyncio.timeout(budget.first_byte) as first_cm:
                     response = await client.send(request, stream=True, follow_redirects=False)
                 try:
-                    body = await response.aread()
+                    body = await _read_body(response, options.max_response_bytes)
                 finally:
                     await response.aclose()
             except TimeoutError:
@@ -147,8 +206,9 @@ async def send(
 
 
 def _interpret(
-    adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes, now: float
+    adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes | None, now: float
 ) -> Reply:
+    """Turn a status and a body (None: larger than allowed) into a Reply or a ProviderError."""
     status = response.status_code
     if 300 <= status < 400:
         target = response.headers.get("location", "?")
@@ -158,8 +218,15 @@ def _interpret(
             " set base_url to the final URL",
             status=status,
         )
-    text, data = _decode(body)
-    if status >= 400 or status < 200:
+    ok = 200 <= status < 300
+    if body is None:
+        over = f"larger than {_size(options.max_response_bytes)}"
+        if ok:
+            raise ProviderError("response_too_large", f"response {over}", status=status)
+        text, data = f"error body {over}", None  # the status still says what happened
+    else:
+        text, data = _decode(body)
+    if not ok:
         message, code = _describe_body(adapter, text, data)
         retry_after = parse_retry_after(response.headers, now)
         if retry_after is None and data is not None:

@@ -1,0 +1,167 @@
+"""Hostile provider replies, met the way a user meets them: the installed CLI against a real
+loopback server that sends what no vendor should (huge bodies, gzip bombs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_cascade.simulator import Reply
+
+from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
+
+MiB = 1024 * 1024
+
+
+def openai_reply(content: Any = "from the raw server", **extra: Any) -> bytes:
+    """A Chat Completions answer; strings holding lone surrogates go out as `\\udXXX` escapes."""
+    message = {"role": "assistant", "content": content, **extra.pop("message", {})}
+    data = {"model": "m", "choices": [{"message": message, "finish_reason": "stop"}], **extra}
+    return json.dumps(data).encode()
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
+
+
+def raw_then_sim(tmp_path: Path, sim, raw: RawServer, type_: str = "openai", **options: Any):
+    """Cascade `x`: `raw/m` on the raw server (with `options`), then `sim/b` on the simulator."""
+    base_url = raw.url + ("/v1" if type_ == "openai" else "")
+    providers = {"raw": {"type": type_, "base_url": base_url, "api_key_env": "SIM_KEY"}}
+    if type_ == "ollama":
+        del providers["raw"]["api_key_env"]
+    sim.script("b", Reply("from the simulator"))
+    return write_config(
+        tmp_path, sim, {"x": [entry("raw", "m", **options), "b"]}, providers=providers
+    )
+
+
+def run_json(cfg: Path, *args: str, **kwargs: Any) -> dict[str, Any]:
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--json", *args, **kwargs)
+    assert done.stdout, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def attempt_rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
+        return conn.execute(
+            "SELECT provider_model, outcome, error_kind, rule, error_message FROM attempt_log"
+        ).fetchall()
+
+
+def saved_prompts(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text("utf-8")) for p in (tmp_path / "failed").glob("*.json")]
+
+
+# --- 1. response size ------------------------------------------------------------------------
+
+
+def test_an_oversized_answer_fails_over_and_is_logged(tmp_path, sim):
+    with RawServer(openai_reply("x" * (2 * MiB))) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw, max_response_bytes=MiB)
+        result = run_json(cfg)
+    assert result["ok"] is True and result["entry"] == "sim/b"
+    first = result["attempts"][0]
+    assert first["rule"] == "response_too_large"
+    assert first["detail"].startswith("response larger than 1 MiB")
+    assert first["cooldown_until"] > 0  # backoff: a broken endpoint is not asked again at once
+    assert attempt_rows(tmp_path)[0][:4] == (
+        "raw/m",
+        "failed",
+        "response_too_large",
+        "response_too_large",
+    )
+
+
+def test_an_oversized_error_body_keeps_the_meaning_of_its_status(tmp_path, sim):
+    with RawServer(error_body("y" * (2 * MiB)), status=503, headers={"Retry-After": "7"}) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw, max_response_bytes=MiB)
+        result = run_json(cfg)
+    first = result["attempts"][0]
+    assert first["rule"] == "unavailable" and first["status"] == 503
+    assert first["detail"] == "HTTP 503: error body larger than 1 MiB"
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    """A valid gzip stream of `inflated` zero bytes (a multiple of 1 MiB) in about 1/1000 the
+    size: every 1 MiB of zeros compresses to the same bytes after a full flush."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    first = packer.compress(bytes(MiB)) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(bytes(MiB)) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.flush()[:-8]  # the final block, without the trailer for 2 MiB
+    crc, zeros = 0, bytes(16 * MiB)
+    for _ in range(inflated // len(zeros)):
+        crc = zlib.crc32(zeros, crc)
+    count = inflated // MiB
+    return first + block * (count - 1) + end + struct.pack("<II", crc, inflated & 0xFFFFFFFF)
+
+
+def run_cli_peak_memory(*args: str) -> tuple[int, str, str, int]:
+    """Run the CLI; return its exit status, stdout, stderr and its own peak RSS in bytes."""
+    with open(os.devnull, "rb") as stdin:
+        proc = subprocess.Popen(
+            [*cli_command(), *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "SIM_KEY": SIM_KEY},
+        )
+        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    return proc.returncode, out.decode(), err.decode(), usage.ru_maxrss * 1024
+
+
+def test_a_gzip_bomb_is_cut_off_at_the_limit_without_being_inflated(tmp_path, sim):
+    bomb = gzip_bomb(1024 * MiB)
+    assert len(bomb) < 2 * MiB
+    with RawServer(bomb, headers={"Content-Encoding": "gzip"}) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw, max_response_bytes=MiB)
+        code, out, err, peak = run_cli_peak_memory(
+            "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--json"
+        )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["entry"] == "sim/b"
+    assert result["attempts"][0]["detail"].startswith("response larger than 1 MiB")
+    assert peak < 200 * MiB, f"peak RSS {peak / MiB:.0f} MiB"  # unbounded: about 2 GiB
+
+
+def deflate(data: bytes, wbits: int) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("coding", "wbits"),
+    [("gzip", 16 + zlib.MAX_WBITS), ("deflate", zlib.MAX_WBITS), ("deflate", -zlib.MAX_WBITS)],
+    ids=["gzip", "deflate", "raw-deflate"],
+)
+def test_a_compressed_answer_within_the_limit_is_read_whole(tmp_path, sim, coding, wbits):
+    text = "compressed " * 5000  # 55 000 bytes: many reads of the inflater
+    with RawServer(deflate(openai_reply(text), wbits), headers={"Content-Encoding": coding}) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw, max_response_bytes=64 * 1024)
+        result = run_json(cfg)
+    assert result["entry"] == "raw/m"
+    assert result["text"] == text
+
+
+def test_a_body_that_does_not_inflate_is_an_invalid_response(tmp_path, sim):
+    with RawServer(b"not gzip at all", headers={"Content-Encoding": "gzip"}) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw)
+        result = run_json(cfg)
+    assert result["entry"] == "sim/b"
+    assert (
+        result["attempts"][0]["detail"] == "Response parse error: the gzip body cannot be decoded"
+    )
+    assert result["attempts"][0]["rule"] == "invalid_response"
