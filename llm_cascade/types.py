@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast
 
+from . import untrusted
 from .errors import ConversationError
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -35,10 +36,14 @@ class ToolCall:
         return {"type": "tool_call", "id": self.id, "name": self.name, "arguments": self.arguments}
 
     def parsed_arguments(self) -> Any:
-        """The arguments as a JSON value; an unparseable string is returned as-is."""
+        """The arguments as a JSON value that is safe to print and send on.
+
+        A string that is not JSON, or nests deeper than `untrusted.MAX_JSON_DEPTH`, is
+        returned as-is; lone surrogates in it become U+FFFD.
+        """
         try:
-            return json.loads(self.arguments) if self.arguments else {}
-        except ValueError:
+            return untrusted.loads(self.arguments) if self.arguments else {}
+        except ValueError:  # NestedTooDeep included
             return self.arguments
 
 

@@ -1,5 +1,6 @@
 """Hostile provider replies, met the way a user meets them: the installed CLI against a real
-loopback server that sends what no vendor should (huge bodies, gzip bombs)."""
+loopback server that sends what no vendor should (huge bodies, gzip bombs, lone surrogates,
+absurd nesting)."""
 
 from __future__ import annotations
 
@@ -165,3 +166,116 @@ def test_a_body_that_does_not_inflate_is_an_invalid_response(tmp_path, sim):
         result["attempts"][0]["detail"] == "Response parse error: the gzip body cannot be decoded"
     )
     assert result["attempts"][0]["rule"] == "invalid_response"
+
+
+# --- 2. lone surrogates ----------------------------------------------------------------------
+
+LONE = "\ud800"
+
+
+def tool_call_reply(call: dict[str, Any]) -> bytes:
+    return openai_reply(None, message={"tool_calls": [{"id": "call_1", **call}]})
+
+
+@pytest.mark.parametrize(
+    ("body", "plain", "as_json"),
+    [
+        (openai_reply(f"a{LONE}b"), "a\ufffdb", '"text": "a\ufffdb"'),
+        (openai_reply("fine", model=f"m{LONE}"), "fine", '"model": "m\ufffd"'),
+        (
+            tool_call_reply(
+                {"id": f"c{LONE}", "function": {"name": f"f{LONE}", "arguments": f'"{LONE}"'}}
+            ),
+            '"name": "f\ufffd"',
+            '"arguments": "\ufffd"',
+        ),
+        (  # an escape inside the arguments string becomes a surrogate only when parsed: the
+            # string is kept as sent (plain ASCII), its parsed form is clean
+            tool_call_reply({"function": {"name": "f", "arguments": json.dumps({"q": LONE})}}),
+            r'"arguments": "{\"q\": \"\\ud800\"}"',
+            '"arguments": {\n        "q": "\ufffd"',
+        ),
+    ],
+    ids=["text", "model", "tool-call", "escaped-in-arguments"],
+)
+@pytest.mark.parametrize("mode", ["plain", "json"])
+def test_lone_surrogates_in_an_answer_print_as_replacement_characters(
+    tmp_path, sim, body, plain, as_json, mode
+):
+    with RawServer(body) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw)
+        done = run_cli(
+            "run", "-C", "x", "-c", str(cfg), "-p", "hi", *(["--json"] if mode == "json" else [])
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (plain if mode == "plain" else as_json) in done.stdout, done.stdout
+    assert "from the simulator" not in done.stdout  # the raw server answered
+    assert not saved_prompts(tmp_path)
+
+
+def test_a_lone_surrogate_in_an_error_message_is_shown_and_saved(tmp_path, sim):
+    with RawServer(error_body(f"bad {LONE} request"), status=400) as raw:
+        providers = {"raw": {"type": "openai", "base_url": raw.url, "api_key_env": "SIM_KEY"}}
+        cfg = write_config(tmp_path, sim, {"x": [entry("raw", "m")]}, providers=providers)
+        done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "keep me", "-v")
+    assert done.returncode == 1
+    assert "bad \ufffd request" in done.stderr
+    assert "Failed prompt persisted to" in done.stderr
+    (saved,) = saved_prompts(tmp_path)
+    assert saved["conversation"]["messages"][0]["content"] == "keep me"
+    assert "bad \ufffd request" in saved["errors"][0]["detail"]
+    assert "bad \ufffd request" in attempt_rows(tmp_path)[0][4]
+
+
+# --- 3. nesting ------------------------------------------------------------------------------
+
+DEEP = 985
+
+
+@pytest.mark.parametrize(
+    ("type_", "body"),
+    [
+        (
+            "openai",
+            openai_reply(
+                None,
+                message={
+                    "tool_calls": [
+                        {"id": "c", "function": {"name": "f", "arguments": "[" * DEEP + "]" * DEEP}}
+                    ]
+                },
+            ),
+        ),
+        (
+            "ollama",
+            b'{"model": "m", "done": true, "message": {"role": "assistant", "content": "",'
+            b' "tool_calls": [{"function": {"name": "f", "arguments": {"a": '
+            + b"[" * 900
+            + b"]" * 900
+            + b"}}}]}}",
+        ),
+    ],
+    ids=["arguments-string", "arguments-object"],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
+def test_deeply_nested_tool_arguments_are_an_invalid_reply_that_fails_over(
+    tmp_path, sim, type_, body, as_json
+):
+    with RawServer(body) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw, type_=type_)
+        done = run_cli(
+            "run",
+            "-C",
+            "x",
+            "-c",
+            str(cfg),
+            "-p",
+            "hi",
+            "--explain",
+            *(["--json"] if as_json else []),
+        )
+    assert done.returncode == 0, done.stderr
+    assert "from the simulator" in done.stdout
+    assert "nested deeper than 100 levels" in done.stderr
+    assert "[rule invalid_response]" in done.stderr

@@ -276,3 +276,26 @@ def test_text_only_joins_text_blocks_and_skips_tool_calls():
 )
 def test_a_response_without_text_or_tool_calls_has_no_content(content, has):
     assert LlmResponse(content, "m").has_content() is has
+
+
+DEEP_ARGUMENTS = "[" * 985 + "]" * 985
+
+
+@pytest.mark.parametrize(
+    ("arguments", "parsed"),
+    [
+        ('{"city": "Oslo"}', {"city": "Oslo"}),
+        ("", {}),
+        ("{broken", "{broken"),  # kept as the model wrote it
+        ('{"q": "\\ud800"}', {"q": "\ufffd"}),  # a lone surrogate escape becomes U+FFFD
+        ('{"\\udc00": ["\\ud83d\\ude00"]}', {"\ufffd": ["\U0001f600"]}),  # a real pair stays
+        ("[" * 100 + "]" * 100, json.loads("[" * 100 + "]" * 100)),
+        ("[" * 101 + "]" * 101, "[" * 101 + "]" * 101),  # deeper than we accept: kept as text
+        (DEEP_ARGUMENTS, DEEP_ARGUMENTS),
+    ],
+    ids=["object", "empty", "broken", "surrogate", "surrogate-key", "deep-100", "101", "985"],
+)
+def test_parsed_arguments_are_always_safe_to_print(arguments, parsed):
+    value = ToolCall("c", "f", arguments).parsed_arguments()
+    assert value == parsed
+    json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")  # what --json does

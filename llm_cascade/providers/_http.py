@@ -3,13 +3,13 @@
 No retries happen here (the engine owns the only retry loop) and redirects are never
 followed (D17). Every failure becomes a `ProviderError` whose message is short and has the
 API key scrubbed out (D19, D21), so no httpx type or secret leaks upward. The body is read
-within `max_response_bytes`, counted after decompression.
+within `max_response_bytes`, counted after decompression, and its JSON enters our types only
+through `untrusted.loads` (no lone surrogates, bounded nesting).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import zlib
@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from .. import untrusted
 from ..errors import ProviderError
 from ..types import Conversation, LlmResponse
 from .base import Adapter, CallOptions
@@ -135,13 +136,15 @@ async def _read_body(response: httpx.Response, limit: int) -> bytes | None:
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def _decode(body: bytes) -> tuple[str, Any]:
-    """The body as text, and as JSON if it is JSON (else None)."""
+def _decode(body: bytes) -> tuple[str, Any, str]:
+    """The body as text; as JSON, or None if it is no JSON we accept; and why not."""
     text = body.decode("utf-8", errors="replace")
     try:
-        return text, json.loads(text)
-    except (ValueError, RecursionError):  # nested too deep to parse is not JSON we can use
-        return text, None
+        return text, untrusted.loads(text), ""
+    except untrusted.NestedTooDeep as exc:  # too deep for our readers and printers
+        return text, None, f"is JSON {exc}"
+    except ValueError:
+        return text, None, "is not JSON"
 
 
 def _describe_body(adapter: Adapter, text: str, data: Any) -> tuple[str, str | None]:
@@ -223,9 +226,9 @@ def _interpret(
         over = f"larger than {_size(options.max_response_bytes)}"
         if ok:
             raise ProviderError("response_too_large", f"response {over}", status=status)
-        text, data = f"error body {over}", None  # the status still says what happened
+        text, data, why = f"error body {over}", None, ""  # the status still says what happened
     else:
-        text, data = _decode(body)
+        text, data, why = _decode(body)
     if not ok:
         message, code = _describe_body(adapter, text, data)
         retry_after = parse_retry_after(response.headers, now)
@@ -242,12 +245,28 @@ def _interpret(
         message, _ = _describe_body(adapter, text, data)
         raise ProviderError(
             "invalid_response",
-            f"HTTP {status} body is not JSON: {scrub(message, options.api_key)}",
+            f"HTTP {status} body {why}: {scrub(message, options.api_key)}",
             status=status,
         )
     try:
-        return Reply(adapter.parse_response(data, options), status)
+        reply = adapter.parse_response(data, options)
+        _check_arguments(reply)
     except ProviderError as exc:
         exc.status = status
         exc.message = scrub(exc.message, options.api_key)
         raise
+    return Reply(reply, status)
+
+
+def _check_arguments(response: LlmResponse) -> None:
+    """Tool-call arguments are JSON inside a string: bound their nesting as the reply's own,
+    so no consumer (ours: --json, the next request) can run out of stack on them."""
+    for call in response.tool_calls:
+        try:
+            untrusted.loads(call.arguments)
+        except untrusted.NestedTooDeep as exc:
+            raise ProviderError(
+                "invalid_response", f"tool call '{call.name}' arguments are {exc}"
+            ) from None
+        except ValueError:
+            pass  # not JSON: kept as the model wrote it
