@@ -2,8 +2,9 @@
 
 A reply can hold what no writer downstream accepts: a lone surrogate escape (`"\\ud800"`) that
 UTF-8 cannot encode, so printing, logging, SQLite and saved JSON would fail on it; JSON nested
-deep enough to exhaust the stack of any recursive reader or printer. `loads` is the one way a
-reply's JSON enters our types.
+deep enough to exhaust the stack of any recursive reader or printer; control characters that
+rewrite a terminal. `loads` is the one way a reply's JSON enters our types; `escape_controls`
+is applied wherever such text is shown as part of our own messages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ MAX_JSON_DEPTH = 100  # a real reply nests a dozen levels; tool arguments a few 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Text that may turn into a surrogate: a \uD800-\uDFFF escape, or a surrogate already there.
 _MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+# C0 controls but tab and newline, DEL and C1 (0x9b is a one-byte CSI); a CR not ending a line.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
 
 
 class NestedTooDeep(ValueError):
@@ -29,6 +32,14 @@ class NestedTooDeep(ValueError):
 def encodable(text: str) -> str:
     """`text` with each lone surrogate replaced by U+FFFD, so any UTF-8 writer takes it."""
     return _SURROGATE.sub("\ufffd", text)
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters shown as `\\x1b`, so it cannot drive a terminal.
+
+    Tabs, newlines and CRLF line ends are kept; callers that want one line collapse them.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()[0]):02x}", text)
 
 
 def loads(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:

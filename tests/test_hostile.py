@@ -1,6 +1,6 @@
 """Hostile provider replies, met the way a user meets them: the installed CLI against a real
 loopback server that sends what no vendor should (huge bodies, gzip bombs, lone surrogates,
-absurd nesting)."""
+absurd nesting, terminal escapes)."""
 
 from __future__ import annotations
 
@@ -279,3 +279,74 @@ def test_deeply_nested_tool_arguments_are_an_invalid_reply_that_fails_over(
     assert "from the simulator" in done.stdout
     assert "nested deeper than 100 levels" in done.stderr
     assert "[rule invalid_response]" in done.stderr
+
+
+# --- 4. control characters -------------------------------------------------------------------
+
+EVIL = "\x1b[2J\x1b]0;pwned\x07 cleared\x9b31m \x00end"
+
+
+def test_control_characters_in_a_provider_error_are_escaped_everywhere(tmp_path, sim):
+    with RawServer(error_body(EVIL), status=400) as raw:
+        providers = {"raw": {"type": "openai", "base_url": raw.url, "api_key_env": "SIM_KEY"}}
+        cfg = write_config(tmp_path, sim, {"x": [entry("raw", "m")]}, providers=providers)
+        done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv", "--explain")
+    assert done.returncode == 1
+    escaped = "\\x1b[2J\\x1b]0;pwned\\x07 cleared\\x9b31m \\x00end"
+    assert escaped in done.stderr
+    (saved,) = saved_prompts(tmp_path)
+    (row,) = attempt_rows(tmp_path)
+    for where in (done.stderr, saved["errors"][0]["detail"], row[4]):
+        assert escaped in where
+        assert not {"\x1b", "\x07", "\x9b", "\x00"} & set(where), repr(where)
+
+
+ANSWER = "col1\tcol2\nline \x1b[31mred\x1b[0m\r\nend\x9b"
+
+
+def test_the_answer_is_byte_faithful_on_a_pipe(tmp_path, sim):
+    with RawServer(openai_reply(ANSWER)) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw)
+        done = subprocess.run(
+            [*cli_command(), "run", "-C", "x", "-c", str(cfg), "-p", "hi"],
+            capture_output=True,
+            env={**os.environ, "SIM_KEY": SIM_KEY},
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ANSWER.encode() + b"\n"
+
+
+def test_a_terminal_sees_control_characters_in_the_answer_escaped(tmp_path, sim):
+    import pexpect
+
+    with RawServer(openai_reply(ANSWER)) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw)
+        child = pexpect.spawn(
+            cli_command()[0],
+            ["run", "-C", "x", "-c", str(cfg), "-p", "hi"],
+            env={**os.environ, "SIM_KEY": SIM_KEY},
+            encoding="utf-8",
+            timeout=30,
+        )
+        try:
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    shown = child.before.replace("\r\n", "\n")  # the terminal's own line ends; CRLF stays CRLF
+    assert shown == "col1\tcol2\nline \\x1b[31mred\\x1b[0m\r\nend\\x9b\n"
+
+
+def test_the_attempt_log_escapes_rows_written_raw_by_the_original_tool(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi").returncode == 0
+    with sqlite3.connect(tmp_path / "state" / "db.sqlite") as conn:
+        conn.execute(
+            "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
+            " latency_ms, error_message) VALUES (?, 'x', 'sim/a', 400, 5, ?)",
+            ("2026-01-01T00:00:00.000000+00:00", "HTTP 400: \x1b]0;pwned\x07\nline"),
+        )
+    done = run_cli("log", "-c", str(cfg))
+    assert done.returncode == 0
+    assert "HTTP 400: \\x1b]0;pwned\\x07 line" in done.stdout

@@ -90,6 +90,10 @@ def test_scrub_collapses_whitespace():
     assert scrub("  a\n\n  b\tc  ", None) == "a b c"
 
 
+def test_scrub_escapes_control_characters():
+    assert scrub("\x1b[2Jgone\x9b\x00\x07", None) == "\\x1b[2Jgone\\x9b\\x00\\x07"
+
+
 def test_scrub_truncates_long_text_with_an_ellipsis():
     cleaned = scrub("word " * 500, None)
     assert len(cleaned) == MAX_MESSAGE_CHARS

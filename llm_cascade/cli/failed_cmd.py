@@ -239,7 +239,7 @@ def _emit(
         print(json.dumps(data, ensure_ascii=False))
     else:
         say(f"{saved.id}: answered by {result.entry}")
-        sys.stdout.write(render.answer_text(result.response) + "\n")
+        sys.stdout.write(render.answer_text(result.response, terminal=sys.stdout.isatty()) + "\n")
     sys.stdout.flush()
 
 

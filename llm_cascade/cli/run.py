@@ -197,7 +197,11 @@ def run(
             say(line)
     try:
         sys.stdout.write(
-            (render.result_json(result) if json_output else render.answer_text(result.response))
+            (
+                render.result_json(result)
+                if json_output
+                else render.answer_text(result.response, terminal=sys.stdout.isatty())
+            )
             + "\n"
         )
         sys.stdout.flush()

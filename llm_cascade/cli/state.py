@@ -117,7 +117,10 @@ def log(
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = str(value or "-")
+    """One cell of text; rows the original tool wrote may hold a provider's raw escapes."""
+    from ..untrusted import escape_controls
+
+    text = escape_controls(" ".join(str(value or "-").split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -1,8 +1,9 @@
 """The one place that talks HTTP: budgets, status handling, Retry-After, error bodies.
 
 No retries happen here (the engine owns the only retry loop) and redirects are never
-followed (D17). Every failure becomes a `ProviderError` whose message is short and has the
-API key scrubbed out (D19, D21), so no httpx type or secret leaks upward. The body is read
+followed (D17). Every failure becomes a `ProviderError` whose message is short, has the API
+key scrubbed out and its control characters escaped (D19, D21), so no httpx type, secret or
+terminal escape leaks upward. The body is read
 within `max_response_bytes`, counted after decompression, and its JSON enters our types only
 through `untrusted.loads` (no lone surrogates, bounded nesting).
 """
@@ -73,10 +74,11 @@ def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """Remove the key from `text`, collapse whitespace and cut it to a readable length."""
+    """Provider text fit for a message: the key out, one line, control characters escaped,
+    cut to a readable length."""
     if secret:
         text = text.replace(secret, "[redacted]")
-    text = " ".join(text.split())
+    text = untrusted.escape_controls(" ".join(text.split()))
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
