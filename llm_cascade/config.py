@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import paths
+from . import paths, redaction
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import DEFAULT_MAX_RESPONSE_BYTES, deep_merge
@@ -344,6 +344,7 @@ class _Parser:
                         problem = _header_problem(name, text)
                         if problem:
                             raise self.fail(f"{prefix}headers.{name}", problem)
+                    redaction.register(*value.values())  # an api-key header is a key too
                 if key in ("timeout", "connect_timeout", "first_byte_timeout", "max_wait"):
                     value = float(value)
                 values[key] = value

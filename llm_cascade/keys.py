@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from . import redaction
 from .config import ProviderConfig
 from .providers import PROVIDER_TYPES
 
@@ -243,6 +244,7 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
                 warnings.append(_unusable("the keyring", lookup.provider))
             elif value:
                 logger.debug("key for %s found in the keyring", lookup.provider)
+                redaction.register(value)
                 return ResolvedKey("keyring", value)
     value = read_env(lookup.env_var)
     if value and not fits_a_header(value):
@@ -250,6 +252,7 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
         value = None
     warning = "; ".join(warnings) or None
     if value:
+        redaction.register(value)
         return ResolvedKey("env", value, lookup.env_var, warning, keyring_failed)
     return ResolvedKey("missing", None, lookup.env_var, warning, keyring_failed)
 

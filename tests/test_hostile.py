@@ -1,6 +1,6 @@
-"""Hostile provider replies, met the way a user meets them: the installed CLI against a real
-loopback server that sends what no vendor should (huge bodies, gzip bombs, lone surrogates,
-absurd nesting, terminal escapes)."""
+"""Hostile provider replies and echoed secrets, met the way a user meets them: the installed CLI
+against a real loopback server that sends what no vendor should (huge bodies, gzip bombs, lone
+surrogates, absurd nesting, terminal escapes, the caller's own secrets sent back)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keyrings.alt.file import PlaintextKeyring
 
-from llm_cascade.simulator import Reply
+from llm_cascade import redaction
+from llm_cascade.config import load_config
+from llm_cascade.keys import lookup_for, resolve_key
+from llm_cascade.simulator import Fail, Reply
 
 from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
 
@@ -338,6 +342,74 @@ def test_a_terminal_sees_control_characters_in_the_answer_escaped(tmp_path, sim)
     assert shown == "col1\tcol2\nline \\x1b[31mred\\x1b[0m\r\nend\\x9b\n"
 
 
+# --- 5 and 6. secrets ------------------------------------------------------------------------
+
+KEY = "sk-hostile-key-0123456789abcdef"
+HEADER = "hdr-secret-9876543210fedcba"
+
+
+def echoed(where: str) -> RawServer:
+    """A server that sends the key and the header value back in one place of its reply."""
+    both = f"{KEY} {HEADER}"
+    if where == "reason":
+        return RawServer(b"", status=401, reason=f"bad key {both}")
+    if where == "body":
+        return RawServer(error_body(f"key {both} rejected"), status=401)
+    if where == "redirect":
+        return RawServer(b"", status=307, headers={"Location": f"http://127.0.0.1:9/?k={both}"})
+    return RawServer(f"not json: {both}".encode(), status=200)
+
+
+def everything_shown_and_written(done: subprocess.CompletedProcess[str], tmp_path: Path) -> bytes:
+    """stdout, stderr, every file of the database (WAL too) and every saved prompt."""
+    files = [*(tmp_path / "state").iterdir(), *(tmp_path / "failed").glob("*")]
+    return (done.stdout + done.stderr).encode() + b"".join(p.read_bytes() for p in files)
+
+
+@pytest.mark.parametrize("where", ["reason", "body", "redirect", "not-json"])
+@pytest.mark.parametrize("source", ["env", "keyring"])
+def test_secrets_echoed_by_a_provider_never_reach_output_logs_or_files(
+    tmp_path, sim, where, source
+):
+    provider: dict[str, Any] = {"type": "openai", "headers": {"api-key": HEADER}}
+    env = {"RAW_KEY": KEY}
+    if source == "env":
+        provider["api_key_env"] = "RAW_KEY"
+    else:  # a custom base_url and no api_key_env: the key can only come from the keyring
+        PlaintextKeyring().set_password("llm-cascade", "raw", KEY)
+        env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring"}
+    with echoed(where) as raw:
+        provider["base_url"] = raw.url
+        cfg = write_config(tmp_path, sim, {"x": [entry("raw", "m")]}, providers={"raw": provider})
+        args = ("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv", "--explain", "--json")
+        done = run_cli(*args, env=env)
+        assert raw.count == 1
+    assert done.returncode == 1, done.stderr
+    assert "[redacted]" in done.stderr  # the echo arrived, and was caught
+    shown = everything_shown_and_written(done, tmp_path)
+    assert KEY.encode() not in shown
+    assert HEADER.encode() not in shown
+
+
+def test_a_header_secret_echoed_in_an_error_body_by_the_simulator_is_scrubbed(tmp_path, sim):
+    sim.script("a", Fail(401, message=f"invalid api-key {HEADER} (key {SIM_KEY})"))
+    providers = {
+        "sim": {
+            "type": "openai",
+            "base_url": sim.base_url("openai"),
+            "api_key_env": "SIM_KEY",
+            "headers": {"api-key": HEADER},
+        }
+    }
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, providers=providers)
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv")
+    assert done.returncode == 1
+    assert sim.requests[0].headers["api-key"] == HEADER  # it was sent
+    assert "invalid api-key [redacted] (key [redacted])" in done.stderr
+    shown = everything_shown_and_written(done, tmp_path)
+    assert HEADER.encode() not in shown and SIM_KEY.encode() not in shown
+
+
 def test_the_attempt_log_escapes_rows_written_raw_by_the_original_tool(tmp_path, sim):
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi").returncode == 0
@@ -350,3 +422,17 @@ def test_the_attempt_log_escapes_rows_written_raw_by_the_original_tool(tmp_path,
     done = run_cli("log", "-c", str(cfg))
     assert done.returncode == 0
     assert "HTTP 400: \\x1b]0;pwned\\x07 line" in done.stdout
+
+
+def test_resolved_keys_and_configured_header_values_are_known_secrets(tmp_path, monkeypatch):
+    """Known from the moment they are read, before any request: a log line in between is safe."""
+    key, header = "sk-resolved-0123456789abcdef", "hdr-configured-0123456789"
+    monkeypatch.setenv("RESOLVED_KEY", key)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[providers.p]\ntype = "openai"\napi_key_env = "RESOLVED_KEY"\n'
+        f'headers = {{ api-key = "{header}", x-short = "1" }}\n'
+    )
+    config = load_config(cfg)
+    assert resolve_key(lookup_for(config.providers["p"])).value == key
+    assert redaction.redact(f"{key} / {header} / 1") == "[redacted] / [redacted] / 1"

@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from .. import untrusted
+from .. import redaction, untrusted
 from ..errors import EXIT_USAGE, UsageError
 
 ConfigOption = Annotated[
@@ -68,11 +68,12 @@ def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:
 
 
 class _SafeHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
-    """stderr, where no line drives the terminal or fails to encode, whatever a record holds
-    (httpx logs the provider's reason phrase, for one)."""
+    """stderr, where no line shows a known secret, drives the terminal or fails to encode,
+    whatever a record holds (httpx logs the provider's reason phrase, for one)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return untrusted.escape_controls(untrusted.encodable(super().format(record)))
+        line = redaction.redact(super().format(record))
+        return untrusted.escape_controls(untrusted.encodable(line))
 
 
 class _ShortFormatter(logging.Formatter):

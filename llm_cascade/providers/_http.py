@@ -1,11 +1,10 @@
 """The one place that talks HTTP: budgets, status handling, Retry-After, error bodies.
 
 No retries happen here (the engine owns the only retry loop) and redirects are never
-followed (D17). Every failure becomes a `ProviderError` whose message is short, has the API
-key scrubbed out and its control characters escaped (D19, D21), so no httpx type, secret or
-terminal escape leaks upward. The body is read
-within `max_response_bytes`, counted after decompression, and its JSON enters our types only
-through `untrusted.loads` (no lone surrogates, bounded nesting).
+followed (D17). Every failure becomes a `ProviderError` whose message is short, has every
+known secret scrubbed out and its control characters escaped (D19, D21), so no httpx type,
+secret or terminal escape leaks upward. The body is read within `max_response_bytes`, decoded
+JSON enters our types only through `untrusted.loads` (no lone surrogates, bounded nesting).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .. import untrusted
+from .. import redaction, untrusted
 from ..errors import ProviderError
 from ..types import Conversation, LlmResponse
 from .base import Adapter, CallOptions
@@ -73,12 +72,10 @@ def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
     return max(value, 0.0) if math.isfinite(value) else None
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """Provider text fit for a message: the key out, one line, control characters escaped,
-    cut to a readable length."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    text = untrusted.escape_controls(" ".join(text.split()))
+def scrub(text: str) -> str:
+    """Provider text fit for a message: known secrets out, one line, control characters
+    escaped, cut to a readable length."""
+    text = untrusted.escape_controls(" ".join(redaction.redact(text).split()))
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
@@ -169,6 +166,7 @@ async def send(
     now: float,
 ) -> Reply:
     """POST one request within `budget` and parse it; raises ProviderError on any failure."""
+    redaction.register(options.api_key, *options.headers.values())  # whatever we send
     wire = adapter.build_request(conversation, options)
     headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
     headers.update(wire.headers)
@@ -201,11 +199,9 @@ async def send(
         phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
         raise ProviderError("timeout", f"{phase} timed out") from None
     except httpx.ConnectError as exc:
-        raise ProviderError(
-            "connect", f"connection failed: {scrub(str(exc), options.api_key)}"
-        ) from None
+        raise ProviderError("connect", f"connection failed: {scrub(str(exc))}") from None
     except httpx.HTTPError as exc:
-        detail = scrub(str(exc), options.api_key) or type(exc).__name__
+        detail = scrub(str(exc)) or type(exc).__name__
         raise ProviderError("transport", f"connection broken: {detail}") from None
     return _interpret(adapter, options, response, body, now)
 
@@ -219,8 +215,7 @@ def _interpret(
         target = response.headers.get("location", "?")
         raise ProviderError(
             "http",
-            f"redirect to {scrub(target, options.api_key)} not followed;"
-            " set base_url to the final URL",
+            f"redirect to {scrub(target)} not followed; set base_url to the final URL",
             status=status,
         )
     ok = 200 <= status < 300
@@ -237,25 +232,19 @@ def _interpret(
         if retry_after is None and data is not None:
             retry_after = adapter.retry_after(data)
         raise ProviderError(
-            "http",
-            scrub(message, options.api_key),
-            status=status,
-            code=code,
-            retry_after_s=retry_after,
+            "http", scrub(message), status=status, code=code, retry_after_s=retry_after
         )
     if data is None:
         message, _ = _describe_body(adapter, text, data)
         raise ProviderError(
-            "invalid_response",
-            f"HTTP {status} body {why}: {scrub(message, options.api_key)}",
-            status=status,
+            "invalid_response", f"HTTP {status} body {why}: {scrub(message)}", status=status
         )
     try:
         reply = adapter.parse_response(data, options)
         _check_arguments(reply)
     except ProviderError as exc:
         exc.status = status
-        exc.message = scrub(exc.message, options.api_key)
+        exc.message = scrub(exc.message)
         raise
     return Reply(reply, status)
 
