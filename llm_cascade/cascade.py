@@ -466,6 +466,7 @@ def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKe
         temperature=opts.temperature,
         extra=opts.extra,
         headers=opts.headers,
+        max_response_bytes=opts.max_response_bytes,
     )
 
 

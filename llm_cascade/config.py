@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import files, paths
+from . import files, paths, redaction
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
-from .providers.base import deep_merge
+from .providers.base import DEFAULT_MAX_RESPONSE_BYTES, deep_merge
 from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
-from .types import MAX_NESTING, path_text, shown, too_deep
+from .types import path_text, shown, too_deep
+from .untrusted import MAX_NESTING
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Options:
     max_wait: float = 10.0  # longest Retry-After or backoff slept inside an entry
     extra: Mapping[str, Any] = field(default_factory=dict)  # merged into the request body
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # the decoded body; larger fails over
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
@@ -216,6 +218,10 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
     "headers": (
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
         "a table of header names to string values",
+    ),
+    "max_response_bytes": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "an integer number of bytes above 0",
     ),
 }
 
@@ -412,6 +418,7 @@ class _Parser:
                         problem = _header_problem(name, text)
                         if problem:
                             raise self.fail(f"{prefix}headers.{name}", problem)
+                    redaction.register(*value.values())  # an api-key header is a key too
                 if key in ("timeout", "connect_timeout", "first_byte_timeout", "max_wait"):
                     value = float(value)
                 values[key] = value

@@ -23,6 +23,7 @@ ErrorKind = Literal[
     "transport",  # the connection broke before a full response arrived
     "invalid_response",  # 2xx whose body is not the JSON the protocol promises
     "empty_response",  # 2xx with no usable content (D20), e.g. a safety block
+    "response_too_large",  # 2xx whose decoded body passed max_response_bytes
     "missing_key",  # no API key found in the keyring or the environment
 ]
 

@@ -31,7 +31,8 @@ from . import files
 from .clock import format_ts
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
-from .types import MAX_CONVERSATION_BYTES, MAX_NESTING, Conversation, compact_json, too_deep
+from .types import MAX_CONVERSATION_BYTES, Conversation, compact_json, too_deep
+from .untrusted import MAX_NESTING
 
 logger = logging.getLogger(__name__)
 

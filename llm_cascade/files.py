@@ -16,6 +16,8 @@ import select
 import stat
 from pathlib import Path
 
+from .text import size_text
+
 try:  # advisory locks; without fcntl (Windows) every file looks unlocked
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -47,8 +49,7 @@ def pipe_timeout_s() -> float:
 
 
 def too_large(limit: int) -> ReadRefused:
-    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
-    return ReadRefused(errno.EFBIG, f"larger than the {size} limit")
+    return ReadRefused(errno.EFBIG, f"larger than the {size_text(limit)} limit")
 
 
 def read_bounded(path: Path, limit: int, *, regular_only: bool = False) -> bytes:

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from . import redaction
 from .config import ProviderConfig
 from .providers import PROVIDER_TYPES
+from .text import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     """`NoKeyringError: No recommended backend was available.`: one short line, not a page."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = text.split(". ")[0].rstrip(".")
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = shorten(text, limit)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -243,6 +245,7 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
                 warnings.append(_unusable("the keyring", lookup.provider))
             elif value:
                 logger.debug("key for %s found in the keyring", lookup.provider)
+                redaction.register(value)
                 return ResolvedKey("keyring", value)
     value = read_env(lookup.env_var)
     if value and not fits_a_header(value):
@@ -250,6 +253,7 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
         value = None
     warning = "; ".join(warnings) or None
     if value:
+        redaction.register(value)
         return ResolvedKey("env", value, lookup.env_var, warning, keyring_failed)
     return ResolvedKey("missing", None, lookup.env_var, warning, keyring_failed)
 

@@ -23,7 +23,16 @@ Cooldown = Literal["none", "backoff", "long"] | float
 # is beyond any sensible setting, and far from the last instant a timestamp can hold.
 MAX_SECONDS = 365 * 24 * 3600.0
 KINDS = frozenset(
-    {"http", "timeout", "connect", "transport", "invalid_response", "empty_response", "missing_key"}
+    {
+        "http",
+        "timeout",
+        "connect",
+        "transport",
+        "invalid_response",
+        "empty_response",
+        "response_too_large",
+        "missing_key",
+    }
 )
 
 
@@ -135,6 +144,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule("connect", kinds=frozenset({"connect", "transport"}), retry=True),
     Rule("invalid_response", kinds=frozenset({"invalid_response"})),
     Rule("empty_response", kinds=frozenset({"empty_response"}), cooldown="none"),
+    # No real answer comes near the limit: the endpoint is broken or hostile, so it cools down
+    # (other processes need not each pull the limit's worth from it) and is not retried in place
+    # (the same request would bring the same flood).
+    Rule(
+        "response_too_large",
+        kinds=frozenset({"response_too_large"}),
+        hint="raise max_response_bytes for {provider} if answers this large are expected",
+    ),
     Rule(
         "missing_key",
         kinds=frozenset({"missing_key"}),

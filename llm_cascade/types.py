@@ -11,14 +11,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast
 
+from . import untrusted
 from .errors import ConversationError
+from .text import shorten
+from .untrusted import MAX_NESTING
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 # Levels of objects and arrays allowed in anything user-supplied that is serialised again
 # later (a conversation, a config's `extra`): far beyond any real JSON Schema, far below the
 # depth at which a recursive walk (json.dumps, a deep merge) raises RecursionError.
-MAX_NESTING = 64
 # The most a conversation file or stdin may hold: millions of tokens, beyond any context window.
 MAX_CONVERSATION_BYTES = 16 << 20
 JsonPath = tuple[str | int, ...]
@@ -62,8 +64,7 @@ def shown(value: Any, limit: int = 40, *, as_json: bool = False) -> str:
     stays one readable line whatever the user wrote."""
     if too_deep(value, 3) is not None:
         return "[...]" if isinstance(value, list) else "{...}"
-    text = json.dumps(value) if as_json else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(json.dumps(value) if as_json else repr(value), limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,14 @@ class ToolCall:
         return {"type": "tool_call", "id": self.id, "name": self.name, "arguments": self.arguments}
 
     def parsed_arguments(self) -> Any:
-        """The arguments as a JSON value; an unparseable string is returned as-is."""
+        """The arguments as a JSON value that is safe to print and send on.
+
+        A string that is not JSON, or nests deeper than `MAX_NESTING`, is
+        returned as-is; lone surrogates in it become U+FFFD.
+        """
         try:
-            return json.loads(self.arguments) if self.arguments else {}
-        except ValueError:
+            return untrusted.loads(self.arguments) if self.arguments else {}
+        except ValueError:  # NestedTooDeep included
             return self.arguments
 
 

@@ -156,13 +156,23 @@ class RawServer:
     the simulator's vendors never produce.
     """
 
-    def __init__(self, body: bytes, status: int = 200) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        status: int = 200,
+        *,
+        reason: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """`reason` replaces the status line's reason phrase; `headers` are sent as given."""
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         outer = self
         self.body = body
         self.status = status
+        self.reason = reason
+        self.headers = dict(headers or {})
         self.count = 0
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,9 +184,11 @@ class RawServer:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.count += 1
-                self.send_response(outer.status)
+                self.send_response(outer.status, outer.reason)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
+                for name, value in outer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(outer.body)
 

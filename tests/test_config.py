@@ -162,6 +162,20 @@ def test_entry_options_override_provider_options_which_override_defaults(tmp_pat
     assert isinstance(fast.options.timeout, float)
 
 
+def test_max_response_bytes_defaults_to_32_mib_and_an_entry_may_lower_it(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            PROVIDER + "[cascades.c]\n"
+            'entries = [{provider = "p", model = "a"},'
+            ' {provider = "p", model = "b", max_response_bytes = 65_536}]\n',
+        )
+    )
+    default, small = config.cascades["c"].entries
+    assert default.options.max_response_bytes == 32 * 1024 * 1024
+    assert small.options.max_response_bytes == 65536
+
+
 def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
     config = load_config(
         write(
@@ -198,6 +212,12 @@ def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
         (PROVIDER + "temperature = -0.1\n", "providers.p.temperature", "0 or more"),
         (PROVIDER + "headers = {X = 1}\n", "providers.p.headers", "string values"),
         (PROVIDER + 'extra = "x"\n', "providers.p.extra", "a table"),
+        (PROVIDER + "max_response_bytes = 0\n", "providers.p.max_response_bytes", "above 0"),
+        (
+            PROVIDER + 'max_response_bytes = "32M"\n',
+            "providers.p.max_response_bytes",
+            "an integer number of bytes",
+        ),
         ("[cascades.c]\n", "cascades.c.entries", "is missing"),
         ("[cascades.c]\nentries = []\n", "cascades.c.entries", "is empty"),
         (

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
+from llm_cascade import redaction
 from llm_cascade.providers import _http, get_adapter
 from llm_cascade.providers._http import MAX_MESSAGE_CHARS, parse_retry_after, scrub
 from llm_cascade.providers.base import deep_merge, error_summary
@@ -78,28 +79,44 @@ def test_no_retry_after_header_is_none():
 # --- scrub -----------------------------------------------------------------------------------
 
 
-def test_scrub_removes_the_key_everywhere():
-    key = "sk-live-0123456789"
-    text = f"GET https://x.example/v1?key={key} failed; Authorization: Bearer {key}"
-    cleaned = scrub(text, key)
-    assert key not in cleaned
-    assert cleaned.count("[redacted]") == 2
+def test_scrub_removes_every_known_secret_everywhere():
+    key, header = "sk-live-0123456789", "hdr-value-0123456789"
+    redaction.register(key, header)
+    text = f"GET https://x.example/v1?key={key} failed; Authorization: Bearer {key}; {header}"
+    cleaned = scrub(text)
+    assert key not in cleaned and header not in cleaned
+    assert cleaned.count("[redacted]") == 3
+
+
+def test_short_values_are_not_taken_for_secrets():
+    redaction.register("1", "json", "v2-beta")  # header values such as X-Debug = "1"
+    assert scrub("HTTP 401: json v2-beta") == "HTTP 401: json v2-beta"
+
+
+def test_a_secret_containing_another_is_redacted_whole():
+    redaction.register("sk-outer-abcdef", "sk-outer-abcdef-0123456789")
+    assert scrub("key sk-outer-abcdef-0123456789!") == "key [redacted]!"
 
 
 def test_scrub_collapses_whitespace():
-    assert scrub("  a\n\n  b\tc  ", None) == "a b c"
+    assert scrub("  a\n\n  b\tc  ") == "a b c"
+
+
+def test_scrub_escapes_control_characters():
+    assert scrub("\x1b[2Jgone\x9b\x00\x07") == "\\x1b[2Jgone\\x9b\\x00\\x07"
 
 
 def test_scrub_truncates_long_text_with_an_ellipsis():
-    cleaned = scrub("word " * 500, None)
+    cleaned = scrub("word " * 500)
     assert len(cleaned) == MAX_MESSAGE_CHARS
     assert cleaned.endswith("…")
-    assert scrub("x" * MAX_MESSAGE_CHARS, None) == "x" * MAX_MESSAGE_CHARS
+    assert scrub("x" * MAX_MESSAGE_CHARS) == "x" * MAX_MESSAGE_CHARS
 
 
 def test_scrub_removes_the_key_before_cutting():
     key = "sk-" + "k" * 40
-    cleaned = scrub("a" * (MAX_MESSAGE_CHARS - 10) + key, key)
+    redaction.register(key)
+    cleaned = scrub("a" * (MAX_MESSAGE_CHARS - 10) + key)
     assert "sk-kkk" not in cleaned
 
 
@@ -199,7 +216,8 @@ def adapter():
 
 def describe(adapter, body: bytes) -> tuple[str, str | None]:
     """Summarise a raw error body as `_http` does: decode, then describe."""
-    return _http._describe_body(adapter, *_http._decode(body))
+    text, data, _ = _http._decode(body)
+    return _http._describe_body(adapter, text, data)
 
 
 def test_an_html_error_page_is_summarised_by_its_title(adapter):

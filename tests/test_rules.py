@@ -64,6 +64,14 @@ def kind(name: ErrorKind) -> ProviderError:
         (kind("transport"), "openai", "connect", 30.0, True),
         (kind("invalid_response"), "openai", "invalid_response", 30.0, False),
         (kind("empty_response"), "gemini", "empty_response", None, False),
+        # Far past any real answer: a broken endpoint, cooled down; not asked again in place.
+        (
+            ProviderError("response_too_large", "x", status=200),
+            "openai",
+            "response_too_large",
+            30.0,
+            False,
+        ),
         (kind("missing_key"), "openai", "missing_key", None, False),
         (http(200), "openai", "other", 30.0, False),  # nothing else matches
     ],
@@ -103,6 +111,7 @@ def test_every_builtin_rule_is_reachable():
         (kind("connect"), "openai"),
         (kind("invalid_response"), "openai"),
         (kind("empty_response"), "openai"),
+        (kind("response_too_large"), "openai"),
         (kind("missing_key"), "openai"),
         (http(200), "openai"),
     ]

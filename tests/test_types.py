@@ -382,3 +382,26 @@ def test_any_value_anywhere_parses_or_is_a_conversation_error(path):
             assert len(str(exc)) < 300 and "\n" not in str(exc), (path, value)
             continue
         json.dumps(conversation.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+DEEP_ARGUMENTS = "[" * 985 + "]" * 985
+
+
+@pytest.mark.parametrize(
+    ("arguments", "parsed"),
+    [
+        ('{"city": "Oslo"}', {"city": "Oslo"}),
+        ("", {}),
+        ("{broken", "{broken"),  # kept as the model wrote it
+        ('{"q": "\\ud800"}', {"q": "\ufffd"}),  # a lone surrogate escape becomes U+FFFD
+        ('{"\\udc00": ["\\ud83d\\ude00"]}', {"\ufffd": ["\U0001f600"]}),  # a real pair stays
+        ("[" * 64 + "]" * 64, json.loads("[" * 64 + "]" * 64)),
+        ("[" * 65 + "]" * 65, "[" * 65 + "]" * 65),  # deeper than we accept: kept as text
+        (DEEP_ARGUMENTS, DEEP_ARGUMENTS),
+    ],
+    ids=["object", "empty", "broken", "surrogate", "surrogate-key", "deep-64", "65", "985"],
+)
+def test_parsed_arguments_are_always_safe_to_print(arguments, parsed):
+    value = ToolCall("c", "f", arguments).parsed_arguments()
+    assert value == parsed
+    json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")  # what --json does

@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from .. import redaction, untrusted
 from ..errors import EXIT_PIPE, EXIT_USAGE, LlmCascadeError, UsageError
 
 ConfigOption = Annotated[
@@ -52,7 +53,7 @@ def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:
     root = logging.getLogger("llm_cascade")
     root.setLevel(level)
     root.propagate = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _SafeHandler(sys.stderr)
     if level <= logging.INFO:
         handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)-5s %(message)s"))
     else:
@@ -64,6 +65,15 @@ def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:
     http.setLevel(logging.INFO if verbosity >= 2 else logging.WARNING)
     http.propagate = False
     http.handlers[:] = [handler]
+
+
+class _SafeHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
+    """stderr, where no line shows a known secret, drives the terminal or fails to encode,
+    whatever a record holds (httpx logs the provider's reason phrase, for one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = redaction.redact(super().format(record))
+        return untrusted.escape_controls(untrusted.encodable(line))
 
 
 class _ShortFormatter(logging.Formatter):

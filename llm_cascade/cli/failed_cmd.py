@@ -7,6 +7,7 @@ after an outage: each saved conversation is sent again and removed once answered
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -208,7 +209,7 @@ def _emit(
         write_stdout(json.dumps({"id": saved.id, **result.to_dict()}, ensure_ascii=False) + "\n")
     else:
         say(f"{saved.id}: answered by {result.entry}")
-        write_stdout(render.answer_text(result.response) + "\n")
+        write_stdout(render.answer_text(result.response, terminal=sys.stdout.isatty()) + "\n")
 
 
 @app.command("rm")

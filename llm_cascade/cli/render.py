@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from .. import untrusted
 from ..cascade import Attempt, CascadeResult
 from ..clock import format_human
 from ..errors import CascadeFailed
 from ..types import LlmResponse
 
+_UNESCAPED_CONTROL = re.compile("[\x7f-\x9f]")  # json.dumps escapes only C0
+
 
 def dumps(data: Any) -> str:
-    """Pretty JSON as the original prints it: 2-space indent, non-ASCII kept."""
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    """Pretty JSON as the original prints it: 2-space indent, non-ASCII kept.
+
+    DEL and C1 controls are written as `\\u0080`-style escapes (the same JSON), so no JSON we
+    print can drive a terminal.
+    """
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return _UNESCAPED_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def answer_text(response: LlmResponse) -> str:
-    """stdout for a plain run: the text, or the whole response as JSON if it calls tools."""
+def answer_text(response: LlmResponse, *, terminal: bool = False) -> str:
+    """stdout for a plain run: the text, or the whole response as JSON if it calls tools.
+
+    The text is the user's data and goes out byte for byte, except to a `terminal`, which
+    gets control characters other than tab, newline and CRLF escaped (`\\x1b`): an answer must
+    not be able to clear the screen, retitle the window or write the clipboard.
+    """
     if response.tool_calls:
         return dumps(response.to_dict())
-    return response.text
+    return untrusted.escape_controls(response.text) if terminal else response.text
 
 
 def failure_json(exc: CascadeFailed) -> dict[str, Any]:

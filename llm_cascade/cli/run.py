@@ -228,7 +228,11 @@ def run(
             say(line)
     deliver(
         answer,
-        lambda: render.result_json(result) if json_output else render.answer_text(result.response),
+        lambda: (
+            render.result_json(result)
+            if json_output
+            else render.answer_text(result.response, terminal=sys.stdout.isatty())
+        ),
     )
 
 

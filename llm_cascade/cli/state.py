@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..text import shorten
+from ..untrusted import escape_controls
 from ._common import ConfigOption, JsonOption, echo, format_table, say
 
 
@@ -78,7 +79,7 @@ def log(
             str(r.http_status or "-"),
             str(r.latency_ms),
             r.rule or "-",
-            shorten(r.error_message or "-", 60),
+            shorten(escape_controls(" ".join((r.error_message or "-").split())), 60),
         ]
         for r in rows
     ]

@@ -1,16 +1,18 @@
 """The one place that talks HTTP: budgets, status handling, Retry-After, error bodies.
 
 No retries happen here (the engine owns the only retry loop) and redirects are never
-followed (D17). Every failure becomes a `ProviderError` whose message is short and has the
-API key scrubbed out (D19, D21), so no httpx type or secret leaks upward.
+followed (D17). Every failure becomes a `ProviderError` whose message is short, has every
+known secret scrubbed out and its control characters escaped (D19, D21), so no httpx type,
+secret or terminal escape leaks upward. The body is read within `max_response_bytes`, decoded
+JSON enters our types only through `untrusted.loads` (no lone surrogates, bounded nesting).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -18,11 +20,14 @@ from typing import Any
 
 import httpx
 
+from .. import redaction, untrusted
 from ..errors import ProviderError
+from ..text import shorten, size_text
 from ..types import Conversation, LlmResponse
 from .base import Adapter, CallOptions
 
 MAX_MESSAGE_CHARS = 300
+ACCEPT_ENCODING = "gzip, deflate"  # what `_Inflater` decodes within a size limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,24 +73,71 @@ def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
     return max(value, 0.0) if math.isfinite(value) else None
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """Remove the key from `text`, collapse whitespace and cut it to a readable length."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+def scrub(text: str) -> str:
+    """Provider text fit for a message: known secrets out, one line, control characters
+    escaped, cut to a readable length."""
+    return shorten(
+        untrusted.escape_controls(" ".join(redaction.redact(text).split())), MAX_MESSAGE_CHARS
+    )
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _Inflater:
+    """Undoes a gzip or deflate Content-Encoding without ever producing more than asked for,
+    so a small body that inflates to gigabytes costs no more memory than the limit."""
+
+    def __init__(self, header: str) -> None:
+        codings = [c.strip().lower() for c in header.split(",")]
+        codings = [c for c in codings if c in _WBITS]  # like httpx: others pass as they are
+        if len(codings) > 1:
+            raise ProviderError(
+                "invalid_response", f"stacked Content-Encoding {header.strip()!r} not supported"
+            )
+        self.coding = codings[0] if codings else None
+        self._zlib = zlib.decompressobj(_WBITS[self.coding]) if self.coding else None
+        self._first = True
+
+    def __call__(self, data: bytes, most: int) -> bytes:
+        """Up to `most` bytes decoded from `data` (and what came before it)."""
+        if self._zlib is None:
+            return data
+        first, self._first = self._first, False
+        try:
+            return self._zlib.decompress(data, most)
+        except zlib.error:
+            if first and self.coding == "deflate":  # raw deflate without the zlib header
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self(data, most)
+            raise ProviderError(
+                "invalid_response", f"the {self.coding} body cannot be decoded"
+            ) from None
+
+
+async def _read_body(response: httpx.Response, limit: int) -> bytes | None:
+    """The decoded body, or None as soon as it grows past `limit` bytes (the rest is not read)."""
+    inflate = _Inflater(response.headers.get("content-encoding", ""))
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += inflate(chunk, limit + 1 - len(body))
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def _decode(body: bytes) -> tuple[str, Any]:
-    """The body as text, and as JSON if it is JSON (else None)."""
+def _decode(body: bytes) -> tuple[str, Any, str]:
+    """The body as text; as JSON, or None if it is no JSON we accept; and why not."""
     text = body.decode("utf-8", errors="replace")
     try:
-        return text, json.loads(text)
-    except (ValueError, RecursionError):  # nested too deep to parse is not JSON we can use
-        return text, None
+        return text, untrusted.loads(text), ""
+    except untrusted.NestedTooDeep as exc:  # too deep for our readers and printers
+        return text, None, f"is JSON {exc}"
+    except ValueError:
+        return text, None, "is not JSON"
 
 
 def _describe_body(adapter: Adapter, text: str, data: Any) -> tuple[str, str | None]:
@@ -108,12 +160,16 @@ async def send(
     now: float,
 ) -> Reply:
     """POST one request within `budget` and parse it; raises ProviderError on any failure."""
+    redaction.register(options.api_key, *options.headers.values())  # whatever we send
     wire = adapter.build_request(conversation, options)
+    headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
+    headers.update(wire.headers)
+    headers.update(options.headers)
     request = client.build_request(
         "POST",
         wire.url,
         json=wire.body,
-        headers={**wire.headers, **options.headers},
+        headers=headers,
         timeout=httpx.Timeout(budget.total, connect=budget.connect),
     )
     try:
@@ -122,7 +178,7 @@ async def send(
                 async with asyncio.timeout(budget.first_byte) as first_cm:
                     response = await client.send(request, stream=True, follow_redirects=False)
                 try:
-                    body = await response.aread()
+                    body = await _read_body(response, options.max_response_bytes)
                 finally:
                     await response.aclose()
             except TimeoutError:
@@ -137,50 +193,65 @@ async def send(
         phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
         raise ProviderError("timeout", f"{phase} timed out") from None
     except httpx.ConnectError as exc:
-        raise ProviderError(
-            "connect", f"connection failed: {scrub(str(exc), options.api_key)}"
-        ) from None
+        raise ProviderError("connect", f"connection failed: {scrub(str(exc))}") from None
     except httpx.HTTPError as exc:
-        detail = scrub(str(exc), options.api_key) or type(exc).__name__
+        detail = scrub(str(exc)) or type(exc).__name__
         raise ProviderError("transport", f"connection broken: {detail}") from None
     return _interpret(adapter, options, response, body, now)
 
 
 def _interpret(
-    adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes, now: float
+    adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes | None, now: float
 ) -> Reply:
+    """Turn a status and a body (None: larger than allowed) into a Reply or a ProviderError."""
     status = response.status_code
     if 300 <= status < 400:
         target = response.headers.get("location", "?")
         raise ProviderError(
             "http",
-            f"redirect to {scrub(target, options.api_key)} not followed;"
-            " set base_url to the final URL",
+            f"redirect to {scrub(target)} not followed; set base_url to the final URL",
             status=status,
         )
-    text, data = _decode(body)
-    if status >= 400 or status < 200:
+    ok = 200 <= status < 300
+    if body is None:
+        over = f"larger than {size_text(options.max_response_bytes)}"
+        if ok:
+            raise ProviderError("response_too_large", f"response {over}", status=status)
+        text, data, why = f"error body {over}", None, ""  # the status still says what happened
+    else:
+        text, data, why = _decode(body)
+    if not ok:
         message, code = _describe_body(adapter, text, data)
         retry_after = parse_retry_after(response.headers, now)
         if retry_after is None and data is not None:
             retry_after = adapter.retry_after(data)
         raise ProviderError(
-            "http",
-            scrub(message, options.api_key),
-            status=status,
-            code=code,
-            retry_after_s=retry_after,
+            "http", scrub(message), status=status, code=code, retry_after_s=retry_after
         )
     if data is None:
         message, _ = _describe_body(adapter, text, data)
         raise ProviderError(
-            "invalid_response",
-            f"HTTP {status} body is not JSON: {scrub(message, options.api_key)}",
-            status=status,
+            "invalid_response", f"HTTP {status} body {why}: {scrub(message)}", status=status
         )
     try:
-        return Reply(adapter.parse_response(data, options), status)
+        reply = adapter.parse_response(data, options)
+        _check_arguments(reply)
     except ProviderError as exc:
         exc.status = status
-        exc.message = scrub(exc.message, options.api_key)
+        exc.message = scrub(exc.message)
         raise
+    return Reply(reply, status)
+
+
+def _check_arguments(response: LlmResponse) -> None:
+    """Tool-call arguments are JSON inside a string: bound their nesting as the reply's own,
+    so no consumer (ours: --json, the next request) can run out of stack on them."""
+    for call in response.tool_calls:
+        try:
+            untrusted.loads(call.arguments)
+        except untrusted.NestedTooDeep as exc:
+            raise ProviderError(
+                "invalid_response", f"tool call '{call.name}' arguments are {exc}"
+            ) from None
+        except ValueError:
+            pass  # not JSON: kept as the model wrote it

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 from ..errors import ProviderError
 from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition
 
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # far above any real answer, far below harm
+
 
 @dataclass(frozen=True, slots=True)
 class CallOptions:
@@ -30,6 +32,7 @@ class CallOptions:
     temperature: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # decoded body; larger fails over
 
 
 @dataclass(frozen=True, slots=True)
