@@ -63,6 +63,74 @@ def test_failover_with_explain_on_stderr(tmp_path, sim):
     assert "\x1b[" not in done.stderr  # no colour when not a TTY
 
 
+def explain_line(stderr: str, entry: str) -> str:
+    [line] = [ln for ln in stderr.splitlines() if ln.strip().startswith(entry + " ")]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("fail", "cooldown"),
+    [
+        (Fail(500), "cooldown 30 s"),  # the backoff set, not the seconds left when printed
+        (Fail(429, headers={"retry-after-ms": "1500"}), "cooldown 1.5 s"),
+        (Fail(401), "cooldown 3600 s"),
+    ],
+)
+def test_explain_shows_the_cooldown_that_was_set(tmp_path, sim, fail, cooldown):
+    sim.script("a", fail)
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert done.returncode == 0, done.stderr
+    assert f"-> {cooldown} until " in explain_line(done.stderr, "sim/a")
+    assert explain_line(done.stderr, "sim/a").split(" -> ")[1].startswith(cooldown)
+
+
+def test_explain_says_a_stop_rule_stopped_the_cascade(tmp_path, sim):
+    sim.script("a", Fail(400, message="context too long"))
+    rules = [{"name": "give_up", "status": 400, "action": "stop", "cooldown": "none"}]
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b"]}, extra={"rules": rules})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert done.returncode == 1
+    line = explain_line(done.stderr, "sim/a")
+    assert "[rule give_up] -> no cooldown, cascade stopped" in line
+    assert "next entry" not in line
+    assert sim.count("b") == 0
+
+
+def test_explain_shows_the_wait_of_wait_cooldown(tmp_path, sim):
+    sim.script("a", Fail(503, retry_after="1"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "one").returncode == 1
+    sim.script("a", Reply("after the wait"))
+    done = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "two", "--explain", "--wait-cooldown", "5"
+    )
+    assert (done.returncode, done.stdout) == (0, "after the wait\n"), done.stderr
+    lines = [ln.strip() for ln in done.stderr.splitlines()[1:]]
+    assert lines[0].startswith("sim/a  waited ") and "(--wait-cooldown)" in lines[0]
+    assert lines[1].startswith("sim/a  probe, answered in")
+
+
+def test_explain_says_ignore_cooldown_overrode_a_cooldown(tmp_path, sim):
+    sim.script("a", Fail(503, retry_after="600"), Reply("tried anyway"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "one").returncode == 1
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "two", "--explain", "--ignore-cooldown")
+    assert (done.returncode, done.stdout) == (0, "tried anyway\n"), done.stderr
+    line = explain_line(done.stderr, "sim/a")
+    assert "answered in" in line and "was cooling down until" in line and "tried anyway" in line
+
+
+def test_every_entry_skipped_names_them_without_an_empty_failed_line(tmp_path, sim):
+    sim.script("a", Fail(503, retry_after="600"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "one").returncode == 1
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "two")
+    assert done.returncode == 1
+    assert "Skipped (on cooldown): sim/a" in done.stderr
+    assert "Failed entries" not in done.stderr
+
+
 def test_config_env_var_selects_the_config(tmp_path, sim):
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     done = run_cli("run", "-C", "x", "-p", "hi", env={"LLM_CASCADE_CONFIG": str(cfg)})

@@ -62,38 +62,49 @@ def failure_hint(exc: CascadeFailed, now: float) -> str | None:
     )
 
 
-def explain(cascade: str, attempts: list[Attempt], now: float) -> list[str]:
+def explain(cascade: str, attempts: list[Attempt]) -> list[str]:
     """Per entry: what happened and why (run --explain)."""
     lines = [f"explain: cascade '{cascade}'"]
     width = max((len(a.entry) for a in attempts), default=0)
     for a in attempts:
-        lines.append(f"  {a.entry:<{width}}  {_explain_one(a, now)}")
+        lines.append(f"  {a.entry:<{width}}  {_explain_one(a)}")
     return lines
 
 
-def _explain_one(a: Attempt, now: float) -> str:
+def _explain_one(a: Attempt) -> str:
+    note = f" ({a.note})" if a.note else ""
     tag = f"try {a.try_number}: " if a.try_number > 1 or a.outcome == "retrying" else ""
     probe = "probe, " if a.probe else ""
     if a.outcome == "ok":
         tokens = (
             f", tokens {a.input_tokens}/{a.output_tokens}" if a.input_tokens is not None else ""
         )
-        return f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}){tokens}"
+        return f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}){tokens}{note}"
     if a.outcome == "skipped":
         return f"skipped: {a.detail}"
+    if a.outcome == "waited":
+        return f"waited {seconds_text(a.latency_ms / 1000)} for it to cool down (--wait-cooldown)"
     if a.outcome == "missing_key":
         return f"not tried: {a.detail}"
-    if a.outcome == "deadline":
+    if a.outcome in ("deadline", "undelivered"):
         return f"{tag}stopped: {a.detail}"
-    after = "retrying" if a.outcome == "retrying" else _cooldown_text(a, now)
-    return f"{tag}{probe}tried: {a.detail} [rule {a.rule}] -> {after} ({a.latency_ms} ms)"
+    after = "retrying" if a.outcome == "retrying" else _after_failure(a)
+    return f"{tag}{probe}tried: {a.detail} [rule {a.rule}] -> {after} ({a.latency_ms} ms){note}"
 
 
-def _cooldown_text(a: Attempt, now: float) -> str:
-    if a.cooldown_until is None:
-        return "no cooldown, next entry"
-    seconds = max(a.cooldown_until - now, 0)
-    return f"cooldown {seconds:.0f} s until {format_human(a.cooldown_until)} (level {a.level})"
+def _after_failure(a: Attempt) -> str:
+    """What the failure set and where the cascade went: `cooldown 30 s ..., next entry`."""
+    then = "cascade stopped (the rule's action is stop)" if a.stopped else "next entry"
+    if a.cooldown_s is None:
+        return f"no cooldown, {then}"
+    until = f" until {format_human(a.cooldown_until)}" if a.cooldown_until is not None else ""
+    level = f", level {a.level}" if a.level else ""
+    return f"cooldown {seconds_text(a.cooldown_s)}{until}{level}, {then}"
+
+
+def seconds_text(seconds: float) -> str:
+    """`30 s`, `1.5 s`, `0.25 s`: a duration as it was set, without false precision."""
+    return f"{round(seconds, 3):g} s"
 
 
 def result_json(result: CascadeResult) -> str:

@@ -222,9 +222,7 @@ def run(
         raise typer.Exit(EXIT_FAILED) from None
     result = answer.result
     if explain:
-        from ..clock import SystemClock
-
-        for line in render.explain(result.cascade_name, result.attempts, SystemClock().now()):
+        for line in render.explain(result.cascade_name, result.attempts):
             say(line)
     deliver(
         answer,
@@ -303,7 +301,7 @@ def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> Non
 
     now = SystemClock().now()
     if explain:
-        for line in render.explain(exc.cascade_name, exc.attempts, now):
+        for line in render.explain(exc.cascade_name, exc.attempts):
             say(line)
     say(str(exc))
     hint = render.failure_hint(exc, now)
