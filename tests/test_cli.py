@@ -518,6 +518,21 @@ def test_wait_cooldown_without_a_value_waits_up_to_the_default(tmp_path, sim, ar
     assert sim.count("a") == 1
 
 
+@pytest.mark.parametrize("command", [["run"], ["failed", "retry"]])
+def test_help_shows_verbose_as_a_repeatable_flag_that_takes_no_value(command):
+    done = run_cli(*command, "--help", env={"COLUMNS": "200"})
+    line = next(line for line in done.stdout.splitlines() if "--verbose" in line)
+    assert "-v" in line.replace("--verbose", "") and "repeat" in line, line
+    assert not any(word in line for word in ("<int>", "INTEGER", "[default")), line
+
+
+def test_repeated_verbose_flags_count(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--verbose", "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert "HTTP Request: POST" in done.stderr
+
+
 def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-vv")
