@@ -154,6 +154,14 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def keyring_in_use(enabled: bool) -> bool:
+    """True if `key set` can keep keys: the config allows the keyring and its backend works.
+
+    Callers pass this as `use_keyring` to `key_fix`, so no hint sends the user to a `key set`
+    that would refuse."""
+    return enabled and keyring_backend().problem is None
+
+
 def backend_name() -> str:
     """The keyring backend in use, e.g. `SecretService Keyring`, or why there is none."""
     backend = keyring_backend()

@@ -258,3 +258,33 @@ def test_key_set_on_a_terminal_reads_the_key_without_echo(cfg, file_keyring):
     assert "stored in keyring" in child.before
     assert SECRET not in child.before
     assert file_keyring.get_password("llm-cascade", "openai") == SECRET
+
+
+def test_with_the_keyring_off_no_hint_suggests_key_set(tmp_path, sim):
+    """`keyring = false`: `key set` refuses, so no message may send the user there."""
+    sim.require_key("the-right-key")
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra={"keyring": False})
+    rejected = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert rejected.returncode == 1
+    assert "401" in rejected.stderr and "set SIM_KEY" in rejected.stderr
+    missing = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--ignore-cooldown", env={"SIM_KEY": ""}
+    )
+    assert "API key not configured for provider 'sim': set SIM_KEY" in missing.stderr
+    checked = run_cli("config", "check", "-c", str(cfg), env={"SIM_KEY": ""})
+    assert checked.returncode == 2 and "set SIM_KEY" in checked.stdout
+    got = run_cli("key", "get", "sim", "-c", str(cfg), env={"SIM_KEY": ""})
+    listed = run_cli("key", "list", "-c", str(cfg), env={"SIM_KEY": ""})
+    argument = run_cli("key", "set", "sim", "sk-pasted-here", "-c", str(cfg))
+    assert argument.returncode == 2 and "export SIM_KEY" in argument.stderr
+    assert "sk-pasted-here" not in argument.stderr
+    for done in (rejected, missing, checked, got, listed, argument):
+        assert "llm-cascade key set" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_with_the_keyring_on_the_auth_hint_offers_key_set_and_the_variable(tmp_path, sim):
+    sim.require_key("the-right-key")
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=FILE_KEYRING)
+    assert done.returncode == 1
+    assert "run `llm-cascade key set sim` or set SIM_KEY" in done.stderr

@@ -253,7 +253,7 @@ def test_wizard_happy_path_writes_config_folders_and_key(paths):
     # It shows what it wrote and what to run next.
     assert '{ provider = "ollama", model = "llama3:8b" }' in out
     assert 'llm-cascade run -C default -p "Hello"' in out
-    assert "llm-cascade key set my-llm  (or export MY_LLM_API_KEY)" in out
+    assert "my-llm: run `llm-cascade key set my-llm` or set MY_LLM_API_KEY" in out
     assert run_cli("config", "check").returncode == 0
 
 

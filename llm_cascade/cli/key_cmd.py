@@ -65,7 +65,8 @@ def _require_keyring(app_config: AppConfig, lookup: KeyLookup) -> None:
     if backend.problem:
         raise LlmCascadeError(
             f"no usable keyring ({backend.name}: {backend.problem}): unlock or install one"
-            " (see docs/setup.md, e.g. `pip install keyrings.alt` on a headless machine),"
+            " (on a headless machine: `pip install keyrings.alt` and"
+            " PYTHON_KEYRING_BACKEND=keyrings.alt.file.PlaintextKeyring),"
             f" or {_env_hint(lookup)}"
         )
 
@@ -89,13 +90,18 @@ def set_key(
     from ..keys import KeyringUnavailable, clean_secret, keyring_backend, read_env, store_key
     from .prompter import read_key
 
-    if ctx.args:  # caught here so the usual "unexpected argument (sk-...)" never echoes a key
-        raise UsageError(
-            "`key set` takes no key argument (it stays in shell history; consider removing it):"
-            f" run `llm-cascade key set {provider}` and paste the key at the prompt, or"
-            f' printf %s "$KEY" | llm-cascade key set {provider}'
-        )
     app_config, provider_config, lookup = _load(config, provider)
+    if ctx.args:  # caught here so the usual "unexpected argument (sk-...)" never echoes a key
+        how = (
+            f"run `llm-cascade key set {provider}` and paste the key at the prompt, or"
+            f' printf %s "$KEY" | llm-cascade key set {provider}'
+            if app_config.keyring
+            else f"the keyring is off (keyring = false), so {_env_hint(lookup)}"
+        )
+        raise UsageError(
+            f"`key set` takes no key argument (it stays in shell history; consider removing it):"
+            f" {how}"
+        )
     if not lookup.needs_key:
         raise UsageError(
             f"Provider '{provider}' (type {provider_config.type}) does not use an API key;"
@@ -166,7 +172,7 @@ def get_key(
 
     The key alone goes to stdout; where it came from (keyring or env var) goes to stderr.
     """
-    from ..keys import keyring_backend, mask_key, missing_key_message, resolve_key
+    from ..keys import keyring_backend, keyring_in_use, mask_key, missing_key_message, resolve_key
 
     app_config, _, lookup = _load(config, provider)
     if not lookup.needs_key:
@@ -176,7 +182,8 @@ def get_key(
     if resolved.warning:
         say(f"Warning: {resolved.warning}")
     if resolved.value is None:
-        raise LlmCascadeError(missing_key_message(lookup, use_keyring=app_config.keyring))
+        in_use = keyring_in_use(app_config.keyring)
+        raise LlmCascadeError(missing_key_message(lookup, use_keyring=in_use))
     print(resolved.value if show_full else mask_key(resolved.value))
     if resolved.source == "keyring":
         say(f"(from the keyring: {keyring_backend().name}, username '{lookup.keyring_user}')")
@@ -265,9 +272,10 @@ def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> N
             say(f"Note: {backend.note}.")
     if warning:
         say(f"Warning: {warning}")
+    in_use = backend is not None and backend.problem is None
     for status in statuses:
         if status.source == "missing":
-            say(missing_key_message(status.lookup, use_keyring=app_config.keyring))
+            say(missing_key_message(status.lookup, use_keyring=in_use))
 
 
 # Extra arguments reach set_key, which refuses them without echoing what may be a key.

@@ -156,16 +156,16 @@ def _store_keys(app_config: AppConfig, keys: dict[str, str]) -> None:
         lookup = lookup_for(app_config.providers[provider])
         try:
             store_key(lookup, secret)
-        except KeyringUnavailable as exc:
+        except KeyringUnavailable as exc:  # the keyring just refused: offer the variable
             say(f"Warning: could not store the key for '{provider}': {exc}")
-            say(f"  To fix: {key_fix(lookup)}.")
+            say(f"  To fix: {key_fix(lookup, use_keyring=False)}.")
         else:
             print(f"API key for '{provider}' stored in keyring.")
     keys.clear()
 
 
 def _next_steps(app_config: AppConfig) -> None:
-    from ..keys import key_statuses, lookup_for
+    from ..keys import key_fix, key_statuses, keyring_in_use, lookup_for
 
     lookups = [lookup_for(app_config.providers[n]) for n in sorted(app_config.providers)]
     statuses, _ = key_statuses(lookups, use_keyring=app_config.keyring)
@@ -174,10 +174,10 @@ def _next_steps(app_config: AppConfig) -> None:
     print()
     print(f"Setup complete. Edit '{app_config.path}' to customize providers and cascades.")
     if missing:
-        print("Use 'llm-cascade key set <provider>' to store API keys. Missing now:")
+        in_use = keyring_in_use(app_config.keyring)
+        print("API keys missing now:")
         for lookup in missing:
-            env = f"  (or export {lookup.env_var})" if lookup.env_var else ""
-            print(f"  llm-cascade key set {lookup.provider}{env}")
+            print(f"  {lookup.provider}: {key_fix(lookup, use_keyring=in_use)}")
     print("Next:")
     print("  llm-cascade config check        which cascades can run, and why not")
     if cascade:
