@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -531,6 +532,26 @@ def test_repeated_verbose_flags_count(tmp_path, sim):
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--verbose", "--verbose")
     assert done.returncode == 0, done.stderr
     assert "HTTP Request: POST" in done.stderr
+
+
+def test_a_wait_cooldown_too_short_says_how_long_is_needed(tmp_path, sim):
+    sim.script("a", Fail(429, retry_after="600"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "first").returncode == 1
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--wait-cooldown", "2")
+    assert done.returncode == 1
+    needed = re.search(
+        r"--wait-cooldown 2 was too short: the first entry frees up in (\d+) s", done.stderr
+    )
+    assert needed and 590 <= int(needed[1]) <= 600, done.stderr
+    assert "Use --wait-cooldown to wait" not in done.stderr
+    deadline = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--wait-cooldown=700", "--deadline", "1"
+    )
+    assert "after the cascade deadline" in deadline.stderr  # the wait was long enough
+    plain = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert "Use --wait-cooldown to wait for it" in plain.stderr  # no wait asked: offer one
+    assert sim.count("a") == 1
 
 
 def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):
