@@ -90,7 +90,7 @@ def _template(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
 
 
 def _wizard(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
-    from ..bootstrap import state_paths
+    from ..bootstrap import state_paths, template_path
     from ..wizard import build_document, render_config, run_wizard
     from .prompter import RichPrompter
 
@@ -99,7 +99,7 @@ def _wizard(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
     io.say(f"The config will be written to {path} at the end; Ctrl-C aborts, writing nothing.")
     io.say()
     answers = run_wizard(io)
-    text = render_config(build_document(answers, *state_paths(data_dir)))
+    text = render_config(build_document(answers, *state_paths(data_dir)), template_path())
     io.say()
     return text, _offer_keys(io, _parse(text, path))
 
