@@ -288,3 +288,19 @@ def test_with_the_keyring_on_the_auth_hint_offers_key_set_and_the_variable(tmp_p
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=FILE_KEYRING)
     assert done.returncode == 1
     assert "run `llm-cascade key set sim` or set SIM_KEY" in done.stderr
+
+
+def test_no_keyring_backend_is_the_documented_fallback_not_a_warning_on_every_run(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    env = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}  # a headless server
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    verbose = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v", env=env)
+    assert "no keyring backend; the key for 'sim' comes from env vars" in verbose.stderr
+    listed = run_cli("key", "list", "-c", str(cfg), env=env)
+    assert listed.stdout.splitlines()[2].split()[:3] == ["sim", "no", "backend"]
+    assert "no keyring backend is installed or reachable" in listed.stderr
+    assert "keys come from env vars only" in listed.stderr and "Warning" not in listed.stderr
+    checked = run_cli("config", "check", "-c", str(cfg), env=env)
+    assert "reachable); keys come from env vars" in checked.stdout
+    assert "Warnings" not in checked.stdout

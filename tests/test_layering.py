@@ -107,7 +107,7 @@ def test_the_walker_sees_relative_absolute_and_function_level_imports():
     assert "llm_cascade.errors" in imports_of("llm_cascade.types")  # from .errors import
     assert "httpx" in imports_of("llm_cascade.providers._http")  # import httpx
     assert "llm_cascade.providers._http" in imports_of("llm_cascade.cascade")  # inside a function
-    assert "keyring" in imports_of("llm_cascade.keys")  # inside a function
+    assert "keyring" in imports_of("llm_cascade.keyring_choice")  # inside a function
     assert "llm_cascade.cli.failed_cmd" in imports_of("llm_cascade.cli")  # from . import x
     assert "llm_cascade.errors" in imports_of("llm_cascade.providers.base")  # from ..errors
 
@@ -176,6 +176,11 @@ def test_httpx_is_imported_only_at_the_http_edge():
     outside = {n for n in users if not any(in_area(n, area) for area in HTTP_MODULES)}
     assert not outside, outside
     assert "llm_cascade.providers._http" in users
+
+
+def test_keyring_is_imported_only_where_keys_are_read_and_its_backend_chosen():
+    users = {name for name in MODULES if "keyring" in third_party(name)}
+    assert users == {"llm_cascade.keys", "llm_cascade.keyring_choice"}, users
 
 
 # --- start-up cost ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
+from ..keyring_choice import remember_choice
 from . import failed_cmd, state
 from . import run as run_module
 from ._common import setup_logging
@@ -47,6 +48,7 @@ def _root(
 ) -> None:
     """Cascading LLM inference across multiple providers."""
     setup_logging(0)
+    remember_choice()  # each run loads the keyring backend found before instead of probing all
 
 
 app.command("run")(run_module.run)

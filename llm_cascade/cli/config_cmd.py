@@ -62,7 +62,9 @@ def _keyring_line(report: Report) -> str:
     if report.keyring is None:
         return "off (keyring = false); keys come from env vars"
     if report.keyring.problem:
-        return f"{report.keyring.name} (unusable: {report.keyring.problem})"
+        return (
+            f"{report.keyring.name} (unusable: {report.keyring.problem}); keys come from env vars"
+        )
     note = f" ({report.keyring.note})" if report.keyring.note else ""
     return f"{report.keyring.name}{note}"
 

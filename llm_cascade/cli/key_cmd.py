@@ -266,7 +266,11 @@ def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> N
     if backend is None:
         say("Keyring: off (keyring = false in the config); keys come from env vars only.")
     else:
-        problem = f" (unusable: {backend.problem})" if backend.problem else ""
+        problem = (
+            f" (unusable: {backend.problem}); keys come from env vars only"
+            if backend.problem
+            else ""
+        )
         say(f"Keyring backend: {backend.name}{problem}")
         if backend.note:
             say(f"Note: {backend.note}.")
