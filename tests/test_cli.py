@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
+import ssl
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from llm_cascade._version import __version__
 from llm_cascade.simulator import Fail, Reply, SimToolCall
 
-from .support import SIM_KEY, cli_command, entry, run_cli, write_config
+from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
 
 PROVIDER_A = '[providers.a]\ntype = "openai"\n[cascades.x]\n'
 
@@ -552,6 +554,61 @@ def test_a_wait_cooldown_too_short_says_how_long_is_needed(tmp_path, sim):
     plain = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
     assert "Use --wait-cooldown to wait for it" in plain.stderr  # no wait asked: offer one
     assert sim.count("a") == 1
+
+
+def test_only_https_needs_tls_certificates(tmp_path, sim):
+    """A broken SSL_CERT_FILE cannot stop a run that only talks plain http (a local Ollama),
+    and an https entry fails over naming the reason (the SSL context is made on first use)."""
+    tls = {"type": "openai", "base_url": "https://127.0.0.1:9/v1", "api_key_env": "SIM_KEY"}
+    cfg = write_config(
+        tmp_path, sim, {"plain": ["b"], "mixed": [entry("tls", "a"), "b"]}, providers={"tls": tls}
+    )
+    env = {"SSL_CERT_FILE": str(tmp_path / "missing-ca.pem")}
+    plain = run_cli("run", "-C", "plain", "-c", str(cfg), "-p", "hi", env=env)
+    assert plain.returncode == 0, plain.stderr
+    mixed = run_cli("run", "-C", "mixed", "-c", str(cfg), "-p", "hi", "--explain", env=env)
+    assert mixed.returncode == 0, mixed.stderr
+    assert "cannot set up TLS (certificates: No such file or directory)" in mixed.stderr
+    assert sim.count("b") == 2
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_https_checks_the_certificate_against_ssl_cert_file(tmp_path, sim):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    where = ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=test"]
+    ip = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        ["openssl", "req", "-x509", *new_key, *where, *ip], check=True, capture_output=True
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    answer = {"choices": [{"message": {"content": "over tls"}}]}
+    with RawServer(json.dumps(answer).encode(), tls=context) as server:
+        tls = {"type": "openai", "base_url": server.url, "api_key_env": "SIM_KEY"}
+        cfg = write_config(tmp_path, sim, {"x": [entry("tls", "m"), "b"]}, providers={"tls": tls})
+        trusted = run_cli(
+            "run", "-C", "x", "-c", str(cfg), "-p", "hi", env={"SSL_CERT_FILE": str(cert)}
+        )
+        unknown = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert trusted.returncode == 0 and trusted.stdout == "over tls\n", trusted.stderr
+    assert unknown.stdout.startswith("Simulated answer from b")  # not its certificate: next
+    assert "CERTIFICATE_VERIFY_FAILED" in unknown.stderr
+    assert server.count == 1
+
+
+def test_proxies_from_the_environment_are_used_except_for_loopback_hosts(tmp_path, sim):
+    answer = {"choices": [{"message": {"content": "via the proxy"}}]}
+    with RawServer(json.dumps(answer).encode()) as proxy:  # answers whatever it is asked
+        far = {"type": "openai", "base_url": "http://llm.invalid/v1", "api_key_env": "SIM_KEY"}
+        cascades = {"far": [entry("far", "m")], "near": ["a"]}
+        cfg = write_config(tmp_path, sim, cascades, providers={"far": far})
+        env = {"HTTP_PROXY": proxy.url, "NO_PROXY": ""}
+        through = run_cli("run", "-C", "far", "-c", str(cfg), "-p", "hi", env=env)
+        direct = run_cli("run", "-C", "near", "-c", str(cfg), "-p", "hi", env=env)
+    assert through.returncode == 0 and through.stdout == "via the proxy\n", through.stderr
+    assert direct.returncode == 0, direct.stderr  # a local Ollama: a proxy cannot reach it
+    assert (proxy.count, sim.count("a")) == (1, 1)
 
 
 def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):
