@@ -7,6 +7,7 @@ script: it turns every expected error into one line on stderr and an exit status
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Annotated
@@ -16,21 +17,19 @@ import typer
 from .._version import __version__
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, LlmCascadeError
 from ..keyring_choice import remember_choice
-from . import failed_cmd, state
-from . import run as run_module
 from ._common import setup_logging
-from .config_cmd import config_app
-from .key_cmd import key_app
-from .setup_cmd import setup
 
-app = typer.Typer(
-    name="llm-cascade",
-    help="Cascading LLM inference across multiple providers.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# name: (module, attribute, a sub-app with its own commands?), in the order `--help` lists them
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "run": (".run", "run", False),
+    "status": (".state", "status", False),
+    "log": (".state", "log", False),
+    "reset": (".state", "reset", False),
+    "failed": (".failed_cmd", "app", True),
+    "setup": (".setup_cmd", "setup", False),
+    "key": (".key_cmd", "key_app", True),
+    "config": (".config_cmd", "config_app", True),
+}
 
 
 def _version(value: bool) -> None:
@@ -39,7 +38,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -51,20 +49,38 @@ def _root(
     remember_choice()  # each run loads the keyring backend found before instead of probing all
 
 
-app.command("run")(run_module.run)
-app.command("status")(state.status)
-app.command("log")(state.log)
-app.command("reset")(state.reset)
-app.add_typer(failed_cmd.app, name="failed")
-app.command("setup")(setup)
-app.add_typer(key_app, name="key")
-app.add_typer(config_app, name="config")
+def build_app(only: str | None = None) -> typer.Typer:
+    """The CLI; with `only`, just that command: typer inspects every command it is given, and
+    a `run` in a pipeline should not pay for importing and inspecting all the others."""
+    app = typer.Typer(
+        name="llm-cascade",
+        help="Cascading LLM inference across multiple providers.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name, (module, attribute, is_group) in COMMANDS.items():
+        if only is None or name == only:
+            target = getattr(importlib.import_module(module, __package__), attribute)
+            if is_group:
+                app.add_typer(target, name=name)
+            else:
+                app.command(name)(target)
+    return app
 
 
 def main() -> None:
     """Console-script entry point: no tracebacks, documented exit statuses."""
     try:
-        app(args=run_module.with_optional_values(sys.argv[1:]))
+        args = sys.argv[1:]
+        command = args[0] if args and args[0] in COMMANDS else None
+        if command == "run":
+            from .run import with_optional_values
+
+            args = with_optional_values(args)
+        build_app(command)(args=args)
     except LlmCascadeError as exc:
         text = str(exc)
         print(text if text.startswith("Error") else f"Error: {text}", file=sys.stderr)
