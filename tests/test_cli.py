@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import ssl
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -609,6 +610,28 @@ def test_proxies_from_the_environment_are_used_except_for_loopback_hosts(tmp_pat
     assert through.returncode == 0 and through.stdout == "via the proxy\n", through.stderr
     assert direct.returncode == 0, direct.stderr  # a local Ollama: a proxy cannot reach it
     assert (proxy.count, sim.count("a")) == (1, 1)
+
+
+def test_the_cli_skips_interpreter_teardown_but_not_under_a_profiler(tmp_path, sim):
+    """main() ends with os._exit once output is flushed; a profiler writes its data at exit."""
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    piped = subprocess.run(  # much output, flushed at the very end, to a reader that stops
+        f"{' '.join(cli_command())} log -n 1000 -c {cfg} --json | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert piped.stdout == "[\n  {\n    ", piped.stdout
+    assert piped.stderr == ""
+    stats = tmp_path / "run.prof"
+    profiled = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(stats), cli_command()[0], "--version"],
+        capture_output=True,
+        text=True,
+    )
+    assert profiled.returncode == 0 and profiled.stdout == f"llm-cascade {__version__}\n"
+    assert stats.stat().st_size > 0
 
 
 def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):
