@@ -3,13 +3,14 @@
 To pick a backend, `keyring` imports and probes every backend it knows (on Linux that includes a
 ctypes probe for the macOS one): about 0.1 s, on every process. What it picks depends only on
 what is installed, on a few environment variables and on keyring's own config file, so the CLI
-saves its choice with a fingerprint of those in an owner-only file under the data dir; the next
-run loads that backend directly, and skips the keyring entirely when the choice was the `fail`
-backend (no keyring: every headless server). A different fingerprint, or a saved backend that no
-longer loads, means a fresh discovery. `PYTHON_KEYRING_BACKEND` is keyring's own direct choice
-and is never cached; nor is anything in a process that did not call `remember_choice()` (the
-library uses keyring as is). A saved chain of several backends (keyring's `ChainerBackend`)
-still finds its members by discovery when loaded: correct, only not faster.
+saves its choice with a fingerprint of those in an owner-only file under the data dir (one per
+environment, a few at most). The next run loads that backend directly, and skips the keyring
+entirely when the choice was the `fail` backend (no keyring: every headless server). A new
+environment, a changed config file or a saved backend that no longer loads means a fresh
+discovery. `PYTHON_KEYRING_BACKEND` is keyring's own direct choice and is never cached; nor is
+anything in a process that did not call `remember_choice()` (the library uses keyring as is).
+A saved chain of several backends (keyring's `ChainerBackend`) still finds its members by
+discovery when loaded: correct, only not faster.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_NAME = "keyring-backend.json"
 FORMAT = 1
+MAX_CHOICES = 8  # environments remembered (a desktop session, cron, ssh...)
+MAX_BYTES = 256 * 1024
 ENV_OVERRIDE = "PYTHON_KEYRING_BACKEND"
 # What keyring's backends read to decide whether they can run (D-Bus session, desktop, config
 # and data roots), besides the installed packages, which the sys.path folders' mtimes cover.
@@ -105,8 +108,8 @@ def _keyring() -> Any:
 # --- the saved choice --------------------------------------------------------------------------
 
 
-def fingerprint(keyring_config: str | None) -> dict[str, Any]:
-    """What keyring's choice depends on, cheap to compute without importing keyring."""
+def environment() -> dict[str, Any]:
+    """What keyring's choice depends on, besides its config file; cheap, keyring not imported."""
     return {
         "platform": sys.platform,
         "python": sys.executable,
@@ -119,7 +122,6 @@ def fingerprint(keyring_config: str | None) -> dict[str, Any]:
             for entry in sys.path
             if entry and entry != os.getcwd() and os.path.isdir(entry)
         ],
-        "keyring_config": [keyring_config, _mtime(keyring_config) if keyring_config else None],
     }
 
 
@@ -143,16 +145,18 @@ def _keyring_version() -> str | None:
 
 
 def _load_saved(cache_file: Path) -> Any:
-    """The saved backend if its fingerprint still holds and it loads; else None."""
-    saved = _read(cache_file)
+    """The backend saved for this environment if keyring's config file is unchanged and the
+    backend still loads; else None (NO_KEYRING when the choice was no backend)."""
+    now = environment()
+    saved = next((c for c in _choices(cache_file) if c.get("environment") == now), None)
     if saved is None:
+        logger.debug("keyring: no choice saved in %s for this environment", cache_file)
         return None
-    name = saved.get("backend")
-    config = saved.get("fingerprint", {}).get("keyring_config", [None])[0]
+    name, config = saved.get("backend"), saved.get("keyring_config")
     if not isinstance(name, str) or not _CLASS_PATH.fullmatch(name):
         return None
-    if saved.get("fingerprint") != fingerprint(config if isinstance(config, str) else None):
-        logger.debug("keyring: the environment changed since %s; discovering again", cache_file)
+    if not (isinstance(config, list) and config == _config_state(config[0])):
+        logger.debug("keyring: its config file changed since %s was saved", cache_file)
         return None
     if name == NO_KEYRING:
         logger.debug("keyring: no backend (saved in %s)", cache_file)
@@ -164,6 +168,11 @@ def _load_saved(cache_file: Path) -> Any:
         return None
     logger.debug("keyring: using %s (saved in %s)", name, cache_file)
     return found
+
+
+def _config_state(path: Any) -> list[Any]:
+    """keyring's config file and its mtime (None: absent), as saved."""
+    return [path, _mtime(path) if isinstance(path, str) else None]
 
 
 def _instantiate(name: str) -> Any:
@@ -180,8 +189,10 @@ def _instantiate(name: str) -> Any:
     return kind()
 
 
-def _read(cache_file: Path) -> dict[str, Any] | None:
-    """The cache's content if the file is ours and private (it names code we import)."""
+def _choices(cache_file: Path) -> list[dict[str, Any]]:
+    """The saved choices, newest first, if the file is ours and private (it names code we
+    import); one per environment, so cron jobs without D-Bus and a desktop session do not
+    keep replacing each other's."""
     try:
         with open(cache_file, "rb") as fh:
             info = os.fstat(fh.fileno())
@@ -189,11 +200,14 @@ def _read(cache_file: Path) -> dict[str, Any] | None:
                 logger.debug(
                     "keyring: ignoring %s (not owned by you, or writable by others)", cache_file
                 )
-                return None
-            data = json.loads(fh.read(64 * 1024))
+                return []
+            data = json.loads(fh.read(MAX_BYTES))
     except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+        return []
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return []
+    choices = data.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
 
 
 def _save(cache_file: Path, found: Any) -> None:
@@ -201,18 +215,21 @@ def _save(cache_file: Path, found: Any) -> None:
     from . import files
     from .paths import ensure_private_dir
 
-    data = {
-        "format": FORMAT,
+    now = environment()
+    choice = {
         "backend": class_path(found),
-        "fingerprint": fingerprint(_keyring_config_file()),
+        "environment": now,
+        "keyring_config": _config_state(_keyring_config_file()),
     }
+    others = [c for c in _choices(cache_file) if c.get("environment") != now]
+    data = {"format": FORMAT, "choices": [choice, *others][:MAX_CHOICES]}
     try:
         ensure_private_dir(cache_file.parent)
-        files.replace_file(cache_file, json.dumps(data, indent=2).encode())
+        files.replace_file(cache_file, json.dumps(data, indent=1).encode())
     except OSError as exc:
         logger.debug("keyring: cannot save the backend choice in %s: %s", cache_file, exc)
     else:
-        logger.debug("keyring: found %s; saved in %s", data["backend"], cache_file)
+        logger.debug("keyring: found %s; saved in %s", choice["backend"], cache_file)
 
 
 def _keyring_config_file() -> str | None:

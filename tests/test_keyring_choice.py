@@ -60,6 +60,11 @@ def discovered(cfg: Path, env: dict[str, str] | None = None) -> bool:
     return DISCOVERY in done.stderr
 
 
+def saved_backend(cache: Path) -> str:
+    """The backend saved for the newest environment."""
+    return json.loads(cache.read_text())["choices"][0]["backend"]
+
+
 def write_keyringrc(home: Path, backend: str) -> None:
     rc = home / ".config" / "python_keyring" / "keyringrc.cfg"
     rc.parent.mkdir(parents=True, exist_ok=True)
@@ -68,8 +73,7 @@ def write_keyringrc(home: Path, backend: str) -> None:
 
 def test_a_run_loads_the_remembered_backend_instead_of_probing_them_all(cfg, cache):
     # `key set` discovered the backend and remembered it, owner-only.
-    saved = json.loads(cache.read_text())
-    assert saved["backend"] == "keyrings.alt.file.PlaintextKeyring"
+    assert saved_backend(cache) == "keyrings.alt.file.PlaintextKeyring"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
     assert not discovered(cfg)  # and the key came from that backend: the simulator took it
@@ -81,14 +85,17 @@ def test_a_run_loads_the_remembered_backend_instead_of_probing_them_all(cfg, cac
 def test_a_run_without_a_saved_choice_discovers_and_saves_it(cfg, cache):
     cache.unlink()
     assert discovered(cfg)
-    assert json.loads(cache.read_text())["backend"] == "keyrings.alt.file.PlaintextKeyring"
+    assert saved_backend(cache) == "keyrings.alt.file.PlaintextKeyring"
     assert not discovered(cfg)
 
 
-def test_a_new_d_bus_session_means_a_fresh_discovery(cfg, cache):
+def test_a_new_d_bus_session_means_a_fresh_discovery_once(cfg, cache):
     assert not discovered(cfg)
     other_bus = {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/another-bus"}
     assert discovered(cfg, other_bus)
+    assert not discovered(cfg, other_bus)
+    # Each environment keeps its own choice: a desktop session and cron jobs take turns.
+    assert not discovered(cfg)
     assert not discovered(cfg, other_bus)
 
 
@@ -130,7 +137,7 @@ def test_python_keyring_backend_is_honoured_over_the_saved_choice(cfg):
 def test_a_saved_choice_that_cannot_be_used_means_a_fresh_discovery(cfg, cache, spoil):
     spoil(cache)
     assert discovered(cfg)
-    assert json.loads(cache.read_text())["backend"] == "keyrings.alt.file.PlaintextKeyring"
+    assert saved_backend(cache) == "keyrings.alt.file.PlaintextKeyring"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert not discovered(cfg)
 
@@ -143,7 +150,7 @@ def test_no_backend_is_remembered_and_then_the_keyring_is_not_even_imported(
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     first = run(cfg)
     assert first.returncode == 0 and first.stderr == "", first.stderr
-    assert json.loads(cache.read_text())["backend"] == "keyring.backends.fail.Keyring"
+    assert saved_backend(cache) == "keyring.backends.fail.Keyring"
     timed = run(cfg, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert timed.returncode == 0
     imported = {line.split("|")[-1].strip() for line in timed.stderr.splitlines()}
