@@ -41,7 +41,7 @@ FINGERPRINT_ENV = (
     "LOCALAPPDATA",
 )
 NO_KEYRING = "keyring.backends.fail.Keyring"
-_CLASS_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+")
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 _remember = False
 _cache_file: Path | None = None  # None with _remember: the data dir's, found on first use
@@ -155,7 +155,7 @@ def _load_saved(cache_file: Path) -> Any:
     name, config = saved.get("backend"), saved.get("keyring_config")
     if not isinstance(name, str) or not _CLASS_PATH.fullmatch(name):
         return None
-    if not (isinstance(config, list) and config == _config_state(config[0])):
+    if not (isinstance(config, list) and config and config == _config_state(config[0])):
         logger.debug("keyring: its config file changed since %s was saved", cache_file)
         return None
     if name == NO_KEYRING:

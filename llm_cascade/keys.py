@@ -39,6 +39,9 @@ class NoKeyring(KeyringUnavailable):
     """No keyring backend at all (a headless server): the documented fallback to env vars."""
 
 
+NO_BACKEND = "no keyring backend is installed or reachable"
+
+
 @dataclass(frozen=True, slots=True)
 class KeyLookup:
     """Where a provider's key would come from: keyring username and env var, in that order."""
@@ -121,9 +124,6 @@ def _keyring_call(call: Callable[[Any], T], timeout_s: float | None = None) -> T
         return call(backend)
 
     return _with_timeout(on_backend, timeout_s or keyring_timeout_s())
-
-
-NO_BACKEND = "no keyring backend is installed or reachable"
 
 
 def _is_no_backend(backend: Any) -> bool:
@@ -342,16 +342,16 @@ def key_statuses(
             statuses.append(KeyStatus(lookup, "n/a", None, "not_needed"))
             continue
         state: KeyringState = "off"
-        if use_keyring and lookup.keyring_user:
-            state = failed or "error"
-            if failed is None:
-                try:
-                    state = "set" if keyring_get(lookup.keyring_user) else "not set"
-                except NoKeyring:
-                    state = failed = "no backend"
-                except KeyringUnavailable as exc:
-                    state = failed = "error"
-                    warning = f"keyring unavailable ({exc}); only env vars are used"
+        if use_keyring and lookup.keyring_user and failed is not None:
+            state = failed
+        elif use_keyring and lookup.keyring_user:
+            try:
+                state = "set" if keyring_get(lookup.keyring_user) else "not set"
+            except NoKeyring:
+                state = failed = "no backend"
+            except KeyringUnavailable as exc:
+                state = failed = "error"
+                warning = f"keyring unavailable ({exc}); only env vars are used"
         env_set = None if lookup.env_var is None else read_env(lookup.env_var) is not None
         source: Source = "keyring" if state == "set" else "env" if env_set else "missing"
         statuses.append(KeyStatus(lookup, state, env_set, source))
