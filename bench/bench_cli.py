@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import os
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+import llm_cascade
 from llm_cascade.cascade import Cascade
 from llm_cascade.clock import ManualClock
 from llm_cascade.config import load_config
@@ -106,9 +108,20 @@ def cases(work: Path, peers: Path | None) -> list[Case]:
         "BENCH_KEY": "bench-key",
         "LLM_CASCADE_CONFIG": str(work / "config-false.toml"),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        # The CLI remembers keyring's backend choice in its data dir: keep that out of $HOME.
+        "XDG_DATA_HOME": str(work / "data"),
+        "XDG_CONFIG_HOME": str(work / "config"),
     }
     keyring_env = {**env, "LLM_CASCADE_CONFIG": str(work / "config-true.toml")}
     keyring_env.pop("PYTHON_KEYRING_BACKEND")  # let keyring pick its backend, as for a user
+    # A headless server: keyring finds no backend (here told so by its own config file).
+    headless_env = {**keyring_env, "XDG_CONFIG_HOME": str(work / "headless")}
+    rc = work / "headless" / "python_keyring" / "keyringrc.cfg"
+    rc.parent.mkdir(parents=True)
+    rc.write_text("[backend]\ndefault-keyring=keyring.backends.fail.Keyring\n")
+    # No data dir to remember the choice in (a file where it should be): discovery every run.
+    (work / "no-data").write_text("")
+    discover_env = {**keyring_env, "XDG_DATA_HOME": str(work / "no-data")}
 
     def closed() -> None:
         with Store(work / "db.sqlite") as store:
@@ -126,7 +139,9 @@ def cases(work: Path, peers: Path | None) -> list[Case]:
         Case("llm-cascade --version", [CLI, "--version"], env),
         Case("llm-cascade --help", [CLI, "--help"], env),
         Case("llm-cascade run: one entry answers", [*run, "one"], env),
-        Case("  same, keyring looked up first", [*run, "one"], keyring_env),
+        Case("  same, keyring on (backend remembered)", [*run, "one"], keyring_env),
+        Case("  same, keyring on, discovered every run", [*run, "one"], discover_env),
+        Case("  same, headless: no keyring backend", [*run, "one"], headless_env),
         Case("llm-cascade run: 500, then failover", [*run, "failover"], env, before=closed),
         Case("llm-cascade run: skip a cooling entry", [*run, "failover"], env, before=cooling),
         Case("llm-cascade run: all cooling, fail fast", [*run, "down"], env, cooling, 1),
@@ -153,6 +168,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     os.environ["BENCH_KEY"] = "bench-key"
+    # Installed packages come with .pyc files; an editable install under
+    # PYTHONDONTWRITEBYTECODE would compile every module on every run instead.
+    package = Path(llm_cascade.__file__).parent
+    compileall.compile_dir(package, quiet=1)
     with tempfile.TemporaryDirectory() as tmp, Simulator() as sim:
         work = Path(tmp)
         sim.script("down", Fail(500))

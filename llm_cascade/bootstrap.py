@@ -27,6 +27,11 @@ def state_paths(data_dir: Path | None = None) -> tuple[str, str]:
     return contract_user(base / "db.sqlite"), contract_user(base / "failed_prompts")
 
 
+def template_path() -> str:
+    """Where the commented template is installed (package data, present after `pip install`)."""
+    return str(resources.files("llm_cascade").joinpath(TEMPLATE))
+
+
 def template_text(data_dir: Path | None = None) -> str:
     """The original's commented template, its state paths moved under `data_dir` (D50)."""
     text = resources.files("llm_cascade").joinpath(TEMPLATE).read_text(encoding="utf-8")

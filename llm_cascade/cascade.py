@@ -23,7 +23,7 @@ from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
 from .errors import CascadeFailed, ProviderError, SaveOutcome, UsageError
 from .failures import FailureStore, PendingPrompt, PromptKeeper
 from .journal import NO_STATE, Journal
-from .keys import ResolvedKey, lookup_for, missing_key_message, resolve_key
+from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
 from .providers import get_adapter
 from .providers.base import CallOptions
 from .results import CascadeResult, RunOptions
@@ -302,7 +302,7 @@ class _Run:
                 probe = True
         key = self._key(provider)
         if key.source == "missing":
-            detail = missing_key_message(lookup_for(provider))
+            detail = missing_key_message(lookup_for(provider), use_keyring=self.e.config.keyring)
             self.journal.not_sent(entry.key, "missing_key", detail, probe=probe)
             return None
         return await self._tries(entry, provider, key, probe, note)
@@ -358,7 +358,8 @@ class _Run:
                 wait = self._retry_wait(rule, err, try_number, entry)
                 detail = err.display()
                 if rule.hint:
-                    detail += f" ({rule.hint.format(provider=provider.name)})"
+                    fix = key_fix(lookup_for(provider), use_keyring=self.e.config.keyring)
+                    detail += f" ({rule.hint.format(provider=provider.name, key_fix=fix)})"
                 self.journal.failed(
                     entry.key,
                     err,

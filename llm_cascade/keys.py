@@ -29,12 +29,19 @@ KEYRING_TIMEOUT_S = 5.0
 KEYRING_TIMEOUT_ENV = "LLM_CASCADE_KEYRING_TIMEOUT"
 MAX_KEY_CHARS = 4096
 Source = Literal["keyring", "env", "missing", "not_needed"]
-KeyringState = Literal["set", "not set", "error", "off", "n/a"]
+KeyringState = Literal["set", "not set", "error", "no backend", "off", "n/a"]
 T = TypeVar("T")
 
 
 class KeyringUnavailable(Exception):
     """The keyring could not be used: no backend, locked, failing or too slow."""
+
+
+class NoKeyring(KeyringUnavailable):
+    """No keyring backend at all (a headless server): the documented fallback to env vars."""
+
+
+NO_BACKEND = "no keyring backend is installed or reachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +106,34 @@ def _with_timeout(call: Callable[[], T], timeout_s: float) -> T:
             f"no answer within {timeout_s:g} s (locked or waiting for unlock?)"
         )
     if "error" in box:
+        if isinstance(box["error"], KeyringUnavailable):
+            raise box["error"]
         raise KeyringUnavailable(_first_line(box["error"])) from None
     return box["value"]  # type: ignore[no-any-return]  # set by the worker
+
+
+def _keyring_call(call: Callable[[Any], T], timeout_s: float | None = None) -> T:
+    """`call(backend)` on the backend in use, within the time limit.
+
+    The backend is found inside the time limit too (discovery may wait on D-Bus). Raises
+    KeyringUnavailable, or NoKeyring when there is no backend to call."""
+    from . import keyring_choice
+
+    def on_backend() -> T:
+        backend = keyring_choice.backend()
+        if backend is None or _is_no_backend(backend):
+            raise NoKeyring(NO_BACKEND)
+        return call(backend)
+
+    return _with_timeout(on_backend, timeout_s or keyring_timeout_s())
+
+
+def _is_no_backend(backend: Any) -> bool:
+    """The `fail` backend, or a chain of no backends: keyring found nothing to use."""
+    module = type(backend).__module__
+    return module == "keyring.backends.fail" or (
+        module == "keyring.backends.chainer" and not getattr(backend, "backends", None)
+    )
 
 
 def keyring_timeout_s() -> float:
@@ -123,25 +156,23 @@ class Backend:
 
 
 def keyring_backend() -> Backend:
-    """Describe the backend `keyring` picked; never raises, never hangs (D46)."""
-    try:
-        import keyring
+    """Describe the backend `keyring` picks, discovered afresh; never raises, never hangs (D46).
 
-        backend = _with_timeout(keyring.get_keyring, keyring_timeout_s())
-    except ImportError as exc:  # pragma: no cover - keyring is a dependency
-        return Backend("none", f"the keyring package cannot be imported ({exc})")
-    except KeyringUnavailable as exc:
+    The commands that show it (`key list`, `config check`, `key set`) thereby also refresh the
+    choice `run` remembers (keyring_choice)."""
+    from . import keyring_choice
+
+    try:
+        backend = _with_timeout(keyring_choice.discover, keyring_timeout_s())
+    except KeyringUnavailable as exc:  # also a keyring that cannot be imported
         return Backend("unknown", str(exc))
     name = str(getattr(backend, "name", type(backend).__name__))
-    module = type(backend).__module__
     problem = note = None
     # These three accept or refuse every call without keeping anything.
-    if module == "keyring.backends.null":
+    if type(backend).__module__ == "keyring.backends.null":
         problem = "the null backend keeps nothing"
-    elif module == "keyring.backends.fail" or (
-        module == "keyring.backends.chainer" and not getattr(backend, "backends", None)
-    ):
-        problem = "no keyring backend is installed or reachable"
+    elif _is_no_backend(backend):
+        problem = NO_BACKEND
     elif "plaintext" in type(backend).__name__.lower():
         where = getattr(backend, "file_path", None)
         note = "keys are stored unencrypted" + (f" in {where}" if where else "")
@@ -156,6 +187,14 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def keyring_in_use(enabled: bool) -> bool:
+    """True if `key set` can keep keys: the config allows the keyring and its backend works.
+
+    Callers pass this as `use_keyring` to `key_fix`, so no hint sends the user to a `key set`
+    that would refuse."""
+    return enabled and keyring_backend().problem is None
+
+
 def backend_name() -> str:
     """The keyring backend in use, e.g. `SecretService Keyring`, or why there is none."""
     backend = keyring_backend()
@@ -163,22 +202,16 @@ def backend_name() -> str:
 
 
 def keyring_get(user: str, timeout_s: float | None = None) -> str | None:
-    """Read (`llm-cascade`, user) from the keyring; None if absent. Raises KeyringUnavailable."""
-    try:
-        import keyring
-    except ImportError as exc:  # pragma: no cover - keyring is a dependency
-        raise KeyringUnavailable(str(exc)) from None
-    value = _with_timeout(
-        lambda: keyring.get_password(KEYRING_SERVICE, user), timeout_s or keyring_timeout_s()
-    )
+    """Read (`llm-cascade`, user) from the keyring; None if absent.
+
+    Raises KeyringUnavailable (NoKeyring when there is no backend at all)."""
+    value = _keyring_call(lambda backend: backend.get_password(KEYRING_SERVICE, user), timeout_s)
     return (value.strip() or None) if isinstance(value, str) else None
 
 
 def keyring_set(user: str, secret: str) -> None:
     """Store a key. Raises KeyringUnavailable."""
-    import keyring
-
-    _with_timeout(lambda: keyring.set_password(KEYRING_SERVICE, user, secret), keyring_timeout_s())
+    _keyring_call(lambda backend: backend.set_password(KEYRING_SERVICE, user, secret))
 
 
 def store_key(lookup: KeyLookup, secret: str) -> None:
@@ -199,17 +232,17 @@ def store_key(lookup: KeyLookup, secret: str) -> None:
 
 def keyring_delete(user: str) -> bool:
     """Delete a key; False if there was none. Raises KeyringUnavailable."""
-    import keyring
-    from keyring.errors import PasswordDeleteError
 
-    def delete() -> bool:
+    def delete(backend: Any) -> bool:
+        from keyring.errors import PasswordDeleteError
+
         try:
-            keyring.delete_password(KEYRING_SERVICE, user)
+            backend.delete_password(KEYRING_SERVICE, user)
         except PasswordDeleteError:
             return False
         return True
 
-    return _with_timeout(delete, keyring_timeout_s())
+    return _keyring_call(delete)
 
 
 def fits_a_header(value: str) -> bool:
@@ -236,6 +269,9 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
     if use_keyring and lookup.keyring_user:
         try:
             value = keyring_get(lookup.keyring_user)
+        except NoKeyring:  # the documented fallback, not news on every run: said at -v
+            keyring_failed = True
+            logger.info("no keyring backend; the key for '%s' comes from env vars", lookup.provider)
         except KeyringUnavailable as exc:
             keyring_failed = True
             warnings.append(f"keyring unavailable for '{lookup.provider}' ({exc}); using env var")
@@ -299,22 +335,27 @@ def key_statuses(
     """The status of each lookup, and a warning if the keyring failed.
 
     After the first keyring failure the keyring is not asked again, so a locked keyring costs
-    one time limit, not one per provider. No key value leaves this function.
+    one time limit, not one per provider. No backend at all is no warning: callers show the
+    backend. No key value leaves this function.
     """
     warning = None
+    failed: KeyringState | None = None  # once the keyring failed: "error" or "no backend"
     statuses = []
     for lookup in lookups:
         if not lookup.needs_key:
             statuses.append(KeyStatus(lookup, "n/a", None, "not_needed"))
             continue
         state: KeyringState = "off"
-        if use_keyring and lookup.keyring_user:
-            state = "error"
-            if warning is None:
-                try:
-                    state = "set" if keyring_get(lookup.keyring_user) else "not set"
-                except KeyringUnavailable as exc:
-                    warning = f"keyring unavailable ({exc}); only env vars are used"
+        if use_keyring and lookup.keyring_user and failed is not None:
+            state = failed
+        elif use_keyring and lookup.keyring_user:
+            try:
+                state = "set" if keyring_get(lookup.keyring_user) else "not set"
+            except NoKeyring:
+                state = failed = "no backend"
+            except KeyringUnavailable as exc:
+                state = failed = "error"
+                warning = f"keyring unavailable ({exc}); only env vars are used"
         env_set = None if lookup.env_var is None else read_env(lookup.env_var) is not None
         source: Source = "keyring" if state == "set" else "env" if env_set else "missing"
         statuses.append(KeyStatus(lookup, state, env_set, source))

@@ -81,6 +81,8 @@ def check(config: AppConfig, now: float) -> Report:
         [lookup_for(config.providers[n]) for n in names], use_keyring=config.keyring
     )
     by_provider: Mapping[str, KeyStatus] = dict(zip(names, statuses, strict=True))
+    backend = keyring_backend() if config.keyring else None
+    in_use = backend is not None and backend.problem is None
     all_keys = [e.key for c in config.cascades.values() for e in c.entries]
     states, db_warning = _states(config, all_keys)
     cascades = tuple(
@@ -104,7 +106,7 @@ def check(config: AppConfig, now: float) -> Report:
         )
     for cascade in cascades:
         if not cascade.runnable:
-            fixes = "; ".join(_fixes(config, cascade))
+            fixes = "; ".join(_fixes(config, cascade, in_use))
             problems.append(
                 f"cascade '{cascade.name}' cannot run: no entry has an API key. {fixes}"
             )
@@ -114,7 +116,7 @@ def check(config: AppConfig, now: float) -> Report:
                 " --all` or `llm-cascade run --ignore-cooldown` tries them now"
             )
     for provider, users in _missing_in_runnable(cascades).items():
-        fix = key_fix(by_provider[provider].lookup, use_keyring=config.keyring)
+        fix = key_fix(by_provider[provider].lookup, use_keyring=in_use)
         warnings.append(
             f"provider '{provider}' has no API key; its entries are skipped"
             f" (in {', '.join(users)}): {fix}"
@@ -124,7 +126,7 @@ def check(config: AppConfig, now: float) -> Report:
         database_path=config.database_path,
         database_exists=config.database_path.exists(),
         failure_dir=config.failure_dir,
-        keyring=keyring_backend() if config.keyring else None,
+        keyring=backend,
         cascades=cascades,
         problems=tuple(problems),
         warnings=tuple(warnings),
@@ -132,9 +134,9 @@ def check(config: AppConfig, now: float) -> Report:
     )
 
 
-def _fixes(config: AppConfig, cascade: CascadeReport) -> list[str]:
+def _fixes(config: AppConfig, cascade: CascadeReport, use_keyring: bool) -> list[str]:
     providers = dict.fromkeys(e.provider for e in cascade.entries)
-    return [key_fix(lookup_for(config.providers[p]), use_keyring=config.keyring) for p in providers]
+    return [key_fix(lookup_for(config.providers[p]), use_keyring=use_keyring) for p in providers]
 
 
 def _missing_in_runnable(cascades: tuple[CascadeReport, ...]) -> dict[str, list[str]]:

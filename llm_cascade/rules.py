@@ -63,7 +63,7 @@ class Rule:
     cooldown: Cooldown = "backoff"
     retry: bool = False  # may be retried inside the entry before failing over
     honor_retry_after: bool = False
-    hint: str | None = None  # appended to the error; `{provider}` is filled in
+    hint: str | None = None  # appended to the error; `{provider}` and `{key_fix}` are filled in
 
     def matches(self, err: ProviderError, provider_type: str) -> bool:
         if self.provider_types is not None and provider_type not in self.provider_types:
@@ -98,7 +98,8 @@ def _codes(lo: int, hi: int) -> frozenset[int]:
     return frozenset(range(lo, hi + 1))
 
 
-_KEY_HINT = "check the key: `llm-cascade key set {provider}` or the provider's api_key_env"
+# `{key_fix}` is keys.key_fix(): it offers `key set` only when the keyring is in use.
+_KEY_HINT = "check the key: {key_fix}"
 
 BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
@@ -156,7 +157,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         "missing_key",
         kinds=frozenset({"missing_key"}),
         cooldown="none",
-        hint="store one with `llm-cascade key set {provider}` or set the provider's api_key_env",
+        hint="no key: {key_fix}",
     ),
     Rule("other", cooldown="backoff"),
 )
@@ -233,9 +234,10 @@ def _parse_hint(hint: Any) -> str | None:
         ]
     except ValueError:
         fields = [("", "", None)]
-    if any(field != ("provider", "", None) for field in fields):
+    if any(field not in (("provider", "", None), ("key_fix", "", None)) for field in fields):
         raise RuleError(
-            f"hint: {shown(hint)} may only use {{provider}} (write {{{{ }}}} for literal braces)"
+            f"hint: {shown(hint)} may only use {{provider}} and {{key_fix}}"
+            " (write {{{{ }}}} for literal braces)"
         )
     return hint
 

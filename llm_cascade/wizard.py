@@ -348,11 +348,15 @@ HEADER = """\
 # llm-cascade configuration, written by `llm-cascade setup --interactive`.
 # Keys are not kept here: `llm-cascade key set <provider>` stores one in the OS keyring,
 # or export the provider's api_key_env variable. `llm-cascade config check` shows what
-# can run. Every option is described in config.example.toml and docs/setup.md.
+# can run. Every option is described in the commented template installed with llm-cascade:
+# {template}
 
 """
 
 
-def render_config(document: Mapping[str, Any]) -> str:
-    """The config file text: a short header, then tomli-w's TOML."""
-    return HEADER + tomli_w.dumps(dict(document))
+def render_config(document: Mapping[str, Any], template: str) -> str:
+    """The config file text: a short header naming `template`, then tomli-w's TOML.
+
+    `template` is the installed template's path (bootstrap.template_path()): the README,
+    docs/ and config.example.toml are not part of a `pip install`."""
+    return HEADER.format(template=template) + tomli_w.dumps(dict(document))

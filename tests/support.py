@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Coroutine, Iterable, Mapping
@@ -163,8 +164,10 @@ class RawServer:
         *,
         reason: str | None = None,
         headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`reason` replaces the status line's reason phrase; `headers` are sent as given."""
+        """`reason` replaces the status line's reason phrase; `headers` are sent as given;
+        with `tls` it serves https with the certificate the context holds."""
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -194,11 +197,15 @@ class RawServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:  # https, with the certificate the context holds
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> RawServer:
         self._thread.start()

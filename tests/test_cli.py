@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sqlite3
+import ssl
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import pytest
 from llm_cascade._version import __version__
 from llm_cascade.simulator import Fail, Reply, SimToolCall
 
-from .support import SIM_KEY, cli_command, entry, run_cli, write_config
+from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
 
 PROVIDER_A = '[providers.a]\ntype = "openai"\n[cascades.x]\n'
 
@@ -585,6 +589,118 @@ def test_wait_cooldown_without_a_value_waits_up_to_the_default(tmp_path, sim, ar
     assert done.returncode == 1, done.stderr  # 600 s is beyond the default 300: fail fast
     assert "cooling down" in done.stderr
     assert sim.count("a") == 1
+
+
+@pytest.mark.parametrize("command", [["run"], ["failed", "retry"]])
+def test_help_shows_verbose_as_a_repeatable_flag_that_takes_no_value(command):
+    done = run_cli(*command, "--help", env={"COLUMNS": "200"})
+    line = next(line for line in done.stdout.splitlines() if "--verbose" in line)
+    assert "-v" in line.replace("--verbose", "") and "repeat" in line, line
+    assert not any(word in line for word in ("<int>", "INTEGER", "[default")), line
+
+
+def test_repeated_verbose_flags_count(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--verbose", "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert "HTTP Request: POST" in done.stderr
+
+
+def test_a_wait_cooldown_too_short_says_how_long_is_needed(tmp_path, sim):
+    sim.script("a", Fail(429, retry_after="600"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "first").returncode == 1
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--wait-cooldown", "2")
+    assert done.returncode == 1
+    needed = re.search(
+        r"--wait-cooldown 2 was too short: the first entry frees up in (\d+) s", done.stderr
+    )
+    assert needed and 590 <= int(needed[1]) <= 600, done.stderr
+    assert "Use --wait-cooldown to wait" not in done.stderr
+    deadline = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--wait-cooldown=700", "--deadline", "1"
+    )
+    assert "after the cascade deadline" in deadline.stderr  # the wait was long enough
+    plain = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert "Use --wait-cooldown to wait for it" in plain.stderr  # no wait asked: offer one
+    assert sim.count("a") == 1
+
+
+def test_only_https_needs_tls_certificates(tmp_path, sim):
+    """A broken SSL_CERT_FILE cannot stop a run that only talks plain http (a local Ollama),
+    and an https entry fails over naming the reason (the SSL context is made on first use)."""
+    tls = {"type": "openai", "base_url": "https://127.0.0.1:9/v1", "api_key_env": "SIM_KEY"}
+    cfg = write_config(
+        tmp_path, sim, {"plain": ["b"], "mixed": [entry("tls", "a"), "b"]}, providers={"tls": tls}
+    )
+    env = {"SSL_CERT_FILE": str(tmp_path / "missing-ca.pem")}
+    plain = run_cli("run", "-C", "plain", "-c", str(cfg), "-p", "hi", env=env)
+    assert plain.returncode == 0, plain.stderr
+    mixed = run_cli("run", "-C", "mixed", "-c", str(cfg), "-p", "hi", "--explain", env=env)
+    assert mixed.returncode == 0, mixed.stderr
+    assert "cannot set up TLS (certificates: No such file or directory)" in mixed.stderr
+    assert sim.count("b") == 2
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_https_checks_the_certificate_against_ssl_cert_file(tmp_path, sim):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    where = ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=test"]
+    ip = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        ["openssl", "req", "-x509", *new_key, *where, *ip], check=True, capture_output=True
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    answer = {"choices": [{"message": {"content": "over tls"}}]}
+    with RawServer(json.dumps(answer).encode(), tls=context) as server:
+        tls = {"type": "openai", "base_url": server.url, "api_key_env": "SIM_KEY"}
+        cfg = write_config(tmp_path, sim, {"x": [entry("tls", "m"), "b"]}, providers={"tls": tls})
+        trusted = run_cli(
+            "run", "-C", "x", "-c", str(cfg), "-p", "hi", env={"SSL_CERT_FILE": str(cert)}
+        )
+        unknown = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert trusted.returncode == 0 and trusted.stdout == "over tls\n", trusted.stderr
+    assert unknown.stdout.startswith("Simulated answer from b")  # not its certificate: next
+    assert "CERTIFICATE_VERIFY_FAILED" in unknown.stderr
+    assert server.count == 1
+
+
+def test_proxies_from_the_environment_are_used_except_for_loopback_hosts(tmp_path, sim):
+    answer = {"choices": [{"message": {"content": "via the proxy"}}]}
+    with RawServer(json.dumps(answer).encode()) as proxy:  # answers whatever it is asked
+        far = {"type": "openai", "base_url": "http://llm.invalid/v1", "api_key_env": "SIM_KEY"}
+        cascades = {"far": [entry("far", "m")], "near": ["a"]}
+        cfg = write_config(tmp_path, sim, cascades, providers={"far": far})
+        env = {"HTTP_PROXY": proxy.url, "NO_PROXY": ""}
+        through = run_cli("run", "-C", "far", "-c", str(cfg), "-p", "hi", env=env)
+        direct = run_cli("run", "-C", "near", "-c", str(cfg), "-p", "hi", env=env)
+    assert through.returncode == 0 and through.stdout == "via the proxy\n", through.stderr
+    assert direct.returncode == 0, direct.stderr  # a local Ollama: a proxy cannot reach it
+    assert (proxy.count, sim.count("a")) == (1, 1)
+
+
+def test_the_cli_skips_interpreter_teardown_but_not_under_a_profiler(tmp_path, sim):
+    """main() ends with os._exit once output is flushed; a profiler writes its data at exit."""
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    piped = subprocess.run(  # much output, flushed at the very end, to a reader that stops
+        f"{' '.join(cli_command())} log -n 1000 -c {cfg} --json | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert piped.stdout == "[\n  {\n    ", piped.stdout
+    assert piped.stderr == ""
+    stats = tmp_path / "run.prof"
+    profiled = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(stats), cli_command()[0], "--version"],
+        capture_output=True,
+        text=True,
+    )
+    assert profiled.returncode == 0 and profiled.stdout == f"llm-cascade {__version__}\n"
+    assert stats.stat().st_size > 0
 
 
 def test_double_verbose_also_logs_the_http_requests_without_secrets(tmp_path, sim):

@@ -258,3 +258,49 @@ def test_key_set_on_a_terminal_reads_the_key_without_echo(cfg, file_keyring):
     assert "stored in keyring" in child.before
     assert SECRET not in child.before
     assert file_keyring.get_password("llm-cascade", "openai") == SECRET
+
+
+def test_with_the_keyring_off_no_hint_suggests_key_set(tmp_path, sim):
+    """`keyring = false`: `key set` refuses, so no message may send the user there."""
+    sim.require_key("the-right-key")
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra={"keyring": False})
+    rejected = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--explain")
+    assert rejected.returncode == 1
+    assert "401" in rejected.stderr and "set SIM_KEY" in rejected.stderr
+    missing = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--ignore-cooldown", env={"SIM_KEY": ""}
+    )
+    assert "API key not configured for provider 'sim': set SIM_KEY" in missing.stderr
+    checked = run_cli("config", "check", "-c", str(cfg), env={"SIM_KEY": ""})
+    assert checked.returncode == 2 and "set SIM_KEY" in checked.stdout
+    got = run_cli("key", "get", "sim", "-c", str(cfg), env={"SIM_KEY": ""})
+    listed = run_cli("key", "list", "-c", str(cfg), env={"SIM_KEY": ""})
+    argument = run_cli("key", "set", "sim", "sk-pasted-here", "-c", str(cfg))
+    assert argument.returncode == 2 and "export SIM_KEY" in argument.stderr
+    assert "sk-pasted-here" not in argument.stderr
+    for done in (rejected, missing, checked, got, listed, argument):
+        assert "llm-cascade key set" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_with_the_keyring_on_the_auth_hint_offers_key_set_and_the_variable(tmp_path, sim):
+    sim.require_key("the-right-key")
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=FILE_KEYRING)
+    assert done.returncode == 1
+    assert "run `llm-cascade key set sim` or set SIM_KEY" in done.stderr
+
+
+def test_no_keyring_backend_is_the_documented_fallback_not_a_warning_on_every_run(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    env = {"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}  # a headless server
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    verbose = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "-v", env=env)
+    assert "no keyring backend; the key for 'sim' comes from env vars" in verbose.stderr
+    listed = run_cli("key", "list", "-c", str(cfg), env=env)
+    assert listed.stdout.splitlines()[2].split()[:3] == ["sim", "no", "backend"]
+    assert "no keyring backend is installed or reachable" in listed.stderr
+    assert "keys come from env vars only" in listed.stderr and "Warning" not in listed.stderr
+    checked = run_cli("config", "check", "-c", str(cfg), env=env)
+    assert "reachable); keys come from env vars" in checked.stdout
+    assert "Warnings" not in checked.stdout

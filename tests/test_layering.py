@@ -18,6 +18,8 @@ import pytest
 
 import llm_cascade
 
+from .support import run_cli, write_config
+
 PACKAGE = Path(llm_cascade.__file__).parent
 ROOT = "llm_cascade"
 
@@ -107,8 +109,8 @@ def test_the_walker_sees_relative_absolute_and_function_level_imports():
     assert "llm_cascade.errors" in imports_of("llm_cascade.types")  # from .errors import
     assert "httpx" in imports_of("llm_cascade.providers._http")  # import httpx
     assert "llm_cascade.providers._http" in imports_of("llm_cascade.cascade")  # inside a function
-    assert "keyring" in imports_of("llm_cascade.keys")  # inside a function
-    assert "llm_cascade.cli.failed_cmd" in imports_of("llm_cascade.cli")  # from . import x
+    assert "keyring" in imports_of("llm_cascade.keyring_choice")  # inside a function
+    assert "llm_cascade.cli.render" in imports_of("llm_cascade.cli.run")  # from . import x
     assert "llm_cascade.errors" in imports_of("llm_cascade.providers.base")  # from ..errors
 
 
@@ -183,6 +185,11 @@ def test_httpx_is_imported_only_at_the_http_edge():
     assert "llm_cascade.providers._http" in users
 
 
+def test_keyring_is_imported_only_where_keys_are_read_and_its_backend_chosen():
+    users = {name for name in MODULES if "keyring" in third_party(name)}
+    assert users == {"llm_cascade.keys", "llm_cascade.keyring_choice"}, users
+
+
 # --- start-up cost ---------------------------------------------------------------------------
 
 
@@ -195,3 +202,18 @@ def test_importing_the_cli_does_not_import_the_engines_dependencies():
     assert "llm_cascade.cli" in loaded and "typer" in loaded  # the check is not vacuous
     heavy = {"httpx", "keyring", "asyncio", "llm_cascade.cascade"}
     assert not heavy & loaded, sorted(heavy & loaded)
+
+
+def test_a_run_imports_only_what_a_plain_run_uses(tmp_path, sim):
+    """The other commands' modules, rich (the spinner is for terminals) and the keyring (off
+    in this config) are not imported by `run` in a pipeline."""
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra={"keyring": False})
+    done = run_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "hi", env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert {"llm_cascade.cli.run", "llm_cascade.cascade", "httpx"} <= loaded  # not vacuous
+    others = {f"llm_cascade.cli.{m}" for m in ("state", "failed_cmd", "setup_cmd", "key_cmd")}
+    unused = others | {"llm_cascade.cli.config_cmd", "rich", "keyring", "tomli_w", "platformdirs"}
+    assert not unused & loaded, sorted(unused & loaded)

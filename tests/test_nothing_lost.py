@@ -224,6 +224,8 @@ def test_head_1_of_a_large_answer_exits_141(tmp_path, sim):
         ["status"],
         ["log"],
         ["failed", "list"],
+        ["config", "path"],
+        ["key", "list"],
         ["--version"],
     ],
 )

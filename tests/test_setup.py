@@ -42,7 +42,9 @@ def test_setup_writes_the_template_folders_and_database(home):
     }
     assert {"attempt_log", "cooldown"} <= tables
     assert f"Created config: {config}" in done.stdout
-    assert "llm-cascade key set openai  (or export OPENAI_API_KEY)" in done.stdout
+    # The tests' null keyring keeps nothing, so the variable is the only fix offered.
+    assert "  openai: set OPENAI_API_KEY" in done.stdout
+    assert "llm-cascade key set" not in done.stdout
     assert "llm-cascade config check" in done.stdout
     assert "Store API keys" not in done.stdout + done.stderr
     assert not list(config.parent.glob(".*.tmp"))  # the temp file is gone
@@ -114,6 +116,10 @@ def test_config_check_says_which_cascades_cannot_run_and_how_to_fix_them(home):
     assert "Failed prompts: " in done.stdout and "Keyring:        null Keyring" in done.stdout
     assert "fast_task       1  ollama/llama3" in done.stdout
     assert "cascade 'creative_task' cannot run: no entry has an API key" in done.stdout
+    assert "cannot run: no entry has an API key. set OPENAI_API_KEY;" in done.stdout
+    assert "llm-cascade key set" not in done.stdout  # the null keyring keeps nothing
+    with_keyring = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring"}
+    done = run_cli("config", "check", env=with_keyring)
     assert "run `llm-cascade key set openai` or set OPENAI_API_KEY" in done.stdout
     assert done.stdout.rstrip().endswith("2 of 3 cascades can run; fix the errors above.")
 

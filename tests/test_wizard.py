@@ -14,6 +14,7 @@ import pexpect
 import pytest
 from keyrings.alt.file import PlaintextKeyring
 
+import llm_cascade
 from llm_cascade.config import parse_config
 from llm_cascade.keys import lookup_for
 from llm_cascade.wizard import (
@@ -130,7 +131,7 @@ def test_the_dialogue_builds_a_config_that_loads():
     io = Scripted([*providers, *cascades])
     answers = run_wizard(io)
     doc = build_document(answers, "~/db.sqlite", "~/failed")
-    text = render_config(doc)
+    text = render_config(doc, "/the/template.toml")
     config = parse_config(tomllib.loads(text))
     assert list(config.providers) == ["local", "ollama", "openai"]
     assert config.providers["local"].api_key_env == "LOCAL_API_KEY"
@@ -253,8 +254,34 @@ def test_wizard_happy_path_writes_config_folders_and_key(paths):
     # It shows what it wrote and what to run next.
     assert '{ provider = "ollama", model = "llama3:8b" }' in out
     assert 'llm-cascade run -C default -p "Hello"' in out
-    assert "llm-cascade key set my-llm  (or export MY_LLM_API_KEY)" in out
+    assert "my-llm: run `llm-cascade key set my-llm` or set MY_LLM_API_KEY" in out
     assert run_cli("config", "check").returncode == 0
+
+
+@needs_pty
+def test_the_written_config_refers_only_to_files_installed_with_the_package(paths):
+    """A `pip install` has no README, docs/ or config.example.toml: only llm_cascade/."""
+    child = spawn("setup", "-i")
+    answer(
+        child,
+        ("Providers [1-5]: ", "ollama"),
+        ("custom OpenAI-compatible provider", "n"),
+        ("Cascade name [default]: ", ""),
+        ("Entry 1 (provider:model, e.g. ollama:llama3): ", "ollama:llama3"),
+        ("Entry 2 (provider:model, Enter to finish): ", ""),
+        ("Another cascade name (Enter to finish): ", ""),
+    )
+    out = finish(child)
+    assert child.exitstatus == 0, out
+    comments = "\n".join(
+        line for line in paths["config"].read_text().splitlines() if line.startswith("#")
+    )
+    named = re.findall(r"[\w./~-]+\.(?:toml|md|txt|json|cfg)\b", comments)
+    assert named, comments  # it still says where the options are described
+    package = Path(llm_cascade.__file__).parent
+    for name in named:
+        path = Path(name)
+        assert path.is_absolute() and path.is_relative_to(package) and path.is_file(), name
 
 
 @needs_pty

@@ -24,8 +24,18 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+# A counted flag: `-v`, `-vv` or `--verbose --verbose`; the empty metavar and no default keep
+# typer's help from advertising a value (`--verbose INTEGER`) that the parser would refuse.
 VerboseOption = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug).")
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        metavar="",
+        show_default=False,
+        help="Log attempts on stderr; repeat for more (-vv: also HTTP requests).",
+    ),
 ]
 
 _LEVELS = {

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..errors import EXIT_USAGE
-from ._common import ConfigOption, JsonOption, format_table, say
+from ._common import ConfigOption, JsonOption, echo, format_table, say
 
 if TYPE_CHECKING:
     from ..readiness import Report
@@ -23,7 +23,7 @@ def show_path(config: ConfigOption = None) -> None:
     from ..paths import config_path
 
     path = config_path(config)
-    print(path)
+    echo(str(path))
     if not path.exists():
         say("(no file there yet: `llm-cascade setup` creates it)")
 
@@ -42,7 +42,7 @@ def check(config: ConfigOption = None, json_output: JsonOption = False) -> None:
 
     report = check_config(load_config(config), time.time())
     if json_output:
-        print(json.dumps(_as_json(report, time.time()), indent=2))
+        echo(json.dumps(_as_json(report, time.time()), indent=2))
     else:
         _print(report, time.time())
     if not report.runnable:
@@ -62,38 +62,40 @@ def _keyring_line(report: Report) -> str:
     if report.keyring is None:
         return "off (keyring = false); keys come from env vars"
     if report.keyring.problem:
-        return f"{report.keyring.name} (unusable: {report.keyring.problem})"
+        return (
+            f"{report.keyring.name} (unusable: {report.keyring.problem}); keys come from env vars"
+        )
     note = f" ({report.keyring.note})" if report.keyring.note else ""
     return f"{report.keyring.name}{note}"
 
 
 def _print(report: Report, now: float) -> None:
     db_note = "" if report.database_exists else " (not created yet; the first run creates it)"
-    print(f"Config:         {report.config_path}")
-    print(f"Database:       {report.database_path}{db_note}")
-    print(f"Failed prompts: {report.failure_dir}")
-    print(f"Keyring:        {_keyring_line(report)}")
+    echo(f"Config:         {report.config_path}")
+    echo(f"Database:       {report.database_path}{db_note}")
+    echo(f"Failed prompts: {report.failure_dir}")
+    echo(f"Keyring:        {_keyring_line(report)}")
     if report.cascades:
         rows = [
             [c.name, str(i), e.key, e.key_status.where, _cooldown(e.state, now)]
             for c in report.cascades
             for i, e in enumerate(c.entries, 1)
         ]
-        print()
-        print(format_table(["CASCADE", "#", "ENTRY", "KEY", "COOLDOWN"], rows, min_width=1))
+        echo()
+        echo(format_table(["CASCADE", "#", "ENTRY", "KEY", "COOLDOWN"], rows, min_width=1))
     for title, lines in (("Warnings:", report.warnings), ("Errors:", report.problems)):
         if lines:
-            print()
-            print(title)
+            echo()
+            echo(title)
             for line in lines:
-                print(f"  - {line}")
+                echo(f"  - {line}")
     total = len(report.cascades)
     ready = sum(c.runnable for c in report.cascades)
-    print()
+    echo()
     if report.runnable:
-        print(f"OK: {ready} of {total} cascades can run.")
+        echo(f"OK: {ready} of {total} cascades can run.")
     else:
-        print(f"Not runnable: {ready} of {total} cascades can run; fix the errors above.")
+        echo(f"Not runnable: {ready} of {total} cascades can run; fix the errors above.")
 
 
 def _as_json(report: Report, now: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, LlmCascadeError, UsageError
-from ._common import ConfigOption, JsonOption, format_table, say
+from ._common import ConfigOption, JsonOption, echo, format_table, say
 
 if TYPE_CHECKING:
     from ..config import AppConfig, ProviderConfig
@@ -65,7 +65,8 @@ def _require_keyring(app_config: AppConfig, lookup: KeyLookup) -> None:
     if backend.problem:
         raise LlmCascadeError(
             f"no usable keyring ({backend.name}: {backend.problem}): unlock or install one"
-            " (see docs/setup.md, e.g. `pip install keyrings.alt` on a headless machine),"
+            " (on a headless machine: `pip install keyrings.alt` and"
+            " PYTHON_KEYRING_BACKEND=keyrings.alt.file.PlaintextKeyring),"
             f" or {_env_hint(lookup)}"
         )
 
@@ -89,13 +90,18 @@ def set_key(
     from ..keys import KeyringUnavailable, clean_secret, keyring_backend, read_env, store_key
     from .prompter import read_key
 
-    if ctx.args:  # caught here so the usual "unexpected argument (sk-...)" never echoes a key
-        raise UsageError(
-            "`key set` takes no key argument (it stays in shell history; consider removing it):"
-            f" run `llm-cascade key set {provider}` and paste the key at the prompt, or"
-            f' printf %s "$KEY" | llm-cascade key set {provider}'
-        )
     app_config, provider_config, lookup = _load(config, provider)
+    if ctx.args:  # caught here so the usual "unexpected argument (sk-...)" never echoes a key
+        how = (
+            f"run `llm-cascade key set {provider}` and paste the key at the prompt, or"
+            f' printf %s "$KEY" | llm-cascade key set {provider}'
+            if app_config.keyring
+            else f"the keyring is off (keyring = false), so {_env_hint(lookup)}"
+        )
+        raise UsageError(
+            f"`key set` takes no key argument (it stays in shell history; consider removing it):"
+            f" {how}"
+        )
     if not lookup.needs_key:
         raise UsageError(
             f"Provider '{provider}' (type {provider_config.type}) does not use an API key;"
@@ -122,7 +128,7 @@ def set_key(
             f"Failed to store key for '{provider}' (keyring username '{lookup.keyring_user}'):"
             f" {exc}; {_env_hint(lookup)}"
         ) from None
-    print(f"API key for '{provider}' stored in keyring.")
+    echo(f"API key for '{provider}' stored in keyring.")
     backend = keyring_backend()
     say(f"Keyring: {backend.name}; service 'llm-cascade', username '{lookup.keyring_user}'.")
     if backend.note:
@@ -157,18 +163,19 @@ def get_key(
 
     The key alone goes to stdout; where it came from (keyring or env var) goes to stderr.
     """
-    from ..keys import keyring_backend, mask_key, missing_key_message, resolve_key
+    from ..keys import keyring_backend, keyring_in_use, mask_key, missing_key_message, resolve_key
 
     app_config, _, lookup = _load(config, provider)
     if not lookup.needs_key:
-        print(f"Provider '{provider}' does not use an API key.")
+        echo(f"Provider '{provider}' does not use an API key.")
         return
     resolved = resolve_key(lookup, use_keyring=app_config.keyring)
     if resolved.warning:
         say(f"Warning: {resolved.warning}")
     if resolved.value is None:
-        raise LlmCascadeError(missing_key_message(lookup, use_keyring=app_config.keyring))
-    print(resolved.value if show_full else mask_key(resolved.value))
+        in_use = keyring_in_use(app_config.keyring)
+        raise LlmCascadeError(missing_key_message(lookup, use_keyring=in_use))
+    echo(resolved.value if show_full else mask_key(resolved.value))
     if resolved.source == "keyring":
         say(f"(from the keyring: {keyring_backend().name}, username '{lookup.keyring_user}')")
     else:
@@ -181,7 +188,7 @@ def delete_key(provider: ProviderArg, config: ConfigOption = None) -> None:
 
     app_config, _, lookup = _load(config, provider)
     if not lookup.needs_key or not lookup.keyring_user:
-        print(f"Provider '{provider}' does not use an API key.")
+        echo(f"Provider '{provider}' does not use an API key.")
         return
     _require_keyring(app_config, lookup)
     try:
@@ -193,7 +200,7 @@ def delete_key(provider: ProviderArg, config: ConfigOption = None) -> None:
             f"No key for '{provider}' in the keyring (username '{lookup.keyring_user}');"
             " nothing deleted. `llm-cascade key list` shows where each key comes from"
         )
-    print(f"API key for '{provider}' deleted from keyring.")
+    echo(f"API key for '{provider}' deleted from keyring.")
     if read_env(lookup.env_var):
         say(f"Note: {lookup.env_var} is still set, so runs keep using that key.")
 
@@ -235,7 +242,7 @@ def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> N
                 for s in statuses
             ],
         }
-        print(json.dumps(data, indent=2))
+        echo(json.dumps(data, indent=2))
         return
     rows = [
         [
@@ -246,19 +253,24 @@ def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> N
         ]
         for s in statuses
     ]
-    print(format_table(["PROVIDER", "KEYRING", "ENV VAR", "SOURCE"], rows))
+    echo(format_table(["PROVIDER", "KEYRING", "ENV VAR", "SOURCE"], rows))
     if backend is None:
         say("Keyring: off (keyring = false in the config); keys come from env vars only.")
     else:
-        problem = f" (unusable: {backend.problem})" if backend.problem else ""
+        problem = (
+            f" (unusable: {backend.problem}); keys come from env vars only"
+            if backend.problem
+            else ""
+        )
         say(f"Keyring backend: {backend.name}{problem}")
         if backend.note:
             say(f"Note: {backend.note}.")
     if warning:
         say(f"Warning: {warning}")
+    in_use = backend is not None and backend.problem is None
     for status in statuses:
         if status.source == "missing":
-            say(missing_key_message(status.lookup, use_keyring=app_config.keyring))
+            say(missing_key_message(status.lookup, use_keyring=in_use))
 
 
 # Extra arguments reach set_key, which refuses them without echoing what may be a key.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -49,16 +50,34 @@ def failure_json(exc: CascadeFailed) -> dict[str, Any]:
     }
 
 
-def failure_hint(exc: CascadeFailed, now: float) -> str | None:
-    """One line telling a user stuck behind cooldowns when to come back and how not to wait."""
+def failure_hint(exc: CascadeFailed, now: float, wait_s: float | None = None) -> str | None:
+    """One line telling a user stuck behind cooldowns when to come back and how not to wait.
+
+    `wait_s` is the run's --wait-cooldown: when it was given, offering it again is no help;
+    say how long the wait would have had to be."""
     if not exc.attempts or any(a.outcome != "skipped" for a in exc.attempts):
         return None
     if exc.retry_after_s is None:
         return None
     when = format_human(now + exc.retry_after_s)
+    if wait_s is None:
+        return (
+            f"Every entry is cooling down; the first frees up at {when}"
+            f" (in {exc.retry_after_s:.0f} s). Use --wait-cooldown to wait for it or"
+            " --ignore-cooldown to try anyway."
+        )
+    needed = math.ceil(exc.retry_after_s)
+    if needed > wait_s:
+        return (
+            f"Every entry is cooling down and --wait-cooldown {wait_s:g} was too short: the first"
+            f" entry frees up in {needed} s (at {when}). Wait at least that long, or use"
+            " --ignore-cooldown to try anyway."
+        )
+    # Long enough, yet the wait stopped: the deadline came first, or the wait was spent.
     return (
-        f"Every entry is cooling down; the first frees up at {when} (in {exc.retry_after_s:.0f} s)."
-        " Use --wait-cooldown to wait for it or --ignore-cooldown to try anyway."
+        f"Every entry is still cooling down; the first frees up at {when} (in {needed} s),"
+        " after the cascade deadline or the --wait-cooldown time left. Use --ignore-cooldown"
+        " to try anyway."
     )
 
 

@@ -218,7 +218,7 @@ def run(
     except asyncio.CancelledError:  # SIGTERM
         raise typer.Exit(EXIT_TERMINATED) from None
     except CascadeFailed as exc:
-        _report_failure(exc, json_output, explain)
+        _report_failure(exc, json_output, explain, wait_s)
         raise typer.Exit(EXIT_FAILED) from None
     result = answer.result
     if explain:
@@ -295,7 +295,9 @@ async def _run(
             return await engine.answer(cascade, conversation, options)
 
 
-def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> None:
+def _report_failure(
+    exc: CascadeFailed, json_output: bool, explain: bool, wait_s: float | None
+) -> None:
     from ..clock import SystemClock
     from . import render
 
@@ -304,7 +306,7 @@ def _report_failure(exc: CascadeFailed, json_output: bool, explain: bool) -> Non
         for line in render.explain(exc.cascade_name, exc.attempts):
             say(line)
     say(str(exc))
-    hint = render.failure_hint(exc, now)
+    hint = render.failure_hint(exc, now, wait_s)
     if hint:
         say(hint)
     if json_output:

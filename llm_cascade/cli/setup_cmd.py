@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, LlmCascadeError
-from ._common import ConfigOption, say
+from ._common import ConfigOption, echo, say
 
 if TYPE_CHECKING:
     from ..config import AppConfig
@@ -65,10 +65,10 @@ def setup(config: ConfigOption = None, interactive: InteractiveOption = False) -
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if interactive:
-        print()
-        print(f"Wrote {path}:")
-        print()
-        print(text.rstrip())
+        echo()
+        echo(f"Wrote {path}:")
+        echo()
+        echo(text.rstrip())
     _next_steps(app_config)
 
 
@@ -90,7 +90,7 @@ def _template(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
 
 
 def _wizard(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
-    from ..bootstrap import state_paths
+    from ..bootstrap import state_paths, template_path
     from ..wizard import build_document, render_config, run_wizard
     from .prompter import RichPrompter
 
@@ -99,7 +99,7 @@ def _wizard(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
     io.say(f"The config will be written to {path} at the end; Ctrl-C aborts, writing nothing.")
     io.say()
     answers = run_wizard(io)
-    text = render_config(build_document(answers, *state_paths(data_dir)))
+    text = render_config(build_document(answers, *state_paths(data_dir)), template_path())
     io.say()
     return text, _offer_keys(io, _parse(text, path))
 
@@ -137,11 +137,11 @@ def _commit(path: Path, text: str, keys: dict[str, str]) -> AppConfig:
             f"Failed to write config file '{path}': {reason}; check that folder's"
             " permissions, or pass -c FILE to write elsewhere"
         ) from None
-    print(f"Created config: {path}")
+    echo(f"Created config: {path}")
     app_config = load_config(path)
     try:
         for folder in prepare_state(app_config):
-            print(f"Created data directory: {folder}")
+            echo(f"Created data directory: {folder}")
     except (OSError, LlmCascadeError) as exc:
         say(f"Warning: could not create the database or failed-prompt folder: {exc}")
         say(f"  Fix the permissions, or change [database] / [failure_persistence] in {path}.")
@@ -156,29 +156,29 @@ def _store_keys(app_config: AppConfig, keys: dict[str, str]) -> None:
         lookup = lookup_for(app_config.providers[provider])
         try:
             store_key(lookup, secret)
-        except KeyringUnavailable as exc:
+        except KeyringUnavailable as exc:  # the keyring just refused: offer the variable
             say(f"Warning: could not store the key for '{provider}': {exc}")
-            say(f"  To fix: {key_fix(lookup)}.")
+            say(f"  To fix: {key_fix(lookup, use_keyring=False)}.")
         else:
-            print(f"API key for '{provider}' stored in keyring.")
+            echo(f"API key for '{provider}' stored in keyring.")
     keys.clear()
 
 
 def _next_steps(app_config: AppConfig) -> None:
-    from ..keys import key_statuses, lookup_for
+    from ..keys import key_fix, key_statuses, keyring_in_use, lookup_for
 
     lookups = [lookup_for(app_config.providers[n]) for n in sorted(app_config.providers)]
     statuses, _ = key_statuses(lookups, use_keyring=app_config.keyring)
     missing = [s.lookup for s in statuses if s.source == "missing"]
     cascade = next(iter(app_config.cascades), None)
-    print()
-    print(f"Setup complete. Edit '{app_config.path}' to customize providers and cascades.")
+    echo()
+    echo(f"Setup complete. Edit '{app_config.path}' to customize providers and cascades.")
     if missing:
-        print("Use 'llm-cascade key set <provider>' to store API keys. Missing now:")
+        in_use = keyring_in_use(app_config.keyring)
+        echo("API keys missing now:")
         for lookup in missing:
-            env = f"  (or export {lookup.env_var})" if lookup.env_var else ""
-            print(f"  llm-cascade key set {lookup.provider}{env}")
-    print("Next:")
-    print("  llm-cascade config check        which cascades can run, and why not")
+            echo(f"  {lookup.provider}: {key_fix(lookup, use_keyring=in_use)}")
+    echo("Next:")
+    echo("  llm-cascade config check        which cascades can run, and why not")
     if cascade:
-        print(f'  llm-cascade run -C {cascade} -p "Hello"')
+        echo(f'  llm-cascade run -C {cascade} -p "Hello"')
