@@ -283,7 +283,6 @@ class _Run:
         now = self.e.clock.now()
         state = self.journal.state(entry.key)
         probe = False
-        note = _ignored(state, now) if self.opts.ignore_cooldown else None
         if not self.opts.ignore_cooldown:
             if state.is_cooling(now):
                 until = format_human(state.cooldown_until or now)
@@ -305,7 +304,7 @@ class _Run:
             detail = missing_key_message(lookup_for(provider), use_keyring=self.e.config.keyring)
             self.journal.not_sent(entry.key, "missing_key", detail, probe=probe)
             return None
-        return await self._tries(entry, provider, key, probe, note)
+        return await self._tries(entry, provider, key, probe, state)
 
     def _key(self, provider: ProviderConfig) -> ResolvedKey:
         """The provider's key, looked up once per run."""
@@ -322,11 +321,12 @@ class _Run:
         provider: ProviderConfig,
         key: ResolvedKey,
         probe: bool,
-        note: str | None,
+        state: EntryState,
     ) -> CascadeResult | None:
         from .providers import _http  # httpx is imported only when a request is made
 
         opts = entry.options
+        note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
         call = _call_options(entry, provider, key)
         client = await self.e.http_client()
@@ -385,6 +385,7 @@ class _Run:
                 try_number=try_number,
                 probe=probe,
                 note=note,
+                reset=try_number > 1 or state.phase(self.e.clock.now()) != "closed",
             )
             return CascadeResult(
                 response=reply.response,

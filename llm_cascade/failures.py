@@ -21,7 +21,7 @@ import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,8 +53,12 @@ def prompt_digest(cascade_name: str, conversation: Conversation) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _render(envelope: Mapping[str, Any]) -> bytes:
-    return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
+def _render(envelope: Mapping[str, Any], *, pretty: bool = True) -> bytes:
+    """The file's bytes: indented for people, or compact (the C encoder: several times faster)
+    for a pending file that is removed again in the common case."""
+    if pretty:
+        return json.dumps(envelope, indent=2, ensure_ascii=False).encode()
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _unprintable(envelope: dict[str, Any]) -> str | None:
@@ -167,6 +171,7 @@ class FailureStore:
     def __init__(self, directory: Path, *, owner_only: bool = False) -> None:
         self.dir = directory
         self.owner_only = owner_only  # refuse a directory others could read (shared /tmp)
+        self._made = False  # the folder was there at the last write: skip the checks
 
     def fallback(self) -> FailureStore:
         """A private directory under the system temp dir, for when `dir` cannot be written."""
@@ -202,12 +207,29 @@ class FailureStore:
             return twin
         envelope = self._envelope(cascade_name, conversation, now, status="pending", **extra)
         envelope["digest"] = digest
-        path, fd = self._create(cascade_name, envelope, now, keep_locked=True, tag=digest[:6])
+        path, fd = self._create(
+            cascade_name, envelope, now, keep_locked=True, tag=digest[:6], pretty=False
+        )
         return PendingPrompt(self, path, fd, envelope)
+
+    def _named_like(self, cascade_name: str, tag: str) -> list[Path]:
+        """Files of this cascade whose name ends with `tag` (no glob: a pattern per digest
+        would compile a new regex on every run)."""
+        prefix = f"{sanitize_name(cascade_name)}_"
+        try:
+            names = [
+                e.name
+                for e in os.scandir(self.dir)
+                if e.name.startswith(prefix)
+                and (e.name.endswith(f"_{tag}.json") or f"_{tag}-" in e.name)
+            ]
+        except OSError:  # no folder yet: no twin
+            return []
+        return [self.dir / name for name in sorted(names)]
 
     def _adopt_twin(self, cascade_name: str, digest: str, now: float) -> PendingPrompt | None:
         """Lock a saved prompt with this digest that no run holds, or None."""
-        for path in sorted(self.dir.glob(f"{sanitize_name(cascade_name)}_*_{digest[:6]}*.json")):
+        for path in self._named_like(cascade_name, digest[:6]):
             held = self._lock_fresh(path)
             if held is None:
                 continue
@@ -260,24 +282,33 @@ class FailureStore:
         *,
         keep_locked: bool,
         tag: str | None = None,
+        pretty: bool = True,
     ) -> tuple[Path, int]:
         """Write a new file under a name nobody has, atomically, and return it with its fd.
 
         The name ends with `tag` (a digest prefix, to find twins by name) when it is free,
         else with random hex.
         """
-        self._ensure_dir()
+        if not self._made or self.owner_only:
+            self._ensure_dir()
+            self._made = True
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
-        data = _render(envelope)
+        data = _render(envelope, pretty=pretty)
         while True:
             unique = tag or secrets.token_hex(3)
             tag = None if tag is None else f"{tag}-{secrets.token_hex(2)}"
             name = f"{sanitize_name(cascade_name)}_{stamp}_{unique}.json"
             final = (self.dir / name).absolute()
-            try:  # never overwrite, even within one second (D30)
+            try:  # never overwrite, even within one second
                 return final, files.create_new(final, data, locked=keep_locked)
             except FileExistsError:
                 continue
+            except FileNotFoundError:  # the folder went away since the last write
+                if not self._made:
+                    raise
+                self._made = False
+                self._ensure_dir()
+                self._made = True
 
     def replace(self, path: Path, envelope: Mapping[str, Any]) -> None:
         """Atomically rewrite an existing file (D32)."""
@@ -419,7 +450,7 @@ class PromptKeeper:
         now: Callable[[], float],
         existing: PendingPrompt | None = None,
     ) -> None:
-        self.stores = (store, store.fallback())
+        self.store = store
         self.cascade_name = cascade_name
         self.conversation = conversation
         self.now = now
@@ -430,7 +461,7 @@ class PromptKeeper:
         """Write the conversation (status pending) unless this run replays a saved one."""
         if self.pending is not None:
             return
-        for store in self.stores:
+        for store in self._stores():
             try:
                 self.pending = store.begin(
                     self.cascade_name, self.conversation, self.now(), **extra
@@ -449,6 +480,11 @@ class PromptKeeper:
             "; ".join(self.problems),
         )
 
+    def _stores(self) -> Iterator[FailureStore]:
+        """The configured folder, then (only if that one failed) the private fallback."""
+        yield self.store
+        yield self.store.fallback()
+
     def delivered(self) -> None:
         """The answer reached its reader: the saved conversation is no longer needed."""
         if self.pending is not None:
@@ -464,7 +500,7 @@ class PromptKeeper:
             except OSError as exc:  # the file written before the first request is still there
                 logger.warning("could not add the errors to %s: %s", pending.path, exc)
                 return SaveOutcome(str(pending.path))
-        for store in self.stores:
+        for store in self._stores():
             try:
                 path = store.save(
                     self.cascade_name, self.conversation, self.now(), errors, status, **fields

@@ -221,7 +221,9 @@ class Journal:
         try_number: int,
         probe: bool,
         note: str | None = None,
+        reset: bool = True,
     ) -> None:
+        """An answer. `reset=False`: the breaker was closed when read, nothing to close."""
         attempt = Attempt(
             key,
             "ok",
@@ -237,7 +239,7 @@ class Journal:
         self.attempts.append(attempt)
         self._db(
             "recording a success",
-            lambda s: s.record_success(self._row(attempt), self.clock.now()),
+            lambda s: s.record_success(self._row(attempt), self.clock.now(), reset=reset),
         )
         logger.info(
             "success from %s (%d ms, tokens in=%s out=%s)",

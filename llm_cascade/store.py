@@ -294,8 +294,8 @@ class Store:
     # --- writes --------------------------------------------------------------------------
 
     def log_attempt(self, record: AttemptRecord, now: float) -> None:
-        with self._write() as conn:
-            _insert(conn, record, now)
+        """One row, in a transaction of its own (a single statement needs no BEGIN/COMMIT)."""
+        _insert(self.conn, record, now)
 
     def claim_probe(self, key: str, owner: str, now: float, lease_s: float) -> bool:
         """Atomically become the one run that probes a half-open entry; False if another is."""
@@ -316,28 +316,30 @@ class Store:
             )
             return True
 
-    def record_success(self, record: AttemptRecord, now: float) -> None:
-        """Log the answer and close the entry's breaker (the failure run resets, D2).
+    def record_success(self, record: AttemptRecord, now: float, *, reset: bool = True) -> None:
+        """Log the answer and close the entry's breaker (the failure run resets).
 
         Unless another process recorded a failure after this request was sent (a 429 while
-        it was in flight): that verdict is newer, and its cooldown must not be shortened (D9).
+        it was in flight): that verdict is newer, and its cooldown must not be shortened.
+        `reset=False` (the breaker was closed when the run read it) only logs the row.
         """
-        sent = now - record.latency_ms / 1000
+        if not reset:
+            self.log_attempt(record, now)
+            return
+        sent = format_ts(now - record.latency_ms / 1000)
+        stamp = format_ts(now)
         with self._write() as conn:
             _insert(conn, record, now)
-            row = conn.execute(
-                "SELECT updated_at FROM cooldown WHERE provider_model = ?",
-                (record.provider_model,),
-            ).fetchone()
-            changed = _ts(row[0]) if row else None
-            if changed is not None and changed > sent:
-                return
+            # One statement: it touches the row only if there is something to reset and no
+            # verdict newer than this request's sending (timestamps compare as strings).
             conn.execute(
                 "UPDATE cooldown SET failures = 0, probe_owner = NULL, probe_until = NULL,"
                 " reason = NULL, updated_at = ?,"
                 " cooldown_until = CASE WHEN cooldown_until > ? THEN ? ELSE cooldown_until END"
-                " WHERE provider_model = ?",
-                (format_ts(now), format_ts(now), format_ts(now), record.provider_model),
+                " WHERE provider_model = ? AND (updated_at IS NULL OR updated_at <= ?)"
+                " AND (failures > 0 OR probe_owner IS NOT NULL OR reason IS NOT NULL"
+                " OR cooldown_until > ?)",
+                (stamp, stamp, stamp, record.provider_model, sent, stamp),
             )
 
     def record_failure(

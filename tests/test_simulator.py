@@ -315,3 +315,24 @@ def test_the_simulator_refuses_a_bad_script_file(tmp_path: Path):
             proc.communicate()
     assert proc.returncode == 2
     assert "cannot use script" in stderr and "unknown behaviour type 'explode'" in stderr
+
+
+def test_a_burst_of_new_connections_is_accepted_at_once(sim):
+    """socketserver's default backlog of 5 dropped the SYNs of a burst; clients then waited
+    1 s, 3 s... to connect, which looked like a cold-start cost of the engine."""
+    import asyncio
+
+    import httpx
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=300)
+        async with httpx.AsyncClient(limits=limits) as client:
+            url = sim.base_url("openai") + "/chat/completions"
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"Authorization": "Bearer k"}
+            replies = await asyncio.gather(
+                *(client.post(url, json=body, headers=headers) for _ in range(300))
+            )
+            return [r.status_code for r in replies]
+
+    assert asyncio.run(burst()) == [200] * 300
