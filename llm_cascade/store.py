@@ -21,7 +21,7 @@ from .clock import format_ts, parse_ts
 from .errors import LlmCascadeError
 from .paths import ensure_private_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # No instant written is later than this (9999-12-31T00:00:00Z): past year 9999 no timestamp
 # can be formatted, so an absurd cooldown or lease is clamped here instead of crashing.
 LATEST_INSTANT = 253_402_214_400.0
@@ -53,6 +53,9 @@ _ADDED_COLUMNS = {
         "cooldown_until": "TEXT",
         "run_id": "TEXT",
         "try_number": "INTEGER",
+        "ttft_ms": "INTEGER",  # streams: milliseconds to the first content event
+        "chunks": "INTEGER",  # streams: content events received
+        "cost": "REAL",  # currency units, when the entry declares a price
     },
     "cooldown": {
         "failures": "INTEGER",  # consecutive failures since the last success
@@ -129,6 +132,9 @@ class AttemptRecord:
     cooldown_until: float | None = None
     run_id: str | None = None
     try_number: int | None = None
+    ttft_ms: int | None = None
+    chunks: int | None = None
+    cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,9 @@ class AttemptRow:
     cooldown_until: str | None = None
     run_id: str | None = None
     try_number: int | None = None
+    ttft_ms: int | None = None
+    chunks: int | None = None
+    cost: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> AttemptRow:
@@ -427,7 +436,8 @@ def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> None:
     conn.execute(
         "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
         " latency_ms, input_tokens, output_tokens, outcome, error_kind, error_message, rule,"
-        " cooldown_until, run_id, try_number) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cooldown_until, run_id, try_number, ttft_ms, chunks, cost)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             format_ts(now),
             r.cascade_name,
@@ -443,5 +453,8 @@ def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> None:
             format_ts(r.cooldown_until) if r.cooldown_until is not None else None,
             r.run_id,
             r.try_number,
+            r.ttft_ms,
+            r.chunks,
+            r.cost,
         ),
     )

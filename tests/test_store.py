@@ -16,7 +16,7 @@ import pytest
 
 from llm_cascade.clock import format_ts, parse_ts
 from llm_cascade.rules import CooldownPolicy
-from llm_cascade.store import LATEST_INSTANT, AttemptRecord, Store, StoreError
+from llm_cascade.store import LATEST_INSTANT, SCHEMA_VERSION, AttemptRecord, Store, StoreError
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 KEY = "openai/gpt-4o"
@@ -110,7 +110,7 @@ def test_original_database_is_migrated_additively(tmp_path):
         conn = store.conn
         log_columns = columns(conn, "attempt_log")
         cooldown_columns = columns(conn, "cooldown")
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
     assert log_columns[:8] == ORIGINAL_COLUMNS  # the original's columns, in place and in order
     assert {"outcome", "error_kind", "error_message", "rule", "run_id"} <= set(log_columns[8:])
@@ -163,6 +163,24 @@ def test_queries_and_writes_of_the_original_still_work_after_migration(tmp_path)
         rows = store.recent_attempts()
     # The original wrote no outcome: a 2xx answered, anything else (or no status) failed.
     assert [r.outcome for r in rows] == ["failed", "ok", "failed", "failed", "failed"]
+
+
+def test_a_version_1_database_gains_the_stream_and_cost_columns(tmp_path):
+    path = tmp_path / "db.sqlite"
+    with Store(path) as store:
+        store.log_attempt(ok(), T0)
+    raw = sqlite3.connect(path)  # as a version-1 database left it: without the new columns
+    for name in ("ttft_ms", "chunks", "cost"):
+        raw.execute(f"ALTER TABLE attempt_log DROP COLUMN {name}")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with Store(path) as store:
+        assert {"ttft_ms", "chunks", "cost"} <= set(columns(store.conn, "attempt_log"))
+        store.log_attempt(AttemptRecord("x", KEY, 200, 30, ttft_ms=12, chunks=40, cost=0.5), T0)
+        old, new = store.recent_attempts()
+    assert (old.ttft_ms, old.chunks, old.cost) == (None, None, None)
+    assert (new.ttft_ms, new.chunks, new.cost) == (12, 40, 0.5)
 
 
 def test_migration_runs_once_and_reopening_changes_nothing(tmp_path):
