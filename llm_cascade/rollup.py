@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 # --- histogram buckets ---------------------------------------------------------------------
 
@@ -292,3 +293,110 @@ def prune_hourly(conn: sqlite3.Connection, before_hour: str) -> None:
     """Drop the hourly aggregates of hours before `before_hour` (`YYYY-MM-DDTHH`)."""
     for table in ("attempt_hourly", "latency_hourly"):
         conn.execute(f"DELETE FROM {table} WHERE hour < ?", (before_hour,))
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The sums of one (cascade, entry, outcome, rule) over a window or all time."""
+
+    cascade: str
+    entry: str
+    outcome: str
+    rule: str
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
+    cooldowns: int
+    failovers: int
+    runs: int
+    answered_runs: int
+    first_answered: int
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Observations per bucket index of the metric's scheme, and their sum (all time only)."""
+
+    buckets: dict[int, int]
+    total: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets.values())
+
+
+@dataclass(frozen=True, slots=True)
+class LatestError:
+    timestamp: str | None
+    outcome: str | None
+    http_status: int | None
+    rule: str | None
+    message: str | None
+
+
+def _where(since_hour: str | None, cascade: str | None) -> tuple[str, list[str]]:
+    clauses, args = ["true"], []
+    if since_hour is not None:
+        clauses.append("hour >= ?")
+        args.append(since_hour)
+    if cascade is not None:
+        clauses.append("cascade_name = ?")
+        args.append(cascade)
+    return " AND ".join(clauses), args
+
+
+def counts(
+    conn: sqlite3.Connection, since_hour: str | None = None, cascade: str | None = None
+) -> list[Counts]:
+    """Sums per (cascade, entry, outcome, rule): of the hours from `since_hour` on, else of
+    all time."""
+    table = "attempt_totals" if since_hour is None else "attempt_hourly"
+    where, args = _where(since_hour, cascade)
+    sums = ", ".join(f"SUM({c})" for c in _COUNTS)
+    rows = conn.execute(
+        f"SELECT {', '.join(_KEY)}, {sums} FROM {table} WHERE {where} GROUP BY {', '.join(_KEY)}",
+        args,
+    )
+    return [Counts(*row) for row in rows]
+
+
+def histograms(
+    conn: sqlite3.Connection, since_hour: str | None = None, cascade: str | None = None
+) -> dict[tuple[str, str, str, str], Histogram]:
+    """Per (cascade, entry, metric, error type): the hourly histograms of answers (`latency`,
+    `ttft`; error type '') from `since_hour` on, else the all-time ones (`duration` of every
+    request by error type, `ttft`, `input_tokens`, `output_tokens`)."""
+    where, args = _where(since_hour, cascade)
+    if since_hour is None:
+        sql = (
+            "SELECT cascade_name, provider_model, metric, error, bucket, SUM(count), SUM(total)"
+            f" FROM histogram_totals WHERE {where} GROUP BY 1, 2, 3, 4, 5"
+        )
+    else:
+        sql = (
+            "SELECT cascade_name, provider_model, metric, '', bucket, SUM(count), 0"
+            f" FROM latency_hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5"
+        )
+    found: dict[tuple[str, str, str, str], Histogram] = {}
+    for cascade_name, entry, metric, error, bucket, count, total in conn.execute(sql, args):
+        key = (cascade_name, entry, metric, error)
+        histogram = found.setdefault(key, Histogram({}))
+        histogram.buckets[bucket] = count
+        found[key] = Histogram(histogram.buckets, histogram.total + total)
+    return found
+
+
+def latest_errors(conn: sqlite3.Connection) -> dict[str, LatestError]:
+    """Each entry's latest error (failure, retried failure, deadline, missing key, probe)."""
+    rows = conn.execute(
+        "SELECT provider_model, timestamp, outcome, http_status, rule, message FROM entry_errors"
+    )
+    return {row[0]: LatestError(*row[1:]) for row in rows}
+
+
+def cascades_seen(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT DISTINCT cascade_name FROM attempt_totals")}

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "status": (".state", "status", False),
     "log": (".state", "log", False),
     "reset": (".state", "reset", False),
+    "stats": (".views_cmd", "stats", False),
+    "metrics": (".views_cmd", "metrics", False),
     "failed": (".failed_cmd", "app", True),
     "setup": (".setup_cmd", "setup", False),
     "key": (".key_cmd", "key_app", True),
