@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "status": (".state", "status", False),
     "log": (".state", "log", False),
     "reset": (".state", "reset", False),
+    "health": (".views_cmd", "health", False),
     "stats": (".views_cmd", "stats", False),
     "metrics": (".views_cmd", "metrics", False),
     "failed": (".failed_cmd", "app", True),

@@ -12,11 +12,63 @@ import typer
 from ._common import ConfigOption, JsonOption, echo, format_table, say
 
 if TYPE_CHECKING:
+    from ..health import ProbeResult
     from ..stats import CascadeStats, StatsReport
 
 CascadeOption = Annotated[
     str | None, typer.Option("--cascade", "-C", help="Only this cascade.", show_default=False)
 ]
+
+
+def health(
+    cascade: CascadeOption = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Ask each entry for one token instead of its model.")
+    ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Let the verdicts move the breakers: a failure cools the entry down, a good"
+            " probe closes a half-open breaker.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds for all probes together.", min=0.1, max=3600),
+    ] = 10.0,
+    slow: Annotated[
+        float,
+        typer.Option("--slow", help="An answer slower than this many seconds is slow.", min=0),
+    ] = 5.0,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Probe every entry at once (its model listing, or --deep a one-token answer).
+
+    Exit 0 when every probed entry is healthy, 1 when one is not, 2 for usage errors.
+    """
+    from ..config import load_config
+    from ..health import HealthOptions, check
+
+    options = HealthOptions(deep=deep, update=update, timeout_s=timeout, slow_s=slow)
+    results = check(load_config(config), cascade, options)
+    if json_output:
+        echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        echo(_health_table(results))
+    if not all(r.healthy for r in results):
+        raise typer.Exit(1)
+
+
+def _health_table(results: list[ProbeResult]) -> str:
+    from ..text import shorten
+
+    rows = [
+        [r.entry, r.verdict, str(r.latency_ms) if r.latency_ms else "-", shorten(r.reason, 100)]
+        for r in results
+    ]
+    return format_table(["ENTRY", "VERDICT", "MS", "REASON"], rows, min_width=2)
 
 
 def stats(

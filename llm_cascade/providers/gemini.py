@@ -19,6 +19,7 @@ from ..types import (
 from .base import (
     Adapter,
     CallOptions,
+    ProbeRequest,
     WireRequest,
     arguments_object,
     count,
@@ -127,6 +128,11 @@ def _parse_part(raw: Any) -> ContentBlock | None:
     return None
 
 
+def _auth(options: CallOptions) -> dict[str, str]:
+    # The key goes in a header: a URL ends up in logs and error texts (D21).
+    return {"x-goog-api-key": options.api_key} if options.api_key else {}
+
+
 class GeminiAdapter(Adapter):
     """Gemini generateContent, v1beta."""
 
@@ -147,10 +153,8 @@ class GeminiAdapter(Adapter):
             config["temperature"] = options.temperature
         if config:
             body["generationConfig"] = config
-        # The key goes in a header: a URL ends up in logs and error texts (D21).
-        headers = {"x-goog-api-key": options.api_key} if options.api_key else {}
         url = f"{options.base_url}/v1beta/{model_path(options.model)}:generateContent"
-        return WireRequest(url, deep_merge(body, options.extra), headers)
+        return WireRequest(url, deep_merge(body, options.extra), _auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -193,6 +197,14 @@ class GeminiAdapter(Adapter):
         """A 429 names its wait as RetryInfo.retryDelay (e.g. "37s") in the body."""
         match = _DURATION.match(str(_detail(data, "RetryInfo").get("retryDelay", "")))
         return float(match.group(1)) if match else None
+
+    # --- health probes ------------------------------------------------------------------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """`GET /v1beta/models/{model}`: 404 when the model does not exist."""
+        return (
+            ProbeRequest(f"{options.base_url}/v1beta/{model_path(options.model)}", _auth(options)),
+        )
 
 
 ADAPTER = GeminiAdapter()

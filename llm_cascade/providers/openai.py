@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ..types import (
     ContentBlock,
@@ -17,10 +18,12 @@ from ..types import (
 from .base import (
     Adapter,
     CallOptions,
+    ProbeRequest,
     WireRequest,
     count,
     deep_merge,
     function_tools,
+    names_in,
     obj,
 )
 
@@ -71,6 +74,10 @@ def _tool_call(raw: Any) -> ToolCall:
     return ToolCall(str(raw.get("id") or ""), str(fn.get("name") or ""), args)
 
 
+def _auth(options: CallOptions) -> dict[str, str]:
+    return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+
+
 class OpenAIAdapter(Adapter):
     type_name = "openai"
 
@@ -80,9 +87,8 @@ class OpenAIAdapter(Adapter):
             body["max_tokens"] = options.max_tokens
         if options.temperature is not None:
             body["temperature"] = options.temperature
-        headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         return WireRequest(
-            f"{options.base_url}/chat/completions", deep_merge(body, options.extra), headers
+            f"{options.base_url}/chat/completions", deep_merge(body, options.extra), _auth(options)
         )
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
@@ -112,6 +118,17 @@ class OpenAIAdapter(Adapter):
         if not response.has_content():
             raise self.empty(f"no text or tool calls (finish_reason: {stop})")
         return response
+
+    # --- health probes ------------------------------------------------------------------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """`GET /models/{id}`; servers without it (vLLM, some proxies) answer the listing."""
+        own = f"{options.base_url}/models/{quote(options.model, safe='')}"
+        listing = f"{options.base_url}/models"
+        return ProbeRequest(own, _auth(options)), ProbeRequest(listing, _auth(options), True)
+
+    def listed(self, data: Any, options: CallOptions) -> bool:
+        return options.model in names_in(data, "data", "id")
 
 
 ADAPTER = OpenAIAdapter()

@@ -24,6 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import probes
 from .behaviours import (
     Behaviour,
     Close,
@@ -38,6 +39,7 @@ from .behaviours import (
     from_json,
     to_json,
 )
+from .probes import ProbeBook
 from .vendors import VENDORS, Invalid, SimRequest, Vendor
 
 
@@ -70,6 +72,7 @@ class Simulator:
         self._released = threading.Event()
         self._server = _Server((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
+        self.probes = ProbeBook()  # `health`'s model pages and listings (probes.py)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -110,6 +113,15 @@ class Simulator:
         with self._lock:
             self._state.scripts[model] = list(behaviours)
 
+    def script_probe(self, model: str, *behaviours: Behaviour) -> None:
+        """Answer health probes of `model` (`*`: of a whole listing) with these in turn."""
+        self.probes.script(model, *behaviours)
+
+    def scripted(self) -> list[str]:
+        """The models the chat scripts name."""
+        with self._lock:
+            return list(self._state.scripts)
+
     def require_key(self, api_key: str | None) -> None:
         """Accept only this key (None: any non-empty key)."""
         with self._lock:
@@ -119,6 +131,7 @@ class Simulator:
         with self._lock:
             self._state.scripts.clear()
             self._state.requests.clear()
+        self.probes.reset()
         self._released.clear()
 
     def release(self) -> None:
@@ -218,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for r in self.sim.requests
             ]
             self._json(200, data)
-        else:
+        elif not probes.serve(self):
             self._json(404, {"error": {"message": f"no route GET {self.path}"}})
 
     def _control(self, raw: bytes) -> None:

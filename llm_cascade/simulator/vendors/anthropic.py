@@ -175,11 +175,14 @@ class AnthropicVendor(Vendor):
         model = body.get("model") if isinstance(body, Mapping) else None
         return model if isinstance(model, str) else ""
 
-    def validate(self, request: SimRequest, api_key: str | None) -> None:
+    def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         check_key(request.headers.get("x-api-key"), api_key)
         require(
             bool(request.headers.get("anthropic-version")), "anthropic-version: header is required"
         )
+
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        self.check_auth(request, api_key)
         body = request.body
         require(isinstance(body, Mapping), "the body must be a JSON object")
         unknown = sorted(set(body) - KNOWN_FIELDS)

@@ -185,7 +185,7 @@ class GeminiVendor(Vendor):
         name = unquote(match.group(2))
         return name if match.group(1) == "models" else f"tunedModels/{name}"
 
-    def validate(self, request: SimRequest, api_key: str | None) -> None:
+    def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         query = parse_qs(urlsplit(request.target).query)
         key = request.headers.get("x-goog-api-key") or next(iter(query.get("key", [])), None)
         if not key:
@@ -197,6 +197,9 @@ class GeminiVendor(Vendor):
             )
         if api_key is not None and key != api_key:
             raise Invalid(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        self.check_auth(request, api_key)
         body = request.body
         require(isinstance(body, Mapping), "the body must be a JSON object")
         _reject_unknown(body, KNOWN_FIELDS)
