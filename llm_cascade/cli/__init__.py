@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "health": (".views_cmd", "health", False),
     "stats": (".views_cmd", "stats", False),
     "metrics": (".views_cmd", "metrics", False),
+    "top": (".top_cmd", "top", False),
     "failed": (".failed_cmd", "app", True),
     "setup": (".setup_cmd", "setup", False),
     "key": (".key_cmd", "key_app", True),
