@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import rules as rules_mod
+from . import telemetry
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
 from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
@@ -32,6 +33,9 @@ from .types import Conversation, LlmResponse
 
 if TYPE_CHECKING:
     import httpx
+
+    from .providers import _http
+    from .providers.base import Adapter
 
 __all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
@@ -229,7 +233,8 @@ class _Run:
     async def execute(self, keeper: PromptKeeper) -> CascadeResult:
         keeper.save_before(run_id=self.id)
         try:
-            result = await self._passes()
+            with telemetry.run_span(self.cascade.name, self.id):
+                result = await self._passes()
         except BaseException:  # Ctrl-C or cancellation: the prompt stays on disk
             saved = keeper.keep("interrupted", self.journal.errors())
             where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
@@ -346,9 +351,7 @@ class _Run:
                 self.e.on_request(entry.key, try_number)
             started = self.e.clock.monotonic()
             try:
-                reply = await _http.send(
-                    client, adapter, self.conversation, call, budget, self.e.clock.now()
-                )
+                reply = await self._send(client, adapter, entry, provider, call, budget, try_number)
             except ProviderError as err:
                 latency = _ms(self.e.clock.monotonic() - started)
                 if err.kind == "timeout" and total < opts.timeout and self._deadline_spent():
@@ -397,6 +400,29 @@ class _Run:
                 attempts=self.journal.attempts,
             )
         return None  # pragma: no cover - the last try always returns above
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        adapter: Adapter,
+        entry: CascadeEntry,
+        provider: ProviderConfig,
+        call: CallOptions,
+        budget: _http.Budget,
+        try_number: int,
+    ) -> _http.Reply:
+        """One request: the seam where an attempt becomes an OpenTelemetry span (when the
+        process traces, see telemetry.py)."""
+        from .providers import _http
+
+        with telemetry.attempt_span(
+            provider.type, entry.key, call.model, call.base_url, try_number
+        ) as span:
+            reply = await _http.send(
+                client, adapter, self.conversation, call, budget, self.e.clock.now()
+            )
+            span.answered(reply.response, reply.status)
+        return reply
 
     def _retry_wait(
         self, rule: rules_mod.Rule, err: ProviderError, try_number: int, entry: CascadeEntry

@@ -20,17 +20,11 @@ from .errors import LlmCascadeError
 from .failures import FailureStore
 from .state import opened
 from .store import EntryState
+from .telemetry import GEN_AI_PROVIDER
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # gen_ai.client.operation.duration's advised bounds, in seconds; each is a bound of MS_BOUNDS.
 DURATION_BOUNDS_S: tuple[float, ...] = tuple(0.01 * 2**k for k in range(14))  # 0.01 … 81.92
-# gen_ai.provider.name for each provider type (an OpenAI-compatible base_url keeps `openai`).
-GEN_AI_PROVIDER = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "gemini": "gcp.gemini",
-    "ollama": "ollama",
-}
 BREAKER_VALUE = {"closed": 0, "half-open": 1, "probing": 1, "open": 2}
 
 Labels = dict[str, str]
