@@ -37,6 +37,9 @@ Verdict = Literal["ok", "auth", "missing-model", "rate-limited", "slow", "unreac
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_SLOW_S = 5.0
 LEASE_SLACK_S = 5.0
+# Every probe's budget ends with the time limit; this lets one whose limit just fired report
+# its own timeout rather than be cut off.
+REPORT_SLACK_S = 0.2
 _RATE_RULES = frozenset(
     {"rate_limited", "quota_exhausted", "anthropic_spend_limit", "overloaded", "payment_required"}
 )
@@ -153,7 +156,7 @@ class Prober:
         try:
             tasks = [asyncio.ensure_future(self._probe(name, entry)) for name, entry in chosen]
             if tasks:
-                await asyncio.wait(tasks, timeout=max(self._left(), 0.0) + LEASE_SLACK_S / 10)
+                await asyncio.wait(tasks, timeout=max(self._left(), 0.0) + REPORT_SLACK_S)
             results = []
             for (name, entry), task in zip(chosen, tasks, strict=True):
                 if task.done():

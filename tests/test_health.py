@@ -237,3 +237,19 @@ def test_update_closes_a_half_open_breaker_with_a_good_probe(tmp_path, sim):
     assert health(cfg, "--update")[0] == 0
     after = json.loads(run_cli("status", "-c", str(cfg), "--json").stdout)
     assert (after[0]["state"], after[0]["failures"]) == ("closed", 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "nan"], "--timeout: expected seconds from 0.1 to 3600, got nan"),
+        (["--timeout", "0"], "--timeout"),
+        (["--slow", "nan"], "--slow: expected seconds from 0 to 3600, got nan"),
+    ],
+)
+def test_bad_limits_are_one_line_and_exit_2(tmp_path, sim, args, message):
+    cfg = write_config(tmp_path, sim, {"c": ["m"]})
+    done = run_cli("health", "-c", str(cfg), *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert sim.probes.count() == 0

@@ -49,8 +49,13 @@ def health(
     Exit 0 when every probed entry is healthy, 1 when one is not, 2 for usage errors.
     """
     from ..config import load_config
+    from ..errors import UsageError
     from ..health import HealthOptions, check
 
+    if not 0.1 <= timeout <= 3600:  # also nan, which passes typer's range check
+        raise UsageError(f"--timeout: expected seconds from 0.1 to 3600, got {timeout}")
+    if not 0 <= slow <= 3600:
+        raise UsageError(f"--slow: expected seconds from 0 to 3600, got {slow}")
     options = HealthOptions(deep=deep, update=update, timeout_s=timeout, slow_s=slow)
     results = check(load_config(config), cascade, options)
     if json_output:
