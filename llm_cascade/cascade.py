@@ -73,7 +73,7 @@ class Cascade:
         self.on_request = on_request
 
     def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
-        """Keyring, then env var; after the keyring failed once, env vars only (D47): a locked
+        """Keyring, then env var; after the keyring failed once, env vars only: a locked
         keyring costs one time limit, not one per provider, and cannot eat the deadline."""
         use_keyring = self.config.keyring and not self._keyring_failed
         key = resolve_key(lookup_for(provider), use_keyring=use_keyring)

@@ -1,4 +1,4 @@
-"""Read and validate the TOML config (SPEC §3) in one place; nothing else parses it.
+"""Read and validate the TOML config in one place; nothing else parses it.
 
 Errors name the file and the key and exit 2 in the CLI; unknown keys are warnings that
 suggest the key that was probably meant.

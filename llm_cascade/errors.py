@@ -22,7 +22,7 @@ ErrorKind = Literal[
     "connect",  # connection refused, DNS failure, TLS failure
     "transport",  # the connection broke before a full response arrived
     "invalid_response",  # 2xx whose body is not the JSON the protocol promises
-    "empty_response",  # 2xx with no usable content (D20), e.g. a safety block
+    "empty_response",  # 2xx with no usable content, e.g. a safety block
     "response_too_large",  # 2xx whose decoded body passed max_response_bytes
     "missing_key",  # no API key found in the keyring or the environment
 ]
@@ -100,7 +100,7 @@ class ProviderError(LlmCascadeError):
 
 @dataclass(frozen=True, slots=True)
 class SaveOutcome:
-    """Where a failed prompt went, or why it could not be written (D31)."""
+    """Where a failed prompt went, or why it could not be written."""
 
     path: str | None
     error: str | None = None
@@ -136,7 +136,7 @@ class CascadeFailed(LlmCascadeError):
         return self.saved.path
 
     def display(self) -> str:
-        """The original's two-line text (§6.4), with an honest second line (D31)."""
+        """The original's two-line text, with an honest second line."""
         head = f"All providers in cascade '{self.cascade_name}' failed: {self.message}"
         if self.saved.path:
             return f"{head}\nFailed prompt persisted to: {self.saved.path}"

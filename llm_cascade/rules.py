@@ -38,14 +38,14 @@ KINDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class CooldownPolicy:
-    """Backoff constants (SPEC §6.3): base doubles per consecutive failure up to the cap."""
+    """Backoff constants: base doubles per consecutive failure up to the cap."""
 
     base_s: float = 30.0
     cap_s: float = 3600.0
     long_s: float = 3600.0
 
     def backoff(self, level: int) -> float:
-        """`min(base * 2**(level-1), cap)`, with the exponent guarded against overflow (D1, D5)."""
+        """`min(base * 2**(level-1), cap)`, with the exponent guarded against overflow."""
         exponent = min(max(level, 1) - 1, 32)
         return min(self.base_s * math.pow(2, exponent), self.cap_s)
 
@@ -78,7 +78,7 @@ class Rule:
         """Seconds this failure cools the entry for, or None for no cooldown.
 
         `level` is the number of consecutive failures including this one. A Retry-After the
-        rule honours replaces the computed backoff; it is clamped before any arithmetic (D3-D5).
+        rule honours replaces the computed backoff; it is clamped before any arithmetic.
         Never more than MAX_SECONDS, whatever the policy says.
         """
         if self.cooldown == "none":

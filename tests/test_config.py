@@ -1,4 +1,4 @@
-"""Loading and validating the TOML config (SPEC §3, D48, D50): defaults, paths, options,
+"""Loading and validating the TOML config: defaults, paths, options,
 errors that name the file and key, warnings for unknown keys, and rule tables."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_a_blank_llm_cascade_config_is_ignored(tmp_path, monkeypatch, value):
 def test_default_config_path_follows_xdg_config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     assert paths.default_config_path() == tmp_path / "xdg" / "llm-cascade" / "config.toml"
-    monkeypatch.setenv("XDG_CONFIG_HOME", "")  # D50: empty means unset, not "relative"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "")  # empty means unset, not "relative"
     assert paths.default_config_path() == home() / ".config" / "llm-cascade" / "config.toml"
 
 

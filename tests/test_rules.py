@@ -1,5 +1,5 @@
 """The decision table: which rule a failure hits, how long it cools the entry, whether it is
-retried in place; user rules first; the backoff sequence and its overflow guard (D1-D7)."""
+retried in place; user rules first; the backoff sequence and its overflow guard."""
 
 from __future__ import annotations
 

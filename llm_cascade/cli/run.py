@@ -115,7 +115,7 @@ def _read_conversation(file: str) -> Conversation:
 
 
 def build_conversation(prompt: str | None, file: str | None, system: str | None) -> Conversation:
-    """The conversation from -p, -f or stdin; checked before anything touches disk (D38)."""
+    """The conversation from -p, -f or stdin; checked before anything touches disk."""
     from ..types import Conversation, Message
 
     if prompt is not None and file is not None:

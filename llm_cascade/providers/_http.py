@@ -1,8 +1,8 @@
 """The one place that talks HTTP: budgets, status handling, Retry-After, error bodies.
 
 No retries happen here (the engine owns the only retry loop) and redirects are never
-followed (D17). Every failure becomes a `ProviderError` whose message is short, has every
-known secret scrubbed out and its control characters escaped (D19, D21), so no httpx type,
+followed. Every failure becomes a `ProviderError` whose message is short, has every
+known secret scrubbed out and its control characters escaped, so no httpx type,
 secret or terminal escape leaks upward. The body is read within `max_response_bytes`, decoded
 JSON enters our types only through `untrusted.loads` (no lone surrogates, bounded nesting).
 """
@@ -41,14 +41,14 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A parsed answer and the real HTTP status it came with (D12)."""
+    """A parsed answer and the real HTTP status it came with."""
 
     response: LlmResponse
     status: int
 
 
 def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP-date (D4)."""
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP-date."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms is not None:
         try:

@@ -1,4 +1,4 @@
-"""Anthropic Messages API (`POST /v1/messages`, SPEC §7.2 with D24, D26 and D29 fixed)."""
+"""Anthropic Messages API (`POST /v1/messages`): tool round trips, max_tokens, stop reasons."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from .base import (
 )
 
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096  # the original's fixed value, now only the default (D26)
+DEFAULT_MAX_TOKENS = 4096  # the original's fixed value, now only the default
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 
 

@@ -70,7 +70,7 @@ def count(value: Any) -> int | None:
 
 
 def joined_system(conversation: Conversation) -> str | None:
-    """Every system message, joined with a blank line, for APIs with one system slot (D28)."""
+    """Every system message, joined with a blank line, for APIs with one system slot."""
     texts = [m.content for m in conversation.messages if m.role == "system"]
     return "\n\n".join(texts) if texts else None
 
@@ -108,7 +108,7 @@ def tool_name(conversation: Conversation, msg: Message) -> str | None:
 
 
 def new_call_id() -> str:
-    """A unique id for a tool call the vendor sent without one (D25)."""
+    """A unique id for a tool call the vendor sent without one."""
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
@@ -192,7 +192,7 @@ class Adapter(ABC):
 
     @staticmethod
     def empty(reason: str) -> ProviderError:
-        """A 2xx with nothing usable in it: a failure that fails over (D20)."""
+        """A 2xx with nothing usable in it: a failure that fails over."""
         return ProviderError("empty_response", f"empty response: {reason}")
 
     @staticmethod

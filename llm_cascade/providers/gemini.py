@@ -1,4 +1,4 @@
-"""Google Gemini `generateContent`, v1beta (SPEC §7.3 with D20-D22, D24, D25 and D28 fixed)."""
+"""Google Gemini `generateContent`, v1beta: key in a header, escaped model ids, tool round trips."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from .base import (
     tool_name,
 )
 
-# Finish reasons that mean the answer was withheld: fail over rather than return it (D20).
+# Finish reasons that mean the answer was withheld: fail over rather than return it.
 BLOCKED_FINISH = frozenset(
     {
         "SAFETY",
@@ -49,7 +49,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 def model_path(model: str) -> str:
-    """`models/<id>` (or `tunedModels/<id>`) with the id percent-encoded as one segment (D22)."""
+    """`models/<id>` (or `tunedModels/<id>`) with the id percent-encoded as one segment."""
     collection, sep, name = model.partition("/")
     if not (sep and collection in ("models", "tunedModels")):
         collection, name = "models", model
@@ -147,7 +147,7 @@ class GeminiAdapter(Adapter):
             config["temperature"] = options.temperature
         if config:
             body["generationConfig"] = config
-        # The key goes in a header: a URL ends up in logs and error texts (D21).
+        # The key goes in a header: a URL ends up in logs and error texts.
         headers = {"x-goog-api-key": options.api_key} if options.api_key else {}
         url = f"{options.base_url}/v1beta/{model_path(options.model)}:generateContent"
         return WireRequest(url, deep_merge(body, options.extra), headers)

@@ -1,4 +1,4 @@
-"""Ollama's native chat API (`POST /api/chat`, `stream: false`; SPEC §7.4 with D24 fixed).
+"""Ollama's native chat API (`POST /api/chat`, `stream: false`), tool round trips included.
 
 Ollama takes no API key. Its messages look like Chat Completions with two differences that
 matter: tool-call arguments are a JSON object, not a string, and a tool result names the

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions, and every OpenAI-compatible `base_url` (SPEC §7.1)."""
+"""OpenAI Chat Completions, and every OpenAI-compatible `base_url`."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def chat_body(conversation: Conversation, options: CallOptions) -> dict[str, Any
         "model": options.model,
         "messages": [_message(m) for m in conversation.messages],
     }
-    if conversation.tools:  # an empty list is rejected by the API, so omit it (D27)
+    if conversation.tools:  # an empty list is rejected by the API, so omit it
         body["tools"] = function_tools(conversation.tools)
     return body
 
