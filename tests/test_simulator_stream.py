@@ -5,8 +5,10 @@ the record of clients that went away mid-stream."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +24,8 @@ from llm_cascade.simulator import (
     Stream,
 )
 from llm_cascade.simulator.behaviours import from_json, to_json
+
+from .test_simulator import first_line, start_simulator
 
 VENDORS = ("openai", "anthropic", "gemini", "ollama")
 HI = [{"role": "user", "content": "hi"}]
@@ -749,3 +753,23 @@ def test_a_bad_stream_script_is_refused(sim, stream, fragment):
     response = httpx.post(sim.url + "/_sim/script", json=script, timeout=10)
     assert response.status_code == 400
     assert fragment in response.json()["error"]["message"]
+
+
+def test_the_simulator_program_takes_a_script_with_streams(tmp_path: Path):
+    script = tmp_path / "script.json"
+    reply = {"type": "reply", "text": "abcdef", "stream": {"chunks": 3, "terminator": False}}
+    script.write_text(json.dumps({"m": [reply]}))
+    proc = start_simulator("--script", str(script))
+    try:
+        url = first_line(proc)
+        path, body, headers = request_for("ollama")
+        response = httpx.post(url + path, json=body, headers=headers, timeout=10)
+        items = frames("ollama", response.text)
+        assert pieces_of("ollama", items) == ["ab", "cd", "ef"]
+        assert not terminated("ollama", items)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
