@@ -229,7 +229,7 @@ class AnthropicStreamParser(StreamParser):
         if kind == "message_start":
             message = obj(data.get("message"))
             return [
-                *self.model(message.get("model")),
+                *self.model_delta(message.get("model")),
                 UsageDelta(*_usage(obj(message.get("usage")))),
             ]
         if kind == "content_block_start":

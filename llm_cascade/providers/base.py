@@ -194,24 +194,6 @@ class Adapter(ABC):
         """Seconds to wait named in an error body (for APIs that say it there, not in a header)."""
         return None
 
-    # --- streaming ---------------------------------------------------------------------------
-
-    def stream_parser(self, options: CallOptions) -> StreamParser:
-        """A parser for one streamed reply, framed as `stream_format` says."""
-        raise NotImplementedError(f"{self.type_name} replies cannot be streamed")
-
-    def error_event(self, data: Any, status: int) -> ProviderError:
-        """An error event inside a 2xx stream that says which HTTP status it stands for, made
-        the error a reply with that status would be, so the same rules decide."""
-        message, code = self.parse_error(data)
-        return ProviderError(
-            "http",
-            message or code or "error event in the stream",
-            status=status,
-            code=code,
-            retry_after_s=self.retry_after(data),
-        )
-
     def reject_error_body(self, data: Any) -> None:
         """Raise if a 2xx body is an error object (gateways and error events send these)."""
         if not isinstance(data, Mapping) or not (data.get("error") or data.get("type") == "error"):
@@ -232,3 +214,21 @@ class Adapter(ABC):
     @staticmethod
     def malformed(reason: str) -> ProviderError:
         return ProviderError("invalid_response", reason)
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    def stream_parser(self, options: CallOptions) -> StreamParser:
+        """A parser for one streamed reply, framed as `stream_format` says."""
+        raise NotImplementedError(f"{self.type_name} replies cannot be streamed")
+
+    def error_event(self, data: Any, status: int) -> ProviderError:
+        """An error event inside a 2xx stream that says which HTTP status it stands for, made
+        the error a reply with that status would be, so the same rules decide."""
+        message, code = self.parse_error(data)
+        return ProviderError(
+            "http",
+            message or code or "error event in the stream",
+            status=status,
+            code=code,
+            retry_after_s=self.retry_after(data),
+        )

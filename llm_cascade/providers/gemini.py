@@ -258,7 +258,7 @@ class GeminiStreamParser(StreamParser):
         if isinstance(status, int) and 400 <= status <= 599:
             raise self._adapter.error_event(data, status)
         self._adapter.reject_error_body(data)
-        deltas = self.model(data.get("modelVersion"))
+        deltas = self.model_delta(data.get("modelVersion"))
         if isinstance(data.get("usageMetadata"), Mapping):
             deltas.append(UsageDelta(*_usage(data)))
         candidates = data.get("candidates")

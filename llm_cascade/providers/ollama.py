@@ -161,7 +161,7 @@ class OllamaStreamParser(StreamParser):
         if not isinstance(data, Mapping):
             raise self._adapter.malformed("stream line is not a JSON object")
         self._adapter.reject_error_body(data)
-        deltas = self.model(data.get("model"))
+        deltas = self.model_delta(data.get("model"))
         message = obj(data.get("message"))
         text = message.get("content")
         if isinstance(text, str) and text:

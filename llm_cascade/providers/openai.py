@@ -169,7 +169,7 @@ class OpenAIStreamParser(StreamParser):
         if not isinstance(data, Mapping):
             raise self._adapter.malformed("stream event is not a JSON object")
         self._adapter.reject_error_body(data)  # `data: {"error": {...}}` mid-stream
-        deltas = self.model(data.get("model"))
+        deltas = self.model_delta(data.get("model"))
         if isinstance(data.get("usage"), Mapping):
             deltas.append(UsageDelta(*_usage(data)))
         choices = data.get("choices")

@@ -242,7 +242,7 @@ class StreamParser(ABC):
     def feed(self, event: StreamEvent) -> list[Delta]:
         """The deltas in one event; unknown events give none."""
 
-    def model(self, value: Any) -> list[Delta]:
+    def model_delta(self, value: Any) -> list[Delta]:
         """A ModelDelta the first time a stream names its model (most repeat it every chunk)."""
         if not isinstance(value, str) or not value or value == self._model:
             return []
