@@ -44,6 +44,7 @@ class Options:
     extra: Mapping[str, Any] = field(default_factory=dict)  # merged into the request body
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # the decoded body; larger fails over
+    stream_usage: bool = True  # OpenAI streams ask for usage; some compatible servers refuse
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
@@ -223,6 +224,7 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "an integer number of bytes above 0",
     ),
+    "stream_usage": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

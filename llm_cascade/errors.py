@@ -25,6 +25,8 @@ ErrorKind = Literal[
     "empty_response",  # 2xx with no usable content, e.g. a safety block
     "response_too_large",  # 2xx whose decoded body passed max_response_bytes
     "missing_key",  # no API key found in the keyring or the environment
+    "truncated",  # a 2xx stream that ended before the vendor's end marker
+    "cancelled",  # the caller stopped the attempt (Ctrl-C, a deadline of its own): no verdict
 ]
 
 EXIT_OK = 0
@@ -91,7 +93,7 @@ class ProviderError(LlmCascadeError):
         """Render the error as the original did (`HTTP 503: oops`, `Request failed: ...`)."""
         if self.kind == "http":
             return f"HTTP {self.status}: {self.message}"
-        if self.kind in ("timeout", "connect", "transport"):
+        if self.kind in ("timeout", "connect", "transport", "truncated"):
             return f"Request failed: {self.message}"
         if self.kind == "invalid_response":
             return f"Response parse error: {self.message}"

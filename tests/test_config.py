@@ -176,6 +176,20 @@ def test_max_response_bytes_defaults_to_32_mib_and_an_entry_may_lower_it(tmp_pat
     assert small.options.max_response_bytes == 65536
 
 
+def test_stream_usage_defaults_to_true_and_an_entry_may_turn_it_off(tmp_path):
+    # Some OpenAI-compatible servers reject `stream_options`: one entry can stop sending it.
+    config = load_config(
+        write(
+            tmp_path,
+            PROVIDER + "[cascades.c]\n"
+            'entries = [{provider = "p", model = "a"},'
+            ' {provider = "p", model = "b", stream_usage = false}]\n',
+        )
+    )
+    default, off = config.cascades["c"].entries
+    assert (default.options.stream_usage, off.options.stream_usage) == (True, False)
+
+
 def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
     config = load_config(
         write(
@@ -218,6 +232,7 @@ def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
             "providers.p.max_response_bytes",
             "an integer number of bytes",
         ),
+        (PROVIDER + 'stream_usage = "no"\n', "providers.p.stream_usage", "true or false"),
         ("[cascades.c]\n", "cascades.c.entries", "is missing"),
         ("[cascades.c]\nentries = []\n", "cascades.c.entries", "is empty"),
         (
@@ -621,6 +636,7 @@ FULL_CONFIG: dict[str, object] = {
             "max_wait": 1,
             "extra": {"top_p": 0.9, "a": [1, {"b": "c"}]},
             "headers": {"X-A": "b"},
+            "stream_usage": True,
             "rules": [
                 {
                     "name": "r",
