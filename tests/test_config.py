@@ -134,7 +134,36 @@ def test_provider_fields_and_defaults(tmp_path):
     assert not groq.uses_default_base_url
     assert local.effective_base_url == "http://localhost:11434"
     assert local.uses_default_base_url
-    assert local.options == Options()
+    assert local.options == Options(supports=frozenset({"tools", "json", "schema", "stream"}))
+
+
+def test_supports_defaults_to_the_type_and_can_be_declared(tmp_path):
+    config = parse_config(
+        {
+            "providers": {
+                "claude": {"type": "anthropic"},
+                "local": {"type": "ollama", "supports": ["stream", "vision"]},
+            },
+            "cascades": {"x": {"entries": [{"provider": "local", "model": "m", "supports": []}]}},
+        },
+        tmp_path / "c.toml",
+    )
+    assert "prefill" in config.providers["claude"].options.supports
+    assert config.providers["local"].options.supports == {"stream", "vision"}
+    assert config.cascades["x"].entries[0].options.supports == frozenset()
+    with pytest.raises(ConfigError, match=r"supports: must be a list of capabilities"):
+        parse_config({"providers": {"a": {"type": "openai", "supports": ["teleport"]}}})
+
+
+def test_on_midstream_is_checked(tmp_path):
+    base = {"providers": {"a": {"type": "openai"}}}
+    entries = [{"provider": "a", "model": "m"}]
+    config = parse_config(
+        {**base, "cascades": {"x": {"entries": entries, "on_midstream": "continue"}}}
+    )
+    assert config.cascades["x"].on_midstream == "continue"
+    with pytest.raises(ConfigError, match=r"cascades.x.on_midstream: must be one of restart"):
+        parse_config({**base, "cascades": {"x": {"entries": entries, "on_midstream": "retry"}}})
 
 
 def test_entry_options_override_provider_options_which_override_defaults(tmp_path):

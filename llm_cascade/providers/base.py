@@ -25,6 +25,17 @@ DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # far above any real answer, far 
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """Time limits for one request, in seconds. For a stream, `first_byte` is the time to the
+    first content event (keep-alives do not count) and `idle` the longest gap between events."""
+
+    total: float
+    connect: float
+    first_byte: float
+    idle: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallOptions:
     """Everything one request needs besides the conversation."""
 
