@@ -18,8 +18,10 @@ Outcome = Literal[
     "deadline",  # not sent, or cut short: the cascade deadline was spent
     "waited",  # not an entry's try: the run waited for this entry to cool down
     "undelivered",  # answered, but the answer could not reach its reader
+    "truncated",  # a stream broke after output reached the caller
+    "cancelled",  # the caller went away while the request was in flight: no verdict
 ]
-NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited"})
+NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class Attempt:
     note: str | None = None  # e.g. a cooldown that --ignore-cooldown overrode
     input_tokens: int | None = None
     output_tokens: int | None = None
+    ttft_ms: int | None = None  # streams: milliseconds to the first content event
+    chunks: int | None = None  # streams: content events received
+    partial: str | None = None  # streams: the text shown before it broke (saved with the prompt)
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields, for JSON output and the saved prompt's `errors` list."""

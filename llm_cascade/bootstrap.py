@@ -1,7 +1,7 @@
 """First-run files: the config template, the exclusive atomic write, the state directories.
 
 `setup` collects every answer first and calls these only at the end, so an abort at any prompt
-leaves nothing behind (D45). Data paths follow the platform dirs, honouring XDG (D50).
+leaves nothing behind. Data paths follow the platform dirs, honouring XDG.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def template_path() -> str:
 
 
 def template_text(data_dir: Path | None = None) -> str:
-    """The original's commented template, its state paths moved under `data_dir` (D50)."""
+    """The original's commented template, its state paths moved under `data_dir`."""
     text = resources.files("llm_cascade").joinpath(TEMPLATE).read_text(encoding="utf-8")
     db_path, fail_dir = state_paths(data_dir)
     for key, value in (("path", db_path), ("dir", fail_dir)):
@@ -53,7 +53,7 @@ def write_new_file(path: Path, text: str) -> None:
     """Create `path` (mode 0600) holding `text`, atomically, and only if nothing is there.
 
     Readers see either no file or the whole file, and a file created meanwhile is never
-    replaced (D45). Raises FileExistsError or OSError.
+    replaced. Raises FileExistsError or OSError.
     """
     ensure_private_dir(path.parent)
     os.close(files.create_new(path, text.encode("utf-8"), durable=True))

@@ -10,39 +10,45 @@ costs one warning, never the answer or the prompt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, cast
 
+from . import policy, telemetry
 from . import rules as rules_mod
-from . import telemetry
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
 from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
 from .errors import CascadeFailed, ProviderError, SaveOutcome, UsageError
+from .events import Done, EntryStarted, Reset, StreamEvent, Switched, Text, ToolCallDelta
 from .failures import FailureStore, PendingPrompt, PromptKeeper
 from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
-from .providers import get_adapter
-from .providers.base import CallOptions
+from .providers import get_adapter, streaming
+from .providers.base import Adapter, Budget, CallOptions
 from .results import CascadeResult, RunOptions
 from .store import EntryState, Store, StoreError
-from .types import Conversation, LlmResponse
+from .types import Conversation, LlmResponse, Message, TextBlock
 
 if TYPE_CHECKING:
     import httpx
 
-    from .providers import _http
-    from .providers.base import Adapter
+    from .providers._http import Reply
+    from .providers.streaming import Delta
 
 __all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
 logger = logging.getLogger(__name__)
 
 KeyResolver = Callable[[ProviderConfig], ResolvedKey]
-DEADLINE_SLACK_S = 0.05  # timers fire a little early or late; this close to the end, it is spent
+# After a stream broke mid-way, a library caller gets a Reset and the next entry starts over:
+# it can discard what it showed, and the answer stays one model's. (The CLI picks its own.)
+DEFAULT_MIDSTREAM = "restart"
 
 
 class Cascade:
@@ -77,7 +83,7 @@ class Cascade:
         self.on_request = on_request
 
     def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
-        """Keyring, then env var; after the keyring failed once, env vars only (D47): a locked
+        """Keyring, then env var; after the keyring failed once, env vars only: a locked
         keyring costs one time limit, not one per provider, and cannot eat the deadline."""
         use_keyring = self.config.keyring and not self._keyring_failed
         key = resolve_key(lookup_for(provider), use_keyring=use_keyring)
@@ -139,6 +145,47 @@ class Cascade:
         `saved` is a prompt already on disk (a replay): it is used instead of saving a new one,
         removed once delivered and rewritten with this run's errors on failure.
         """
+        run = self._start(cascade_name, conversation, options, saved, stream=False)
+        async with aclosing(run.events()) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    return event.answer
+        raise AssertionError("a run ends with Done or raises")  # pragma: no cover
+
+    async def stream(
+        self,
+        cascade_name: str,
+        conversation: Conversation,
+        options: RunOptions | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Answer as it arrives: `EntryStarted`, `Text`/`ToolCallDelta` pieces, `Reset` or
+        `Switched` after a mid-stream failure, and last `Done` with the whole `CascadeResult`.
+
+        Failover before the first piece is exactly that of `run`. After output, the cascade's
+        `on_midstream` policy decides (default here: `restart`, announced by `Reset`). Closing
+        the iterator early closes the upstream connection at once and records the attempt as
+        cancelled (no cooldown); the prompt stays saved. Raises CascadeFailed like `run`.
+        """
+        run = self._start(cascade_name, conversation, options, None, stream=True)
+        async with aclosing(run.events()) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    try:
+                        yield event
+                    finally:  # resumed or closed after Done: the caller has the whole answer
+                        event.answer.delivered()
+                    return
+                yield event
+
+    def _start(
+        self,
+        cascade_name: str,
+        conversation: Conversation,
+        options: RunOptions | None,
+        saved: PendingPrompt | None,
+        *,
+        stream: bool,
+    ) -> _Run:
         cascade = self.config.cascades.get(cascade_name)
         if cascade is None:
             defined = ", ".join(sorted(self.config.cascades)) or "none"
@@ -147,9 +194,8 @@ class Cascade:
             )
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
-        run = _Run(self, cascade, conversation, options or RunOptions())
         keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
-        return Answer(await run.execute(keeper), keeper)
+        return _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
 
     async def http_client(self) -> httpx.AsyncClient:
         """The shared client, opened on first use (httpx is imported only then)."""
@@ -206,18 +252,32 @@ def _reason(exc: BaseException) -> str:
 
 
 class _Run:
-    """The control flow of one cascade call."""
+    """The control flow of one cascade call: one loop for whole answers and streams alike."""
 
     def __init__(
-        self, engine: Cascade, cascade: CascadeConfig, conversation: Conversation, opts: RunOptions
+        self,
+        engine: Cascade,
+        cascade: CascadeConfig,
+        conversation: Conversation,
+        opts: RunOptions,
+        keeper: PromptKeeper,
+        *,
+        stream: bool,
     ) -> None:
         self.e = engine
         self.cascade = cascade
         self.conversation = conversation
         self.opts = opts
+        self.keeper = keeper
+        self.streaming = stream
+        self.midstream: policy.Midstream = cast(
+            policy.Midstream, opts.on_midstream or cascade.on_midstream or DEFAULT_MIDSTREAM
+        )
         self.id = secrets.token_hex(8)
         self.keys: dict[str, ResolvedKey] = {}
         self.stopped = False
+        self.result: CascadeResult | None = None
+        self.partial: _Partial | None = None  # a stream that broke after output
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
@@ -229,49 +289,60 @@ class _Run:
             engine.config.cooldown,
             remaining=self._remaining,
         )
+        self.trace = telemetry.RunTrace(cascade.name, self.id)  # OpenTelemetry, if tracing
 
-    async def execute(self, keeper: PromptKeeper) -> CascadeResult:
-        keeper.save_before(run_id=self.id)
+    async def events(self) -> AsyncGenerator[StreamEvent, None]:
+        """The run: its events (deltas only when streaming), then `Done`; or CascadeFailed."""
+        self.keeper.save_before(run_id=self.id)
         try:
-            with telemetry.run_span(self.cascade.name, self.id):
-                result = await self._passes()
-        except BaseException:  # Ctrl-C or cancellation: the prompt stays on disk
-            saved = keeper.keep("interrupted", self.journal.errors())
+            async with aclosing(self._passes()) as passes:
+                async for event in passes:
+                    yield event
+        except (
+            BaseException
+        ) as exc:  # Ctrl-C, cancellation, a caller that stopped: the prompt stays
+            self.trace.end(exc)
+            saved = self.keeper.keep("interrupted", self.journal.errors())
             where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
             logger.warning("interrupted; the prompt is %s", where)
             raise
-        if result is not None:
-            return result
-        raise CascadeFailed(
-            self.cascade.name,
-            self.journal.message(),
-            attempts=self.journal.attempts,
-            saved=keeper.keep("failed", self.journal.errors()),
-            retry_after_s=self._retry_after(),
-        )
+        if self.result is None:
+            failed = CascadeFailed(
+                self.cascade.name,
+                self.journal.message(),
+                attempts=self.journal.attempts,
+                saved=self.keeper.keep("failed", self.journal.errors()),
+                retry_after_s=self._retry_after(),
+            )
+            self.trace.end(failed)
+            raise failed
+        self.trace.end()
+        yield Done(self.result, Answer(self.result, self.keeper))
 
-    async def _passes(self) -> CascadeResult | None:
+    async def _passes(self) -> AsyncGenerator[StreamEvent, None]:
         """Run the entries; with --wait-cooldown, wait for the soonest cooling one and go again."""
         entries = list(self.cascade.entries)
         waited = 0.0
         while True:
             for entry in entries:
-                result = await self._entry(entry)
-                if result is not None or self.stopped:
-                    return result
+                async with aclosing(self._entry(entry)) as steps:
+                    async for event in steps:
+                        yield event
+                if self.result is not None or self.stopped:
+                    return
             if self.opts.wait_cooldown_s is None:
-                return None
+                return
             skipped = self.journal.skipped_keys()
             entries = [e for e in entries if e.key in skipped]
             wake = self.journal.soonest_free(e.key for e in entries)
             if wake is None:
-                return None
+                return
             pause = max(wake - self.e.clock.now(), 0.0) + 0.01
             remaining = self._remaining()
             if waited + pause > self.opts.wait_cooldown_s or (
                 remaining is not None and pause >= remaining
             ):
-                return None
+                return
             logger.info("every entry is cooling down; waiting %.1f s for the first", pause)
             await self.e.clock.sleep(pause)
             waited += pause
@@ -283,7 +354,8 @@ class _Run:
         states = self.journal.states(e.key for e in entries)
         return min(entries, key=lambda e: states[e.key].cooldown_until or 0.0).key
 
-    async def _entry(self, entry: CascadeEntry) -> CascadeResult | None:
+    async def _entry(self, entry: CascadeEntry) -> AsyncGenerator[StreamEvent, None]:
+        """Skip the entry, claim its probe, or try it."""
         provider = self.e.config.providers[entry.provider]
         now = self.e.clock.now()
         state = self.journal.state(entry.key)
@@ -294,22 +366,22 @@ class _Run:
                 reason = state.reason or "failure"
                 why = f"cooling down until {until} (level {state.failures}, {reason})"
                 self.journal.skipped(entry.key, state, why)
-                return None
+                return
             if state.is_half_open(now):
-                opts = entry.options
-                lease = (opts.retries + 1) * opts.timeout + opts.retries * opts.max_wait + 5.0
-                if not self.journal.claim_probe(entry.key, lease):
+                if not self.journal.claim_probe(entry.key, policy.probe_lease_s(entry.options)):
                     self.journal.skipped(
                         entry.key, state, "half-open: another process is probing it"
                     )
-                    return None
+                    return
                 probe = True
         key = self._key(provider)
         if key.source == "missing":
             detail = missing_key_message(lookup_for(provider), use_keyring=self.e.config.keyring)
             self.journal.not_sent(entry.key, "missing_key", detail, probe=probe)
-            return None
-        return await self._tries(entry, provider, key, probe, state)
+            return
+        async with aclosing(self._tries(entry, provider, key, probe, state)) as tries:
+            async for event in tries:
+                yield event
 
     def _key(self, provider: ProviderConfig) -> ResolvedKey:
         """The provider's key, looked up once per run."""
@@ -320,6 +392,27 @@ class _Run:
                 logger.warning("%s", key.warning)
         return key
 
+    def _picking_up(self, entry: CascadeEntry) -> tuple[Conversation, StreamEvent | None]:
+        """The conversation this entry answers, after an earlier stream broke mid-way.
+
+        With `continue`, and an entry that takes a prefill, it continues the partial answer;
+        otherwise it starts over and the caller is told to discard what it showed.
+        """
+        partial = self.partial
+        if partial is None:
+            return self.conversation, None
+        mode = policy.midstream_mode(
+            self.midstream,
+            next_accepts_prefill="prefill" in entry.options.supports,
+            has_tool_calls=partial.has_tool_calls,
+        )
+        if mode == "continue" and partial.text.strip():
+            messages = [*self.conversation.messages, Message.assistant(partial.text)]
+            picked = Conversation(messages, self.conversation.tools)
+            return picked, Switched(partial.entry, entry.key, partial.reason)
+        self.partial = None
+        return self.conversation, Reset(partial.entry, partial.reason)
+
     async def _tries(
         self,
         entry: CascadeEntry,
@@ -327,120 +420,173 @@ class _Run:
         key: ResolvedKey,
         probe: bool,
         state: EntryState,
-    ) -> CascadeResult | None:
-        from .providers import _http  # httpx is imported only when a request is made
-
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Send, decide, journal, wait: the same loop for a whole answer and a stream."""
         opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
-        call = _call_options(entry, provider, key)
+        call = policy.call_options(entry, provider, key.value)
+        conversation, told = self._picking_up(entry)
+        prefix = self.partial.text if self.partial is not None else ""
+        if told is not None:
+            yield told
         client = await self.e.http_client()
         for try_number in range(1, opts.retries + 2):
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 self._deadline(entry, probe, try_number)
-                return None
-            total = opts.timeout if remaining is None else min(opts.timeout, remaining)
-            budget = _http.Budget(
-                total=total,
-                connect=min(opts.connect_timeout, total),
-                first_byte=min(opts.first_byte_timeout or total, total),
-            )
+                return
+            budget = policy.attempt_budget(opts, remaining)
             logger.info("attempting %s%s", entry.key, " (probe)" if probe else "")
             if self.e.on_request is not None:
                 self.e.on_request(entry.key, try_number)
-            started = self.e.clock.monotonic()
+            yield EntryStarted(entry.key, try_number, probe)
+            sent = _Exchange(self.e.clock.monotonic())
             try:
-                reply = await self._send(client, adapter, entry, provider, call, budget, try_number)
-            except ProviderError as err:
-                latency = _ms(self.e.clock.monotonic() - started)
-                if err.kind == "timeout" and total < opts.timeout and self._deadline_spent():
-                    self._deadline(entry, probe, try_number, latency)  # our budget, not its fault
-                    return None
-                rule = rules_mod.decide(err, provider.type, provider.rules, self.e.config.rules)
-                wait = self._retry_wait(rule, err, try_number, entry)
-                detail = err.display()
-                if rule.hint:
-                    fix = key_fix(lookup_for(provider), use_keyring=self.e.config.keyring)
-                    detail += f" ({rule.hint.format(provider=provider.name, key_fix=fix)})"
-                self.journal.failed(
-                    entry.key,
-                    err,
-                    rule,
-                    detail,
-                    latency_ms=latency,
-                    try_number=try_number,
-                    probe=probe,
-                    retrying=wait is not None,
-                    note=note,
+                span = self.trace.attempt(
+                    provider.type, entry.key, call.model, call.base_url, try_number
                 )
+                async with aclosing(
+                    self._send(client, adapter, conversation, call, budget, sent, span)
+                ) as deltas:
+                    async for event in deltas:
+                        yield event
+            except ProviderError as err:
+                if policy.cut_by_deadline(err, budget, opts, self._remaining()):
+                    latency = sent.latency_ms(self.e.clock.monotonic())
+                    self._deadline(entry, probe, try_number, latency)  # our budget, not its fault
+                    return
+                wait = self._failed(entry, provider, err, try_number, probe, note, sent, prefix)
                 if wait is None:
-                    self.stopped = rule.action == "stop"
-                    return None
+                    return
                 await self.e.clock.sleep(wait)
                 continue
-            latency = _ms(self.e.clock.monotonic() - started)
-            self.journal.answered(
-                entry.key,
-                reply.response,
-                reply.status,
-                latency_ms=latency,
-                try_number=try_number,
-                probe=probe,
-                note=note,
-                reset=try_number > 1 or state.phase(self.e.clock.now()) != "closed",
-            )
-            return CascadeResult(
-                response=reply.response,
-                cascade_name=self.cascade.name,
-                entry=entry.key,
-                provider=entry.provider,
-                status=reply.status,
-                latency_ms=_ms(self.e.clock.monotonic() - self.started),
-                attempts=self.journal.attempts,
-            )
-        return None  # pragma: no cover - the last try always returns above
+            except (asyncio.CancelledError, GeneratorExit):  # the caller went away: no verdict
+                self.journal.cancelled(
+                    entry.key,
+                    latency_ms=sent.latency_ms(self.e.clock.monotonic()),
+                    try_number=try_number,
+                    probe=probe,
+                    partial=prefix + sent.text if sent.content_started else None,
+                )
+                raise
+            self._answered(entry, sent, try_number, probe, note, state, prefix)
+            return
 
     async def _send(
         self,
         client: httpx.AsyncClient,
         adapter: Adapter,
+        conversation: Conversation,
+        call: CallOptions,
+        budget: Budget,
+        sent: _Exchange,
+        span: telemetry.AttemptSpan,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """One request: a whole answer, or a stream whose content is passed on as it comes.
+        The seam where an attempt is an OpenTelemetry span (a no-op unless tracing)."""
+        from .providers import _http  # httpx is imported only when a request is made
+
+        now = self.e.clock.now()
+        with span:
+            if not self.streaming:
+                sent.reply = await _http.send(client, adapter, conversation, call, budget, now)
+            else:
+                async with _http.open_stream(
+                    client, adapter, conversation, call, budget, now
+                ) as stream:
+                    async for delta in stream:
+                        event = sent.add(delta, self.e.clock.monotonic())
+                        if event is not None:
+                            yield event
+                    sent.reply = _http.Reply(stream.response(), stream.status)
+            span.answered(sent.reply.response, sent.reply.status)
+
+    def _failed(
+        self,
         entry: CascadeEntry,
         provider: ProviderConfig,
-        call: CallOptions,
-        budget: _http.Budget,
+        err: ProviderError,
         try_number: int,
-    ) -> _http.Reply:
-        """One request: the seam where an attempt becomes an OpenTelemetry span (when the
-        process traces, see telemetry.py)."""
-        from .providers import _http
-
-        with telemetry.attempt_span(
-            provider.type, entry.key, call.model, call.base_url, try_number
-        ) as span:
-            reply = await _http.send(
-                client, adapter, self.conversation, call, budget, self.e.clock.now()
-            )
-            span.answered(reply.response, reply.status)
-        return reply
-
-    def _retry_wait(
-        self, rule: rules_mod.Rule, err: ProviderError, try_number: int, entry: CascadeEntry
+        probe: bool,
+        note: str | None,
+        sent: _Exchange,
+        prefix: str,
     ) -> float | None:
-        """Seconds to wait before trying this entry again, or None to move on."""
-        opts = entry.options
-        if not rule.retry or try_number > opts.retries:
-            return None
-        jitter = 0.75 + 0.25 * float(self.e.jitter())  # 75-100 % of the step, as the vendor SDKs
-        wait: float = min(0.5 * 2 ** (try_number - 1), opts.max_wait) * jitter
-        if rule.honor_retry_after and err.retry_after_s is not None:
-            if err.retry_after_s > opts.max_wait:
-                return None  # the server asks for longer than we wait in place: fail over
-            wait = max(err.retry_after_s, 0.0)
-        remaining = self._remaining()
-        if remaining is not None and wait >= remaining:
-            return None
+        """Journal a failed try; returns how long to wait before trying it again, or None."""
+        midstream = sent.content_started  # output reached the caller: never retried in place
+        rule = rules_mod.decide(err, provider.type, provider.rules, self.e.config.rules)
+        wait = None
+        if not midstream:
+            wait = policy.retry_delay(
+                rule,
+                err,
+                try_number,
+                entry.options,
+                jitter=float(self.e.jitter()),
+                remaining=self._remaining(),
+            )
+        detail = err.display()
+        if rule.hint:
+            fix = key_fix(lookup_for(provider), use_keyring=self.e.config.keyring)
+            detail += f" ({rule.hint.format(provider=provider.name, key_fix=fix)})"
+        partial = prefix + sent.text if midstream else None
+        self.journal.failed(
+            entry.key,
+            err,
+            rule,
+            detail,
+            latency_ms=sent.latency_ms(self.e.clock.monotonic()),
+            try_number=try_number,
+            probe=probe,
+            retrying=wait is not None,
+            note=note,
+            midstream=midstream,
+            ttft_ms=sent.ttft_ms,
+            chunks=sent.chunks,
+            partial=partial,
+        )
+        if wait is None:
+            self.stopped = rule.action == "stop" or (midstream and self.midstream == "fail")
+            if partial is not None:
+                self.partial = _Partial(entry.key, partial, sent.has_tool_calls, err.display())
         return wait
+
+    def _answered(
+        self,
+        entry: CascadeEntry,
+        sent: _Exchange,
+        try_number: int,
+        probe: bool,
+        note: str | None,
+        state: EntryState,
+        prefix: str,
+    ) -> None:
+        reply = sent.reply
+        assert reply is not None  # set by _send when it returned without raising
+        response = _continued(prefix, reply.response) if prefix else reply.response
+        self.partial = None
+        self.journal.answered(
+            entry.key,
+            response,
+            reply.status,
+            latency_ms=sent.latency_ms(self.e.clock.monotonic()),
+            try_number=try_number,
+            probe=probe,
+            note=note,
+            reset=try_number > 1 or state.phase(self.e.clock.now()) != "closed",
+            ttft_ms=sent.ttft_ms,
+            chunks=sent.chunks,
+        )
+        self.result = CascadeResult(
+            response=response,
+            cascade_name=self.cascade.name,
+            entry=entry.key,
+            provider=entry.provider,
+            status=reply.status,
+            latency_ms=_ms(self.e.clock.monotonic() - self.started),
+            attempts=self.journal.attempts,
+        )
 
     def _deadline(
         self, entry: CascadeEntry, probe: bool, try_number: int, latency: int = 0
@@ -454,12 +600,6 @@ class _Run:
             latency_ms=latency,
         )
         self.stopped = True
-
-    def _deadline_spent(self) -> bool:
-        """The cascade deadline is (all but) used up: a timeout now was our budget running out,
-        not the provider's first-byte or connect limit firing while time was left."""
-        remaining = self._remaining()
-        return remaining is not None and remaining <= DEADLINE_SLACK_S
 
     def _remaining(self) -> float | None:
         if self.deadline_at is None:
@@ -475,6 +615,56 @@ class _Run:
         return round(delay, 3) if delay > 0 else None
 
 
+@dataclass(slots=True)
+class _Partial:
+    """What a stream that broke after output had shown, for the entry that picks it up."""
+
+    entry: str
+    text: str
+    has_tool_calls: bool
+    reason: str
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request as it happens: the reply once it is whole, and what a stream passed on."""
+
+    started: float  # monotonic
+    reply: Reply | None = None
+    ttft_ms: int | None = None
+    chunks: int | None = None
+    text: str = ""
+    has_tool_calls: bool = False
+
+    @property
+    def content_started(self) -> bool:
+        return self.ttft_ms is not None
+
+    def latency_ms(self, now: float) -> int:
+        return _ms(now - self.started)
+
+    def add(self, delta: Delta, now: float) -> StreamEvent | None:
+        """Note a stream delta; the event to pass on, for content."""
+        if isinstance(delta, streaming.TextDelta):
+            event: StreamEvent = Text(delta.text)
+            self.text += delta.text
+        elif isinstance(delta, streaming.ToolCallDelta):
+            event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
+            self.has_tool_calls = True
+        else:
+            return None
+        if self.ttft_ms is None:
+            self.ttft_ms, self.chunks = self.latency_ms(now), 0
+        self.chunks = (self.chunks or 0) + 1
+        return event
+
+
+def _continued(prefix: str, response: LlmResponse) -> LlmResponse:
+    """The answer of an entry that continued a prefill, with the prefill's text in front."""
+    calls = [b for b in response.content if not isinstance(b, TextBlock)]
+    return replace(response, content=(TextBlock(prefix + response.text), *calls))
+
+
 def _ignored(state: EntryState, now: float) -> str | None:
     """What --ignore-cooldown overrode for this entry, if anything."""
     if state.is_cooling(now) and state.cooldown_until is not None:
@@ -482,20 +672,6 @@ def _ignored(state: EntryState, now: float) -> str | None:
     if state.is_half_open(now):
         return "was half-open; tried without claiming the probe"
     return None
-
-
-def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey) -> CallOptions:
-    opts = entry.options
-    return CallOptions(
-        model=entry.model,
-        base_url=provider.effective_base_url,
-        api_key=key.value,
-        max_tokens=opts.max_tokens,
-        temperature=opts.temperature,
-        extra=opts.extra,
-        headers=opts.headers,
-        max_response_bytes=opts.max_response_bytes,
-    )
 
 
 def _ms(seconds: float) -> int:

@@ -69,7 +69,7 @@ class ManualClock:
 
 
 def format_ts(epoch: float) -> str:
-    """UTC RFC 3339 with exactly six fractional digits and `+00:00` (SPEC §5.3, D13)."""
+    """UTC RFC 3339 with exactly six fractional digits and `+00:00`."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
 
 

@@ -1,4 +1,4 @@
-"""Read and validate the TOML config (SPEC §3) in one place; nothing else parses it.
+"""Read and validate the TOML config in one place; nothing else parses it.
 
 Errors name the file and the key and exit 2 in the CLI; unknown keys are warnings that
 suggest the key that was probably meant.
@@ -44,6 +44,11 @@ class Options:
     extra: Mapping[str, Any] = field(default_factory=dict)  # merged into the request body
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # the decoded body; larger fails over
+    stream_usage: bool = True  # OpenAI streams ask for usage; some compatible servers refuse
+    idle_timeout: float = 30.0  # streams: the longest gap between two events
+    # What the entry can do (tools, json, schema, vision, stream, prefill); a provider without
+    # `supports` gets its type's defaults.
+    supports: frozenset[str] = frozenset()
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
@@ -99,6 +104,9 @@ class CascadeConfig:
     name: str
     entries: tuple[CascadeEntry, ...]
     deadline: float | None = None
+    # A stream that breaks after output: restart on the next entry, continue from the partial
+    # answer, or fail. None: the caller's default (see RunOptions.on_midstream).
+    on_midstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +173,9 @@ TOP_KEYS = {
 PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
 OPTION_KEYS = {f for f in Options.__dataclass_fields__}
 ENTRY_KEYS = {"provider", "model"}
-CASCADE_KEYS = {"entries", "deadline"}
+CASCADE_KEYS = {"entries", "deadline", "on_midstream"}
+CAPABILITIES = ("tools", "json", "schema", "vision", "stream", "prefill")
+MIDSTREAM = ("restart", "continue", "fail")
 
 
 def _is_number(value: Any) -> bool:
@@ -222,6 +232,12 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
     "max_response_bytes": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "an integer number of bytes above 0",
+    ),
+    "stream_usage": (lambda v: isinstance(v, bool), "true or false"),
+    "idle_timeout": (_seconds, _SECONDS),
+    "supports": (
+        lambda v: isinstance(v, list) and all(c in CAPABILITIES for c in v),
+        f"a list of capabilities ({', '.join(CAPABILITIES)})",
     ),
 }
 
@@ -419,8 +435,16 @@ class _Parser:
                         if problem:
                             raise self.fail(f"{prefix}headers.{name}", problem)
                     redaction.register(*value.values())  # an api-key header is a key too
-                if key in ("timeout", "connect_timeout", "first_byte_timeout", "max_wait"):
+                if key in (
+                    "timeout",
+                    "connect_timeout",
+                    "first_byte_timeout",
+                    "max_wait",
+                    "idle_timeout",
+                ):
                     value = float(value)
+                if key == "supports":
+                    value = frozenset(value)
                 values[key] = value
         return values
 
@@ -456,7 +480,9 @@ class _Parser:
             api_key_service=self.string(table, "api_key_service", prefix),
             api_key_env=api_key_env,
             base_url=base_url.rstrip("/") if base_url else None,
-            options=Options().merged(self.options(table, prefix)),
+            options=Options(supports=PROVIDER_TYPES[type_name].supports).merged(
+                self.options(table, prefix)
+            ),
             rules=self.rules(table.get("rules"), f"{prefix}rules"),
         )
 
@@ -474,10 +500,18 @@ class _Parser:
         deadline = table.get("deadline")
         if deadline is not None and not _seconds(deadline):
             raise self.fail(f"{prefix}.deadline", f"must be {_SECONDS}")
+        on_midstream = table.get("on_midstream")
+        if on_midstream is not None and on_midstream not in MIDSTREAM:
+            raise self.fail(
+                f"{prefix}.on_midstream",
+                f"must be one of {', '.join(MIDSTREAM)}, got {shown(on_midstream)}",
+            )
         parsed = tuple(
             self.entry(f"{prefix}.entries[{i}]", raw, providers) for i, raw in enumerate(entries)
         )
-        return CascadeConfig(name, parsed, float(deadline) if deadline is not None else None)
+        return CascadeConfig(
+            name, parsed, float(deadline) if deadline is not None else None, on_midstream
+        )
 
     def entry(self, where: str, raw: Any, providers: Mapping[str, ProviderConfig]) -> CascadeEntry:
         table = self.table(raw, where)

@@ -3,8 +3,8 @@
 No network and no API keys: the simulator listens on 127.0.0.1 and every file goes to a
 temporary directory. The primary entry is rate-limited, the secondary returns an HTML error
 page, the third answers; a second run skips the two cooling entries without a request; then
-the attempt log and the cooldowns are shown, a total outage leaves the prompt on disk, and
-`failed retry` answers it.
+the attempt log and the cooldowns are shown, a total outage leaves the prompt on disk,
+`failed retry` answers it, and a stream that breaks mid-answer is continued by the next entry.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .simulator import Fail, HtmlError, Reply, Simulator
+from .simulator import Fail, HtmlError, Reply, Simulator, Stream
 
 CONFIG = """\
 [providers.primary]
@@ -38,6 +38,17 @@ entries = [
     {{ provider = "primary", model = "gpt-4o" }},
     {{ provider = "secondary", model = "claude-sonnet-4" }},
     {{ provider = "local", model = "llama3" }},
+]
+
+[providers.claude]
+type = "anthropic"
+base_url = "{anthropic}"
+api_key_env = "DEMO_SECONDARY_KEY"
+
+[cascades.streamed]
+entries = [
+    {{ provider = "primary", model = "gpt-4o-stream" }},
+    {{ provider = "claude", model = "claude-continues" }},
 ]
 
 [cascades.outage]
@@ -118,6 +129,18 @@ def main() -> int:
         _cli(["failed", "retry", "--all", "-C", "demo"], env, work)
         left = sorted((work / "failed_prompts").glob("*.json"))
         print(f"(saved prompts left: {len(left)})")
+
+        _banner("6. A stream breaks after three words; the next entry continues the same text")
+        words = ("Streams ", "survive ", "failures ")
+        sim.script(
+            "gpt-4o-stream", Reply("".join(words), stream=Stream(pieces=words, drop_after=3))
+        )
+        sim.script("claude-continues", Reply("mid-answer, too.", stream=Stream(chunk_delay=0.05)))
+        _cli(
+            ["run", "-C", "streamed", "--stream", "--explain", "-p", "Do streams fail over?"],
+            env,
+            work,
+        )
     return 0
 
 

@@ -22,9 +22,11 @@ ErrorKind = Literal[
     "connect",  # connection refused, DNS failure, TLS failure
     "transport",  # the connection broke before a full response arrived
     "invalid_response",  # 2xx whose body is not the JSON the protocol promises
-    "empty_response",  # 2xx with no usable content (D20), e.g. a safety block
+    "empty_response",  # 2xx with no usable content, e.g. a safety block
     "response_too_large",  # 2xx whose decoded body passed max_response_bytes
     "missing_key",  # no API key found in the keyring or the environment
+    "truncated",  # a 2xx stream that ended before the vendor's end marker
+    "cancelled",  # the caller stopped the attempt (Ctrl-C, a deadline of its own): no verdict
 ]
 
 EXIT_OK = 0
@@ -91,7 +93,7 @@ class ProviderError(LlmCascadeError):
         """Render the error as the original did (`HTTP 503: oops`, `Request failed: ...`)."""
         if self.kind == "http":
             return f"HTTP {self.status}: {self.message}"
-        if self.kind in ("timeout", "connect", "transport"):
+        if self.kind in ("timeout", "connect", "transport", "truncated"):
             return f"Request failed: {self.message}"
         if self.kind == "invalid_response":
             return f"Response parse error: {self.message}"
@@ -100,7 +102,7 @@ class ProviderError(LlmCascadeError):
 
 @dataclass(frozen=True, slots=True)
 class SaveOutcome:
-    """Where a failed prompt went, or why it could not be written (D31)."""
+    """Where a failed prompt went, or why it could not be written."""
 
     path: str | None
     error: str | None = None
@@ -136,7 +138,7 @@ class CascadeFailed(LlmCascadeError):
         return self.saved.path
 
     def display(self) -> str:
-        """The original's two-line text (§6.4), with an honest second line (D31)."""
+        """The original's two-line text, with an honest second line."""
         head = f"All providers in cascade '{self.cascade_name}' failed: {self.message}"
         if self.saved.path:
             return f"{head}\nFailed prompt persisted to: {self.saved.path}"

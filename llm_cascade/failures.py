@@ -42,7 +42,7 @@ MAX_SAVED_BYTES = 4 * MAX_CONVERSATION_BYTES
 
 
 def sanitize_name(name: str) -> str:
-    """Keep `[A-Za-z0-9._-]` so a cascade name can never leave the directory (D33)."""
+    """Keep `[A-Za-z0-9._-]` so a cascade name can never leave the directory."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
     return cleaned or "cascade"
 
@@ -311,7 +311,7 @@ class FailureStore:
                 self._made = True
 
     def replace(self, path: Path, envelope: Mapping[str, Any]) -> None:
-        """Atomically rewrite an existing file (D32)."""
+        """Atomically rewrite an existing file."""
         write_private(path, envelope)
 
     # --- listing and replay ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Readers only ever see no file or a whole file: content goes to a temporary file in the same
 folder first. A new file is published with link(), which refuses an existing name, so nothing
-is ever overwritten (D30, D32, D34, D45). Advisory locks mark files a live process owns.
+is ever overwritten. Advisory locks mark files a live process owns.
 Files a user names are read with a size limit and never block forever (`read_bounded`).
 """
 

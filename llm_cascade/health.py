@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import policy
 from . import rules as rules_mod
 from .clock import Clock, SystemClock
 from .config import AppConfig, CascadeEntry, ProviderConfig
@@ -24,7 +25,6 @@ from .errors import ProviderError, UsageError
 from .journal import NO_STATE
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
 from .providers import get_adapter
-from .providers.base import CallOptions
 from .store import AttemptRecord, Store, StoreError
 from .types import Conversation
 
@@ -236,20 +236,8 @@ class Prober:
         """(model served, status, what was asked), or a ProviderError."""
         from .providers import _http  # httpx is imported only when a probe is sent
 
-        opts = entry.options
-        budget = _http.Budget.within(
-            opts.timeout, opts.connect_timeout, opts.first_byte_timeout, self._left()
-        )
-        call = CallOptions(
-            model=entry.model,
-            base_url=provider.effective_base_url,
-            api_key=key.value,
-            max_tokens=opts.max_tokens,
-            temperature=opts.temperature,
-            extra=opts.extra,
-            headers=opts.headers,
-            max_response_bytes=opts.max_response_bytes,
-        )
+        budget = policy.attempt_budget(entry.options, max(self._left(), 0.0))
+        call = policy.call_options(entry, provider, key.value)
         adapter = get_adapter(provider.type)
         assert self.client is not None
         if self.options.deep:

@@ -22,7 +22,7 @@ LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections
 def new_client() -> httpx.AsyncClient:
     """An AsyncClient for every provider of a run (connections are reused across entries).
 
-    Redirects are not followed (D17) and the transport never retries (the engine is the only
+    Redirects are not followed and the transport never retries (the engine is the only
     retry layer). Proxy variables are honoured, except for loopback hosts such as a local
     Ollama, which a proxy cannot reach.
     """

@@ -114,6 +114,8 @@ class Journal:
             rule=attempt.rule,
             run_id=self.run_id,
             try_number=attempt.try_number,
+            ttft_ms=attempt.ttft_ms,
+            chunks=attempt.chunks,
         )
 
     def skipped(self, key: str, state: EntryState, why: str) -> None:
@@ -166,11 +168,19 @@ class Journal:
         probe: bool,
         retrying: bool,
         note: str | None = None,
+        midstream: bool = False,
+        ttft_ms: int | None = None,
+        chunks: int | None = None,
+        partial: str | None = None,
     ) -> None:
-        """A provider failure; unless it will be retried in place, the rule's cooldown applies."""
+        """A provider failure; unless it will be retried in place, the rule's cooldown applies.
+
+        `midstream`: a stream broke after output reached the caller (outcome `truncated`).
+        """
+        outcome: Outcome = "retrying" if retrying else "truncated" if midstream else "failed"
         attempt = Attempt(
             key,
-            "retrying" if retrying else "failed",
+            outcome,
             detail,
             status=err.status,
             kind=err.kind,
@@ -180,6 +190,9 @@ class Journal:
             probe=probe,
             stopped=rule.action == "stop" and not retrying,
             note=note,
+            ttft_ms=ttft_ms,
+            chunks=chunks,
+            partial=partial,
         )
         decided: list[float | None] = [None]
 
@@ -188,11 +201,11 @@ class Journal:
             return decided[0]
 
         # A probe retried in place keeps its lease: the others must keep skipping the entry.
-        outcome = self._failure(attempt, cooldown_for, probe and not retrying)
-        if outcome is None:  # no database: the cooldown is still what the rule decided
+        recorded = self._failure(attempt, cooldown_for, probe and not retrying)
+        if recorded is None:  # no database: the cooldown is still what the rule decided
             cooldown_for(1)
         else:
-            until, level = outcome
+            until, level = recorded
             attempt = replace(attempt, cooldown_until=until, level=level if until else None)
         attempt = replace(attempt, cooldown_s=decided[0])
         logger.info("%s failed: %s [rule %s]", key, detail, rule.name)
@@ -222,6 +235,8 @@ class Journal:
         probe: bool,
         note: str | None = None,
         reset: bool = True,
+        ttft_ms: int | None = None,
+        chunks: int | None = None,
     ) -> None:
         """An answer. `reset=False`: the breaker was closed when read, nothing to close."""
         attempt = Attempt(
@@ -235,6 +250,8 @@ class Journal:
             note=note,
             input_tokens=response.input_tokens,
             output_tokens=response.output_tokens,
+            ttft_ms=ttft_ms,
+            chunks=chunks,
         )
         self.attempts.append(attempt)
         self._db(
@@ -248,6 +265,30 @@ class Journal:
             response.input_tokens,
             response.output_tokens,
         )
+
+    def cancelled(
+        self,
+        key: str,
+        *,
+        latency_ms: int,
+        try_number: int,
+        probe: bool,
+        partial: str | None,
+    ) -> None:
+        """The caller went away mid-request: logged, no cooldown, a probe's lease given back."""
+        attempt = Attempt(
+            key,
+            "cancelled",
+            "cancelled by the caller before the answer was complete",
+            kind="cancelled",
+            latency_ms=latency_ms,
+            try_number=try_number,
+            probe=probe,
+            partial=partial,
+        )
+        logger.info("%s: %s", key, attempt.detail)
+        self.attempts.append(attempt)
+        self._failure(attempt, lambda _level: None, probe)
 
     # --- summaries ------------------------------------------------------------------------
 

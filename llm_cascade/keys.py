@@ -1,10 +1,10 @@
-"""API keys: one resolution rule (keyring, then env var) shared by `run` and `key ...` (D41).
+"""API keys: one resolution rule (keyring, then env var) shared by `run` and `key ...`.
 
 Keyring entries live under service `llm-cascade`, username = the provider's `api_key_service`
 (default: the provider name). A type-default variable such as OPENAI_API_KEY is used only when
-the provider talks to that vendor's own URL (D18); empty values count as missing (D23). The
+the provider talks to that vendor's own URL; empty values count as missing. The
 keyring is imported lazily and every call has a time limit, so a locked or broken keyring
-costs a one-line warning, never a hang or a traceback (D46, D47).
+costs a one-line warning, never a hang or a traceback.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class KeyLookup:
     needs_key: bool
     keyring_user: str | None
     env_var: str | None
-    # A type-default variable deliberately not used because base_url is a third party (D18).
+    # A type-default variable deliberately not used because base_url is a third party.
     withheld_env_var: str | None = None
 
 
@@ -68,7 +68,8 @@ class ResolvedKey:
 
 
 def lookup_for(provider: ProviderConfig) -> KeyLookup:
-    """The lookup recipe for a provider (SPEC §8.2 with the D18 fix)."""
+    """The lookup recipe for a provider: keyring user, then env var (a vendor's default variable
+    only for that vendor's own URL)."""
     default_env = PROVIDER_TYPES[provider.type].default_key_env
     if default_env is None:
         return KeyLookup(provider.name, False, None, None)
@@ -81,7 +82,7 @@ def lookup_for(provider: ProviderConfig) -> KeyLookup:
 
 
 def read_env(var: str | None) -> str | None:
-    """The stripped value of `var`, or None when unset, empty or blank (D23)."""
+    """The stripped value of `var`, or None when unset, empty or blank."""
     if not var:
         return None
     value = os.environ.get(var, "").strip()
@@ -137,7 +138,7 @@ def _is_no_backend(backend: Any) -> bool:
 
 
 def keyring_timeout_s() -> float:
-    """Seconds one keyring call may take: $LLM_CASCADE_KEYRING_TIMEOUT, else 5 (D47)."""
+    """Seconds one keyring call may take: $LLM_CASCADE_KEYRING_TIMEOUT, else 5."""
     raw = os.environ.get(KEYRING_TIMEOUT_ENV, "").strip()
     try:
         value = float(raw) if raw else KEYRING_TIMEOUT_S
@@ -156,7 +157,7 @@ class Backend:
 
 
 def keyring_backend() -> Backend:
-    """Describe the backend `keyring` picks, discovered afresh; never raises, never hangs (D46).
+    """Describe the backend `keyring` picks, discovered afresh; never raises, never hangs.
 
     The commands that show it (`key list`, `config check`, `key set`) thereby also refresh the
     choice `run` remembers (keyring_choice)."""
@@ -218,7 +219,7 @@ def store_key(lookup: KeyLookup, secret: str) -> None:
     """Store a provider's key where the runtime looks, and read it back.
 
     Raises KeyringUnavailable when the backend is unusable, fails, or does not return what it
-    was given (a backend that silently drops keys must not look like success, D46).
+    was given (a backend that silently drops keys must not look like success).
     """
     if not lookup.keyring_user:
         raise KeyringUnavailable(f"provider '{lookup.provider}' does not use an API key")
@@ -363,7 +364,7 @@ def key_statuses(
 
 
 def clean_secret(raw: str) -> str:
-    """The key as vendors expect it: stripped (D40). Raises ValueError naming the problem."""
+    """The key as vendors expect it: stripped. Raises ValueError naming the problem."""
     value = raw.strip()
     if not value:
         raise ValueError("the API key is empty")
@@ -379,7 +380,7 @@ def clean_secret(raw: str) -> str:
 
 
 def mask_key(key: str) -> str:
-    """Show at most 4 characters and never more than a quarter of the key (D42)."""
+    """Show at most 4 characters and never more than a quarter of the key."""
     shown = min(4, len(key) // 4)
     if shown < 2:
         return "*" * len(key)

@@ -35,7 +35,7 @@ def default_data_dir() -> Path:
 
 
 def expand_user(path: str) -> str:
-    """Expand a leading `~/` (or a bare `~`) to the home directory (SPEC §3.2)."""
+    """Expand a leading `~/` (or a bare `~`) to the home directory."""
     if path == "~" or path.startswith("~/"):
         return os.path.expanduser(path)
     return path
@@ -57,7 +57,7 @@ def contract_user(path: Path) -> str:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` and its missing parents with mode 0700 (D34); existing ones are left alone."""
+    """Create `path` and its missing parents with mode 0700; existing ones are left alone."""
     missing: list[Path] = []
     current = path
     while not current.exists():

@@ -57,3 +57,6 @@ class RunOptions:
     deadline_s: float | None = None  # whole-cascade budget; None: the cascade's `deadline`
     ignore_cooldown: bool = False
     wait_cooldown_s: float | None = None  # wait up to this long for the soonest cooling entry
+    # A stream that broke after output: "restart", "continue" or "fail"; None: the cascade's
+    # `on_midstream`, else the engine's default (restart).
+    on_midstream: str | None = None

@@ -12,9 +12,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from .errors import ProviderError
+from .errors import ErrorKind, ProviderError
 from .types import shown
 
 Action = Literal["failover", "stop"]
@@ -22,30 +22,19 @@ Cooldown = Literal["none", "backoff", "long"] | float
 # The longest duration the config may name, and the longest cooldown ever applied: one year
 # is beyond any sensible setting, and far from the last instant a timestamp can hold.
 MAX_SECONDS = 365 * 24 * 3600.0
-KINDS = frozenset(
-    {
-        "http",
-        "timeout",
-        "connect",
-        "transport",
-        "invalid_response",
-        "empty_response",
-        "response_too_large",
-        "missing_key",
-    }
-)
+KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
 
 
 @dataclass(frozen=True, slots=True)
 class CooldownPolicy:
-    """Backoff constants (SPEC §6.3): base doubles per consecutive failure up to the cap."""
+    """Backoff constants: base doubles per consecutive failure up to the cap."""
 
     base_s: float = 30.0
     cap_s: float = 3600.0
     long_s: float = 3600.0
 
     def backoff(self, level: int) -> float:
-        """`min(base * 2**(level-1), cap)`, with the exponent guarded against overflow (D1, D5)."""
+        """`min(base * 2**(level-1), cap)`, with the exponent guarded against overflow."""
         exponent = min(max(level, 1) - 1, 32)
         return min(self.base_s * math.pow(2, exponent), self.cap_s)
 
@@ -78,7 +67,7 @@ class Rule:
         """Seconds this failure cools the entry for, or None for no cooldown.
 
         `level` is the number of consecutive failures including this one. A Retry-After the
-        rule honours replaces the computed backoff; it is clamped before any arithmetic (D3-D5).
+        rule honours replaces the computed backoff; it is clamped before any arithmetic.
         Never more than MAX_SECONDS, whatever the policy says.
         """
         if self.cooldown == "none":
@@ -143,6 +132,13 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule("client_error", statuses=_codes(400, 499), cooldown="none"),
     Rule("timeout", kinds=frozenset({"timeout"}), retry=True),
     Rule("connect", kinds=frozenset({"connect", "transport"}), retry=True),
+    # A stream cut before its end marker is a connection that broke mid-answer (a proxy's idle
+    # timeout, a restarted server): as transient as `transport`, so the same request may be
+    # retried in place, and the entry backs off so other processes do not each hit it.
+    Rule("truncated", kinds=frozenset({"truncated"}), retry=True),
+    # The caller gave up (Ctrl-C, its own deadline): nothing is known about the entry, so it
+    # must not cool down, and the cascade stops rather than asking the next entry.
+    Rule("cancelled", kinds=frozenset({"cancelled"}), action="stop", cooldown="none"),
     Rule("invalid_response", kinds=frozenset({"invalid_response"})),
     Rule("empty_response", kinds=frozenset({"empty_response"}), cooldown="none"),
     # No real answer comes near the limit: the endpoint is broken or hostile, so it cools down
@@ -251,7 +247,7 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         bad = [k for k in kind_list if not isinstance(k, str) or k not in KINDS]
         if bad:
             raise RuleError(
-                f"kind: unknown {shown(bad[0])} (expected one of {', '.join(sorted(KINDS))})"
+                f"kind: unknown {shown(bad[0], 20)} (one of {', '.join(sorted(KINDS))})"
             )
         kinds = frozenset(kind_list)
     codes = None

@@ -1,4 +1,4 @@
-"""SQLite state shared by every process: the attempt log and per-entry cooldowns (SPEC §5).
+"""SQLite state shared by every process: the attempt log and per-entry cooldowns.
 
 The original's tables and columns are kept byte-compatible; everything new is an additive,
 nullable column, applied once by a `PRAGMA user_version` migration. WAL and a busy timeout let
@@ -364,7 +364,7 @@ class Store:
         """Log a failure and, if `cooldown_for(level)` gives seconds, open the breaker.
 
         `level` counts consecutive failures including this one. The new instant never
-        shortens a longer cooldown another process set (D9). Returns (until, level).
+        shortens a longer cooldown another process set. Returns (until, level).
         """
         key = record.provider_model
         with self._write() as conn:

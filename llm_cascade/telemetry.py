@@ -5,13 +5,14 @@ a tracer provider (an application with the SDK, or `opentelemetry-instrument llm
 ...`); only then does a run become a span (`cascade {name}`) with one CLIENT span per attempt
 (`chat {model}`) carrying the GenAI attributes. Otherwise every call here is a dictionary
 lookup and a no-op, and `pip install llm-cascade[otel]` is all it takes to have the API.
+
+The spans are started and ended by hand, never made current: a run is an async generator,
+and a current span would leak into the caller's code between its events.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,30 +31,34 @@ GEN_AI_PROVIDER = {
 }
 
 
-def _tracer() -> Any | None:
-    """The tracer of a provider the process configured, or None (no import is attempted)."""
+def _trace_api() -> Any | None:
+    """`opentelemetry.trace` if the process imported it and set a provider, else None."""
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
         return None
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None  # the API alone, nobody set a provider: nothing would be recorded
-    return provider.get_tracer("llm_cascade", __version__)
+    return trace
 
 
-def run_span(cascade: str, run_id: str) -> Any:
-    """The span of one cascade run (the current span while it lasts), or a no-op."""
-    tracer = _tracer()
-    if tracer is None:
-        return nullcontext()
-    attributes = {"llm_cascade.cascade": cascade, "llm_cascade.run_id": run_id}
-    return tracer.start_as_current_span(f"cascade {cascade}", attributes=attributes)
+def _failed(span: Any, trace: Any, error: BaseException) -> None:
+    if isinstance(error, ProviderError):
+        span.set_attribute("error.type", str(error.status) if error.status else error.kind)
+        if error.status:
+            span.set_attribute("http.response.status_code", error.status)
+        description = error.display()
+    else:
+        span.set_attribute("error.type", type(error).__name__)
+        description = str(error).split("\n", 1)[0]
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))
 
 
 class AttemptSpan:
-    """The span of one request, told how it ended."""
+    """The span of one request; use as a context manager around it, and say `answered`."""
 
-    def __init__(self, span: Any = None) -> None:
+    def __init__(self, trace: Any = None, span: Any = None) -> None:
+        self._trace = trace
         self.span = span
 
     def answered(self, response: LlmResponse, status: int) -> None:
@@ -71,38 +76,60 @@ class AttemptSpan:
             attributes["gen_ai.response.finish_reasons"] = [response.stop_reason]
         self.span.set_attributes(attributes)
 
+    def __enter__(self) -> AttemptSpan:
+        return self
 
-@contextmanager
-def attempt_span(
-    provider_type: str, entry: str, model: str, base_url: str, try_number: int
-) -> Iterator[AttemptSpan]:
-    """A CLIENT span `chat {model}` around one request, under the run's span; a failure
-    sets `error.type` (the HTTP status, else the kind: timeout, connect...)."""
-    tracer = _tracer()
-    if tracer is None:
-        yield AttemptSpan()
-        return
-    from opentelemetry.trace import SpanKind, StatusCode  # imported already: see _tracer
+    def __exit__(self, kind: object, error: BaseException | None, _: object) -> None:
+        if self.span is None:
+            return
+        if error is not None:
+            _failed(self.span, self._trace, error)
+        self.span.end()
 
-    url = urlsplit(base_url)
-    attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": GEN_AI_PROVIDER.get(provider_type, provider_type),
-        "gen_ai.request.model": model,
-        "server.address": url.hostname or "",
-        "llm_cascade.entry": entry,
-        "llm_cascade.try_number": try_number,
-    }
-    if url.port:
-        attributes["server.port"] = url.port
-    with tracer.start_as_current_span(
-        f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
-    ) as span:
-        try:
-            yield AttemptSpan(span)
-        except ProviderError as err:
-            span.set_attribute("error.type", str(err.status) if err.status else err.kind)
-            if err.status:
-                span.set_attribute("http.response.status_code", err.status)
-            span.set_status(StatusCode.ERROR, err.display())
-            raise
+
+class RunTrace:
+    """The span of one cascade run, and the parent of its attempts' spans."""
+
+    def __init__(self, cascade: str, run_id: str) -> None:
+        self._trace: Any = _trace_api()
+        self._tracer: Any = None
+        self.span: Any = None
+        if self._trace is not None:
+            self._tracer = self._trace.get_tracer("llm_cascade", __version__)
+            attributes = {"llm_cascade.cascade": cascade, "llm_cascade.run_id": run_id}
+            self.span = self._tracer.start_span(f"cascade {cascade}", attributes=attributes)
+
+    def attempt(
+        self, provider_type: str, entry: str, model: str, base_url: str, try_number: int
+    ) -> AttemptSpan:
+        """A CLIENT span `chat {model}` for one request, child of the run's span."""
+        if self.span is None:
+            return AttemptSpan()
+        trace: Any = self._trace
+        url = urlsplit(base_url)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": GEN_AI_PROVIDER.get(provider_type, provider_type),
+            "gen_ai.request.model": model,
+            "server.address": url.hostname or "",
+            "llm_cascade.entry": entry,
+            "llm_cascade.try_number": try_number,
+        }
+        if url.port:
+            attributes["server.port"] = url.port
+        span = self._tracer.start_span(
+            f"chat {model}",
+            context=trace.set_span_in_context(self.span),
+            kind=trace.SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        return AttemptSpan(trace, span)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the run's span (once), failed when `error` is given."""
+        if self.span is None:
+            return
+        if error is not None:
+            _failed(self.span, self._trace, error)
+        self.span.end()
+        self.span = None

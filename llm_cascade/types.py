@@ -1,6 +1,6 @@
 """Conversations in, responses out: frozen values and their JSON form (no I/O).
 
-The JSON shape is the original's (SPEC §4), so its conversation files load unchanged; the
+The JSON shape is the original's, so its conversation files load unchanged; the
 fields `tool_calls`, `name` and `stop_reason` are additive and omitted when absent.
 """
 
@@ -230,7 +230,7 @@ class LlmResponse:
         return [b for b in self.content if isinstance(b, ToolCall)]
 
     def has_content(self) -> bool:
-        """True if there is any text or tool call (an empty 2xx is a failure, D20)."""
+        """True if there is any text or tool call (an empty 2xx is a failure)."""
         return any(isinstance(b, ToolCall) or b.text.strip() for b in self.content)
 
     def to_dict(self) -> dict[str, Any]:

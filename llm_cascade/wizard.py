@@ -3,8 +3,8 @@
 Everything talks through a `Prompter` (the CLI passes one backed by rich), so each rule is
 testable without a terminal. Nothing is written here: the caller writes the config and stores
 the keys after the last answer, so closing stdin or pressing Ctrl-C at any prompt (EOFError,
-KeyboardInterrupt, both left to propagate) leaves nothing behind (D43, D45). Answers are
-validated as they come (D44): names `[A-Za-z0-9_-]+`, non-empty models, http(s) base URLs,
+KeyboardInterrupt, both left to propagate) leaves nothing behind. Answers are
+validated as they come: names `[A-Za-z0-9_-]+`, non-empty models, http(s) base URLs,
 `y/yes/n/no` in any case; lists are sorted.
 """
 
@@ -47,7 +47,7 @@ class Prompter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Preset:
-    """A provider the wizard offers by name (SPEC §2.5 step B)."""
+    """A provider the wizard offers by name."""
 
     name: str
     label: str
@@ -55,7 +55,7 @@ class Preset:
     example_model: str
 
 
-PRESETS: tuple[Preset, ...] = (  # sorted by name (D44)
+PRESETS: tuple[Preset, ...] = (  # sorted by name
     Preset(
         "anthropic",
         "Anthropic (claude-sonnet-4, ...)",
@@ -195,7 +195,7 @@ def _example(provider: str) -> str:
 
 
 def _ask_until_valid(io: Prompter, prompt: str, parse: Any, *, secret: bool = False) -> Any:
-    """Ask until `parse(answer)` stops raising ValueError; EOF and Ctrl-C propagate (D43)."""
+    """Ask until `parse(answer)` stops raising ValueError; EOF and Ctrl-C propagate."""
     while True:
         try:
             return parse(io.ask_secret(prompt) if secret else io.ask(prompt))
@@ -332,7 +332,7 @@ def run_wizard(io: Prompter, answers: Answers | None = None) -> Answers:
 
 
 def build_document(answers: Answers, db_path: str, failure_dir: str) -> dict[str, Any]:
-    """The TOML document: providers sorted by name, cascades in the order given (SPEC §2.5 E)."""
+    """The TOML document: providers sorted by name, cascades in the order given."""
     return {
         "providers": {name: dict(answers.providers[name]) for name in sorted(answers.providers)},
         "cascades": {

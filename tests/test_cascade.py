@@ -101,7 +101,7 @@ def test_success_resets_the_backoff_level(tmp_path, sim, clock):
     [
         (Fail(429, retry_after="120"), 120),
         (Fail(503, retry_after="7"), 7),
-        (Fail(429, retry_after="99999999999999999999"), 3600),  # clamped before arithmetic (D5)
+        (Fail(429, retry_after="99999999999999999999"), 3600),  # clamped before arithmetic
         (Fail(429, retry_after="soon"), 30),  # unreadable: computed backoff
         (Fail(500, retry_after="300"), 30),  # only 429/503/529 carry a Retry-After rule
         (Fail(529, retry_after="12"), 12),
@@ -186,7 +186,7 @@ def test_broken_answers_fail_over(tmp_path, sim, clock, behaviour, kind, rule, c
     assert result.entry == "sim/b"
     assert (first.kind, first.rule) == (kind, rule)
     assert (first.cooldown_until is not None) == cools
-    assert len(first.detail) < 400  # an HTML page is summarised, never dumped (D19)
+    assert len(first.detail) < 400  # an HTML page is summarised, never dumped
 
 
 def test_redirect_is_not_followed(tmp_path, sim, clock):
@@ -259,7 +259,7 @@ def test_missing_key_is_logged_and_skipped_without_a_request(tmp_path, sim, cloc
     assert [a.outcome for a in result.attempts] == ["missing_key", "ok"]
     assert "llm-cascade key set sim" in result.attempts[0].detail
     assert sim.count("a") == 0
-    assert sim.requests[0].headers["authorization"] == "Bearer sk-other-key"  # stripped (D23)
+    assert sim.requests[0].headers["authorization"] == "Bearer sk-other-key"  # stripped
     assert log_rows(tmp_path)[0]["outcome"] == "missing_key"
 
 

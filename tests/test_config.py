@@ -1,4 +1,4 @@
-"""Loading and validating the TOML config (SPEC §3, D48, D50): defaults, paths, options,
+"""Loading and validating the TOML config: defaults, paths, options,
 errors that name the file and key, warnings for unknown keys, and rule tables."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_a_blank_llm_cascade_config_is_ignored(tmp_path, monkeypatch, value):
 def test_default_config_path_follows_xdg_config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     assert paths.default_config_path() == tmp_path / "xdg" / "llm-cascade" / "config.toml"
-    monkeypatch.setenv("XDG_CONFIG_HOME", "")  # D50: empty means unset, not "relative"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "")  # empty means unset, not "relative"
     assert paths.default_config_path() == home() / ".config" / "llm-cascade" / "config.toml"
 
 
@@ -134,7 +134,36 @@ def test_provider_fields_and_defaults(tmp_path):
     assert not groq.uses_default_base_url
     assert local.effective_base_url == "http://localhost:11434"
     assert local.uses_default_base_url
-    assert local.options == Options()
+    assert local.options == Options(supports=frozenset({"tools", "json", "schema", "stream"}))
+
+
+def test_supports_defaults_to_the_type_and_can_be_declared(tmp_path):
+    config = parse_config(
+        {
+            "providers": {
+                "claude": {"type": "anthropic"},
+                "local": {"type": "ollama", "supports": ["stream", "vision"]},
+            },
+            "cascades": {"x": {"entries": [{"provider": "local", "model": "m", "supports": []}]}},
+        },
+        tmp_path / "c.toml",
+    )
+    assert "prefill" in config.providers["claude"].options.supports
+    assert config.providers["local"].options.supports == {"stream", "vision"}
+    assert config.cascades["x"].entries[0].options.supports == frozenset()
+    with pytest.raises(ConfigError, match=r"supports: must be a list of capabilities"):
+        parse_config({"providers": {"a": {"type": "openai", "supports": ["teleport"]}}})
+
+
+def test_on_midstream_is_checked(tmp_path):
+    base = {"providers": {"a": {"type": "openai"}}}
+    entries = [{"provider": "a", "model": "m"}]
+    config = parse_config(
+        {**base, "cascades": {"x": {"entries": entries, "on_midstream": "continue"}}}
+    )
+    assert config.cascades["x"].on_midstream == "continue"
+    with pytest.raises(ConfigError, match=r"cascades.x.on_midstream: must be one of restart"):
+        parse_config({**base, "cascades": {"x": {"entries": entries, "on_midstream": "retry"}}})
 
 
 def test_entry_options_override_provider_options_which_override_defaults(tmp_path):
@@ -174,6 +203,20 @@ def test_max_response_bytes_defaults_to_32_mib_and_an_entry_may_lower_it(tmp_pat
     default, small = config.cascades["c"].entries
     assert default.options.max_response_bytes == 32 * 1024 * 1024
     assert small.options.max_response_bytes == 65536
+
+
+def test_stream_usage_defaults_to_true_and_an_entry_may_turn_it_off(tmp_path):
+    # Some OpenAI-compatible servers reject `stream_options`: one entry can stop sending it.
+    config = load_config(
+        write(
+            tmp_path,
+            PROVIDER + "[cascades.c]\n"
+            'entries = [{provider = "p", model = "a"},'
+            ' {provider = "p", model = "b", stream_usage = false}]\n',
+        )
+    )
+    default, off = config.cascades["c"].entries
+    assert (default.options.stream_usage, off.options.stream_usage) == (True, False)
 
 
 def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
@@ -218,6 +261,7 @@ def test_entries_keep_their_order_and_build_entry_keys(tmp_path):
             "providers.p.max_response_bytes",
             "an integer number of bytes",
         ),
+        (PROVIDER + 'stream_usage = "no"\n', "providers.p.stream_usage", "true or false"),
         ("[cascades.c]\n", "cascades.c.entries", "is missing"),
         ("[cascades.c]\nentries = []\n", "cascades.c.entries", "is empty"),
         (
@@ -621,6 +665,7 @@ FULL_CONFIG: dict[str, object] = {
             "max_wait": 1,
             "extra": {"top_p": 0.9, "a": [1, {"b": "c"}]},
             "headers": {"X-A": "b"},
+            "stream_usage": True,
             "rules": [
                 {
                     "name": "r",

@@ -1,4 +1,4 @@
-"""Failed prompts on disk (SPEC §6.6, D30-D36): unique names, atomic private files, and the
+"""Failed prompts on disk: unique names, atomic private files, and the
 pending/running/interrupted life cycle that `failed list/retry` rely on."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Reading vendor replies: Retry-After in all its forms (D3-D5), scrubbing secrets and bulk
-out of error text (D19, D21), and short messages from each vendor's error shape."""
+"""Reading vendor replies: Retry-After in all its forms, scrubbing secrets and bulk
+out of error text, and short messages from each vendor's error shape."""
 
 from __future__ import annotations
 

@@ -65,17 +65,17 @@ def test_key_set_from_a_pipe_is_stripped_and_shown_masked(cfg, file_keyring):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "API key for 'openai' stored in keyring.\n"
     assert "username 'openai'" in done.stderr
-    assert file_keyring.get_password("llm-cascade", "openai") == SECRET  # D40
+    assert file_keyring.get_password("llm-cascade", "openai") == SECRET  # stripped
 
     done = key("get", "openai", "-c", str(cfg))
-    assert done.returncode == 0 and done.stdout == "sk...89\n"  # D42
+    assert done.returncode == 0 and done.stdout == "sk...89\n"  # 4 characters at most
     assert "from the keyring" in done.stderr
     done = key("get", "openai", "-c", str(cfg), "--show-full")
     assert done.stdout == f"{SECRET}\n"
 
 
 def test_the_key_stored_by_key_set_is_the_one_run_uses(tmp_path, sim, file_keyring):
-    # The `sim` provider has no api_key_service: both sides use the provider name (D41).
+    # The `sim` provider has no api_key_service: both sides use the provider name.
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     sim.require_key(SECRET)  # the SIM_KEY env var holds another key, which would get a 401
     assert key("set", "sim", "-c", str(cfg), stdin=SECRET).returncode == 0
@@ -116,7 +116,7 @@ def test_key_list_keeps_the_original_layout_and_says_where_keys_come_from(cfg, f
     expected = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     assert done.stdout.splitlines() == expected
     assert "Keyring backend: file PlaintextKeyring" in done.stderr
-    # The third-party proxy is not offered OPENAI_API_KEY (D18); the fix says what to do.
+    # The third-party proxy is not offered OPENAI_API_KEY; the fix says what to do.
     assert "set api_key_env for it (OPENAI_API_KEY is not sent to a custom base_url)" in (
         done.stderr
     )

@@ -45,7 +45,7 @@ def lookups():
         ("abcdefgh", "a...h"),
         ("sk-abcdefghij", "sk...j"),
         ("sk-abcdef1234567890", "sk...90"),
-        ("ключ-ключ-ключ-ключ", "кл...юч"),  # characters, not bytes (D42)
+        ("ключ-ключ-ключ-ключ", "кл...юч"),  # characters, not bytes
     ],
 )
 def test_mask_shows_at_most_four_characters_and_at_most_a_quarter(key, masked):
@@ -66,7 +66,7 @@ def test_secrets_are_stripped_and_junk_is_refused():
 def test_statuses_use_the_runtime_lookup(isolated_env, monkeypatch):
     isolated_env.set_password("llm-cascade", "openai", "sk-from-keyring")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
-    monkeypatch.setenv("WORK_KEY", "  ")  # blank counts as missing (D23)
+    monkeypatch.setenv("WORK_KEY", "  ")  # blank counts as missing
     statuses, warning = key_statuses(lookups())
     assert warning is None
     by_name = {s.lookup.provider: s for s in statuses}
@@ -79,7 +79,7 @@ def test_statuses_use_the_runtime_lookup(isolated_env, monkeypatch):
         False,
         "missing",
     )
-    # OPENAI_API_KEY is never offered to a third-party base_url (D18).
+    # OPENAI_API_KEY is never offered to a third-party base_url.
     assert by_name["proxy"].env_set is None and by_name["proxy"].where == "missing"
     assert by_name["ollama"].where == "not needed"
     # ... and `run` resolves exactly the same way.

@@ -1,5 +1,5 @@
-"""API keys: masking (D42), where a key is looked up (D18, D41), blank values (D23), and a
-keyring that fails or hangs (D46, D47) — with real keyring backends, no mocks."""
+"""API keys: masking, where a key is looked up, blank values, and a
+keyring that fails or hangs — with real keyring backends, no mocks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Imports point one way (STYLE §1, rule 2), checked on each module's `ast`, plus a check that
-the CLI starts without importing the engine's heavy dependencies.
+"""Imports point one way (cli -> engine -> providers/store -> types/errors), checked on each
+module's `ast`, plus a check that the CLI starts without importing the engine's heavy
+dependencies.
 
 Only imports that run are counted: those under `if TYPE_CHECKING:` exist for the type checker
 and create no dependency at run time.

@@ -1,14 +1,22 @@
 """The decision table: which rule a failure hits, how long it cools the entry, whether it is
-retried in place; user rules first; the backoff sequence and its overflow guard (D1-D7)."""
+retried in place; user rules first; the backoff sequence and its overflow guard."""
 
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 
 from llm_cascade.errors import ErrorKind, ProviderError
-from llm_cascade.rules import BUILTIN_RULES, MAX_SECONDS, CooldownPolicy, Rule, decide
+from llm_cascade.rules import (
+    BUILTIN_RULES,
+    MAX_SECONDS,
+    CooldownPolicy,
+    Rule,
+    decide,
+    parse_rule,
+)
 
 POLICY = CooldownPolicy()
 
@@ -73,6 +81,8 @@ def kind(name: ErrorKind) -> ProviderError:
             False,
         ),
         (kind("missing_key"), "openai", "missing_key", None, False),
+        # A stream cut before its end marker: a broken connection, retried and backed off.
+        (ProviderError("truncated", "x", status=200), "anthropic", "truncated", 30.0, True),
         (http(200), "openai", "other", 30.0, False),  # nothing else matches
     ],
 )
@@ -81,7 +91,20 @@ def test_builtin_decision_table(err, provider_type, rule, cooldown_s, retry):
     assert chosen.name == rule
     assert chosen.cooldown_s(err, 1, POLICY) == cooldown_s
     assert chosen.retry is retry
-    assert chosen.action == "failover"  # built-ins never stop the cascade
+    assert chosen.action == "failover"  # built-ins stop the cascade only when it was cancelled
+
+
+def test_a_cancelled_attempt_stops_the_cascade_without_cooling_the_entry():
+    # The caller gave up: that says nothing about the entry, and nobody waits for the next one.
+    err = kind("cancelled")
+    chosen = decide(err, "openai")
+    assert (chosen.name, chosen.action, chosen.retry) == ("cancelled", "stop", False)
+    assert chosen.cooldown_s(err, 3, POLICY) is None
+
+
+def test_every_error_kind_can_be_named_by_a_user_rule():
+    for name in get_args(ErrorKind):
+        assert parse_rule({"kind": name}, "r").kinds == frozenset({name})
 
 
 def test_auth_and_missing_key_rules_say_how_to_fix_the_key():
@@ -113,6 +136,8 @@ def test_every_builtin_rule_is_reachable():
         (kind("empty_response"), "openai"),
         (kind("response_too_large"), "openai"),
         (kind("missing_key"), "openai"),
+        (kind("truncated"), "openai"),
+        (kind("cancelled"), "openai"),
         (http(200), "openai"),
     ]
     assert {decide(err, t).name for err, t in samples} == {r.name for r in BUILTIN_RULES}

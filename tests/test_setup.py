@@ -82,7 +82,7 @@ def test_setup_follows_xdg_dirs_outside_home(tmp_path):
     assert done.returncode == 0, done.stderr
     config = tomllib.loads((tmp_path / "cfg" / "llm-cascade" / "config.toml").read_text())
     data = tmp_path / "data" / "llm-cascade"
-    assert config["database"]["path"] == str(data / "db.sqlite")  # D50: not ~/.local/share
+    assert config["database"]["path"] == str(data / "db.sqlite")  # not ~/.local/share
     assert config["failure_persistence"]["dir"] == str(data / "failed_prompts")
     assert (data / "db.sqlite").exists() and (data / "failed_prompts").is_dir()
     assert f"Created data directory: {data}\n" in done.stdout

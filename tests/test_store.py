@@ -1,5 +1,5 @@
 """The SQLite store against real files: migration of the original's database, breaker state,
-permissions, and the one timestamp format (SPEC §5, D9, D13, D34)."""
+permissions, and the one timestamp format."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 KEY = "openai/gpt-4o"
 TS_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
-# SPEC §5.2, byte for byte: what the original creates.
+# Byte for byte what the original tool creates.
 ORIGINAL_DDL = """
 CREATE TABLE IF NOT EXISTS attempt_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -139,7 +139,7 @@ def test_queries_and_writes_of_the_original_still_work_after_migration(tmp_path)
     Store(path).close()
 
     raw = sqlite3.connect(path)
-    # The original's backoff query (SPEC §6.3) and its writes, unchanged.
+    # The original's backoff query and its writes, unchanged.
     count = raw.execute(
         "SELECT count(*) FROM attempt_log WHERE provider_model=? AND http_status >= 400", (KEY,)
     ).fetchone()[0]
@@ -361,7 +361,7 @@ def test_a_new_cooldown_never_shortens_a_longer_one(store):
     until, _ = store.record_failure(failed(), T0 + 10, lambda _: 30.0)
     assert until == T0 + 3600
     assert store.states([KEY])[KEY].cooldown_until == T0 + 3600
-    # ...but a longer one still wins (max of both, D9).
+    # ...but a longer one still wins (max of both).
     until, _ = store.record_failure(failed(), T0 + 20, lambda _: 7200.0)
     assert until == T0 + 20 + 7200
 
@@ -505,7 +505,7 @@ def test_format_ts_writes_utc_with_exactly_six_digits(epoch, text):
         ("2026-04-14T09:15:02Z", datetime(2026, 4, 14, 9, 15, 2)),
         ("2026-04-14T09:15:02.250Z", datetime(2026, 4, 14, 9, 15, 2, 250000)),
         ("2026-04-14T09:15:02", datetime(2026, 4, 14, 9, 15, 2)),  # naive: read as UTC
-        # Another offset (a failed-prompt timestamp of the original is local time, §6.6).
+        # Another offset (a failed-prompt timestamp of the original is local time).
         ("2026-04-14T12:15:02.123456789+02:00", datetime(2026, 4, 14, 10, 15, 2, 123456)),
         ("2026-04-14T12:15:02+02:00", datetime(2026, 4, 14, 10, 15, 2)),
         ("2026-04-14T04:15:02.5-05:30", datetime(2026, 4, 14, 9, 45, 2, 500000)),
@@ -521,7 +521,7 @@ def test_parse_ts_gives_none_for_unreadable_text(text):
 
 
 def _originals_format(moment: datetime) -> str:
-    """The original's text: the shortest of 0, 3, 6 or 9 fractional digits (SPEC §5.3)."""
+    """The original's text: the shortest of 0, 3, 6 or 9 fractional digits."""
     nanos = f"{moment.microsecond:06d}000"
     for digits in (0, 3, 6, 9):
         if int(nanos[digits:] or 0) == 0:

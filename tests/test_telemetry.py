@@ -8,6 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from llm_cascade.simulator import Fail, Reply
 
 from .support import run_cli, write_config
@@ -28,7 +30,11 @@ from llm_cascade import Cascade, Conversation, load_config
 
 async def main():
     async with Cascade(load_config(sys.argv[1])) as engine:
-        await engine.run("main", Conversation.single_user_prompt("hi"))
+        if sys.argv[2] == "stream":
+            async for _ in engine.stream("main", Conversation.single_user_prompt("hi")):
+                pass
+        else:
+            await engine.run("main", Conversation.single_user_prompt("hi"))
 
 asyncio.run(main())
 names = {s.context.span_id: s.name for s in exporter.get_finished_spans()}
@@ -45,9 +51,9 @@ print(json.dumps([
 """
 
 
-def traced(config: str) -> list[dict[str, Any]]:
+def traced(config: str, mode: str) -> list[dict[str, Any]]:
     done = subprocess.run(
-        [sys.executable, "-c", TRACED_RUN, config],
+        [sys.executable, "-c", TRACED_RUN, config, mode],
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,11 +63,12 @@ def traced(config: str) -> list[dict[str, Any]]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_a_run_is_a_span_with_one_client_span_per_attempt(tmp_path, sim):
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_a_run_is_a_span_with_one_client_span_per_attempt(tmp_path, sim, mode):
     sim.script("primary", Fail(429))
     sim.script("backup", Reply("fine", input_tokens=11, output_tokens=7))
     cfg = write_config(tmp_path, sim, {"main": ["primary", "backup"]})
-    spans = {s["name"]: s for s in traced(str(cfg))}
+    spans = {s["name"]: s for s in traced(str(cfg), mode)}
     assert set(spans) == {"cascade main", "chat primary", "chat backup"}
     run = spans["cascade main"]
     assert run["parent"] is None and run["attributes"]["llm_cascade.cascade"] == "main"

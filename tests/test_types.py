@@ -16,7 +16,7 @@ from llm_cascade.types import (
     ToolDefinition,
 )
 
-# SPEC §4.3, verbatim: a file the original accepts.
+# Verbatim a conversation file the original tool accepts.
 ORIGINAL_FILE = """{
   "messages": [
     {"role": "system", "content": "You are terse."},
@@ -215,7 +215,7 @@ def test_response_keys_come_in_the_originals_order():
         input_tokens=57,
         output_tokens=18,
     )
-    # SPEC §4.4's example, byte for byte.
+    # The original's documented response example, byte for byte.
     assert json.dumps(response.to_dict(), indent=2) == (
         "{\n"
         '  "content": [\n'

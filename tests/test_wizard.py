@@ -208,7 +208,7 @@ def finish(child: pexpect.spawn) -> str:
 
 
 def assert_nothing_written(paths) -> None:
-    assert not paths["config"].parent.exists()  # not even the folder (D45)
+    assert not paths["config"].parent.exists()  # not even the folder
     assert not paths["data"].exists()
     assert not paths["keyring"].exists()
 
@@ -411,7 +411,7 @@ def test_plain_setup_on_a_terminal_offers_to_store_keys(paths):
 
 
 def test_wizard_with_closed_stdin_exits_1_without_spinning(paths):
-    done = run_cli("setup", "-i", stdin="", timeout=20)  # D43: the original looped forever
+    done = run_cli("setup", "-i", stdin="", timeout=20)  # the original looped forever
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "Aborted: input ended before setup finished; nothing was written."

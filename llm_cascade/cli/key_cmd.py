@@ -1,9 +1,9 @@
 """`key set|get|list|delete`: API keys exactly where the runtime looks for them.
 
-One resolution for everything (keys.lookup_for, D41): keyring service `llm-cascade`, username =
+One resolution for everything (keys.lookup_for): keyring service `llm-cascade`, username =
 the provider's `api_key_service` or its name, then the env var. Keys are read from a hidden
-prompt or stdin, never from argv, and stripped (D40); shown masked unless --show-full (D42).
-A locked, missing or failing keyring costs one warning line, never a hang (D46, D47).
+prompt or stdin, never from argv, and stripped; shown masked unless --show-full.
+A locked, missing or failing keyring costs one warning line, never a hang.
 """
 
 from __future__ import annotations

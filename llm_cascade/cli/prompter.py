@@ -1,7 +1,7 @@
 """Terminal questions: the rich-backed `Prompter` of the wizard and the hidden key prompt.
 
 The whole dialogue (explanations, menus and prompts) goes to stderr, so redirecting stdout
-never hides a question (D52); stdout carries only results. Answers come from stdin. EOFError
+never hides a question; stdout carries only results. Answers come from stdin. EOFError
 and KeyboardInterrupt propagate so the caller can abort with nothing written.
 """
 
@@ -56,7 +56,7 @@ class RichPrompter:
 
 
 def read_key(prompt: str, *, from_stdin: bool) -> str:
-    """A key from a hidden prompt on a terminal, else (or with --stdin) the whole of stdin (D40).
+    """A key from a hidden prompt on a terminal, else (or with --stdin) the whole of stdin.
 
     Raises EOFError (stdin closed at the prompt) and KeyboardInterrupt.
     """

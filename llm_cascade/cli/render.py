@@ -26,6 +26,17 @@ def dumps(data: Any) -> str:
     return _UNESCAPED_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def compact_dumps(data: Any) -> str:
+    """One line of JSON (NDJSON), escaped like `dumps`."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return _UNESCAPED_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shown_text(text: str, *, terminal: bool) -> str:
+    """A piece of answer text as `answer_text` would show it."""
+    return untrusted.escape_controls(text) if terminal else text
+
+
 def answer_text(response: LlmResponse, *, terminal: bool = False) -> str:
     """stdout for a plain run: the text, or the whole response as JSON if it calls tools.
 
@@ -35,7 +46,7 @@ def answer_text(response: LlmResponse, *, terminal: bool = False) -> str:
     """
     if response.tool_calls:
         return dumps(response.to_dict())
-    return untrusted.escape_controls(response.text) if terminal else response.text
+    return shown_text(response.text, terminal=terminal)
 
 
 def failure_json(exc: CascadeFailed) -> dict[str, Any]:
@@ -98,7 +109,14 @@ def _explain_one(a: Attempt) -> str:
         tokens = (
             f", tokens {a.input_tokens}/{a.output_tokens}" if a.input_tokens is not None else ""
         )
-        return f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}){tokens}{note}"
+        streamed = (
+            f", first token after {a.ttft_ms} ms, {a.chunks} chunks"
+            if a.ttft_ms is not None
+            else ""
+        )
+        return (
+            f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}{streamed}){tokens}{note}"
+        )
     if a.outcome == "skipped":
         return f"skipped: {a.detail}"
     if a.outcome == "waited":
@@ -107,6 +125,11 @@ def _explain_one(a: Attempt) -> str:
         return f"not tried: {a.detail}"
     if a.outcome in ("deadline", "undelivered"):
         return f"{tag}stopped: {a.detail}"
+    if a.outcome == "cancelled":
+        return f"{tag}cancelled by the caller after {a.latency_ms} ms"
+    if a.outcome == "truncated":
+        broke = f"broke mid-stream after {a.chunks} chunks (first token after {a.ttft_ms} ms)"
+        return f"{tag}{probe}{broke}: {a.detail} [rule {a.rule}] -> {_after_failure(a)}{note}"
     after = "retrying" if a.outcome == "retrying" else _after_failure(a)
     return f"{tag}{probe}tried: {a.detail} [rule {a.rule}] -> {after} ({a.latency_ms} ms){note}"
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for t
 
     from ..cascade import Answer, RunOptions
     from ..config import AppConfig
+    from ..results import CascadeResult
     from ..types import Conversation
 
 EXIT_TERMINATED = 143
@@ -115,7 +116,7 @@ def _read_conversation(file: str) -> Conversation:
 
 
 def build_conversation(prompt: str | None, file: str | None, system: str | None) -> Conversation:
-    """The conversation from -p, -f or stdin; checked before anything touches disk (D38)."""
+    """The conversation from -p, -f or stdin; checked before anything touches disk."""
     from ..types import Conversation, Message
 
     if prompt is not None and file is not None:
@@ -185,6 +186,15 @@ def run(
     ignore_cooldown: Annotated[
         bool, typer.Option("--ignore-cooldown", help="Try entries even while they cool down.")
     ] = False,
+    stream: Annotated[
+        bool | None,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Write the answer as it arrives (default: on a terminal; a pipe gets the"
+            " whole answer). With --json: one JSON object per event.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: VerboseOption = 0,
 ) -> None:
     """Send a prompt through a cascade and print the answer.
@@ -208,9 +218,19 @@ def run(
     if cascade not in app_config.cascades:
         defined = ", ".join(sorted(app_config.cascades)) or "none"
         raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
+    terminal = sys.stdout.isatty()
+    streaming = terminal if stream is None else stream
     options = RunOptions(
-        deadline_s=deadline, ignore_cooldown=ignore_cooldown, wait_cooldown_s=wait_s
+        deadline_s=deadline,
+        ignore_cooldown=ignore_cooldown,
+        wait_cooldown_s=wait_s,
+        # On a terminal, or a stream into a pipe, what was shown cannot be taken back: let
+        # an entry that takes a prefill continue it (the cascade's on_midstream still rules).
+        on_midstream=None if app_config.cascades[cascade].on_midstream else "continue",
     )
+    if streaming:
+        _stream(app_config, cascade, conversation, options, json_output, explain, wait_s, spinner)
+        return
     try:
         answer = asyncio.run(_run(app_config, cascade, conversation, options, spinner))
     except KeyboardInterrupt:  # the engine has logged where the prompt is
@@ -232,6 +252,78 @@ def run(
             else render.answer_text(result.response, terminal=sys.stdout.isatty())
         ),
     )
+
+
+def _stream(
+    config: AppConfig,
+    cascade: str,
+    conversation: Conversation,
+    options: RunOptions,
+    json_output: bool,
+    explain: bool,
+    wait_s: float | None,
+    spinner: bool,
+) -> None:
+    """`run --stream`: the engine's events written as they come (see cli/streamed.py)."""
+    import asyncio
+
+    from . import render
+    from .streamed import RestartRefused, stream_answer
+
+    async def go() -> CascadeResult:
+        import signal
+
+        from ..cascade import Cascade
+
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        terminal = sys.stdout.isatty()
+        if not spinner:
+            async with Cascade(config) as engine:
+                return await stream_answer(
+                    engine, cascade, conversation, options, as_json=json_output, terminal=terminal
+                )
+        from rich.console import Console  # a terminal waits: say which entry is being asked
+
+        with Console(stderr=True).status(f"cascade '{cascade}'") as status:
+
+            def on_request(entry: str, try_number: int) -> None:
+                status.update(
+                    f"asking {entry}" + (f" (try {try_number})" if try_number > 1 else "")
+                )
+
+            async with Cascade(config, on_request=on_request) as engine:
+                return await stream_answer(
+                    engine,
+                    cascade,
+                    conversation,
+                    options,
+                    as_json=json_output,
+                    terminal=terminal,
+                    on_output=status.stop,
+                )
+
+    try:
+        result = asyncio.run(go())
+    except KeyboardInterrupt:  # the engine has logged where the prompt (and what came) is
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except asyncio.CancelledError:  # SIGTERM
+        raise typer.Exit(EXIT_TERMINATED) from None
+    except CascadeFailed as exc:
+        _report_failure(exc, json_output, explain, wait_s)
+        raise typer.Exit(EXIT_FAILED) from None
+    except RestartRefused as exc:
+        entry, reason = exc.args
+        say(
+            f"Error: {entry} broke mid-stream ({reason}) and no later entry could continue the"
+            " text already written; the prompt and the partial answer are saved (see"
+            " `llm-cascade failed list`). Use --no-stream, or --json for restart events."
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    if explain:
+        for line in render.explain(result.cascade_name, result.attempts):
+            say(line)
 
 
 def deliver(answer: Answer, text: Callable[[], str]) -> None:

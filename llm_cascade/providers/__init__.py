@@ -22,16 +22,31 @@ class ProviderType:
     default_base_url: str
     default_key_env: str | None  # None: the protocol takes no API key
     module: str
+    supports: frozenset[str] = frozenset({"tools", "json", "schema", "vision", "stream"})
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
     t.name: t
     for t in (
-        ProviderType("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", "anthropic"),
+        ProviderType(
+            "anthropic",
+            "https://api.anthropic.com",
+            "ANTHROPIC_API_KEY",
+            "anthropic",
+            # A final assistant turn is a prefill the model continues: a broken stream can
+            # be picked up where it stopped.
+            frozenset({"tools", "json", "schema", "vision", "stream", "prefill"}),
+        ),
         ProviderType(
             "gemini", "https://generativelanguage.googleapis.com", "GOOGLE_API_KEY", "gemini"
         ),
-        ProviderType("ollama", "http://localhost:11434", None, "ollama"),
+        ProviderType(  # vision depends on the model pulled: say so per entry
+            "ollama",
+            "http://localhost:11434",
+            None,
+            "ollama",
+            frozenset({"tools", "json", "schema", "stream"}),
+        ),
         ProviderType("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "openai"),
     )
 }

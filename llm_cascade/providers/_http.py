@@ -1,8 +1,8 @@
 """The one place that talks HTTP: budgets, status handling, Retry-After, error bodies.
 
 No retries happen here (the engine owns the only retry loop) and redirects are never
-followed (D17). Every failure becomes a `ProviderError` whose message is short, has every
-known secret scrubbed out and its control characters escaped (D19, D21), so no httpx type,
+followed. Every failure becomes a `ProviderError` whose message is short, has every
+known secret scrubbed out and its control characters escaped, so no httpx type,
 secret or terminal escape leaks upward. The body is read within `max_response_bytes`, decoded
 JSON enters our types only through `untrusted.loads` (no lone surrogates, bounded nesting).
 """
@@ -14,7 +14,8 @@ import math
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -26,43 +27,23 @@ from .. import redaction, untrusted
 from ..errors import ProviderError
 from ..text import shorten, size_text
 from ..types import Conversation, LlmResponse
-from .base import Adapter, CallOptions
+from . import streaming
+from .base import Adapter, Budget, CallOptions
 
 MAX_MESSAGE_CHARS = 300
 ACCEPT_ENCODING = "gzip, deflate"  # what `_Inflater` decodes within a size limit
 
 
 @dataclass(frozen=True, slots=True)
-class Budget:
-    """Time limits for one request, in seconds."""
-
-    total: float
-    connect: float
-    first_byte: float
-
-    @classmethod
-    def within(
-        cls, timeout: float, connect: float, first_byte: float | None, left: float | None
-    ) -> Budget:
-        """An entry's limits, none above `left` seconds (what remains of a larger budget)."""
-        total = timeout if left is None else max(min(timeout, left), 0.0)
-        return cls(total, min(connect, total), min(first_byte or total, total))
-
-    def less(self, spent: float) -> Budget:
-        """What is left of this budget after `spent` seconds."""
-        return Budget.within(self.total, self.connect, self.first_byte, self.total - spent)
-
-
-@dataclass(frozen=True, slots=True)
 class Reply:
-    """A parsed answer and the real HTTP status it came with (D12)."""
+    """A parsed answer and the real HTTP status it came with."""
 
     response: LlmResponse
     status: int
 
 
 def parse_retry_after(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP-date (D4)."""
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP-date."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms is not None:
         try:
@@ -165,23 +146,20 @@ def _describe_body(adapter: Adapter, text: str, data: Any) -> tuple[str, str | N
     return (text.strip() or "(empty body)"), code
 
 
-async def send(
+def _request(
     client: httpx.AsyncClient,
     adapter: Adapter,
     conversation: Conversation,
     options: CallOptions,
     budget: Budget,
-    now: float,
-) -> Reply:
-    """POST one request within `budget` and parse it; raises ProviderError on any failure."""
-    redaction.register(options.api_key, *options.headers.values())  # whatever we send
-    wire = adapter.build_request(conversation, options)
-    request = _request(client, "POST", wire.url, wire.headers, options, budget, wire.body)
-    response, body = await _exchange(client, request, budget, options.max_response_bytes)
-    return _interpret(adapter, options, response, body, now)
+    *,
+    stream: bool,
+) -> httpx.Request:
+    wire = adapter.build_request(conversation, options, stream=stream)
+    return _built(client, "POST", wire.url, wire.headers, options, budget, wire.body)
 
 
-def _request(
+def _built(
     client: httpx.AsyncClient,
     method: str,
     url: str,
@@ -190,6 +168,7 @@ def _request(
     budget: Budget,
     body: dict[str, Any] | None = None,
 ) -> httpx.Request:
+    redaction.register(options.api_key, *options.headers.values())  # whatever we send
     headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
     headers.update(wire_headers)
     headers.update(options.headers)
@@ -202,28 +181,11 @@ def _request(
     )
 
 
-async def _exchange(
-    client: httpx.AsyncClient, request: httpx.Request, budget: Budget, limit: int
-) -> tuple[httpx.Response, bytes | None]:
-    """Send and read the body (None: over `limit`) within `budget`; transport failures and
-    timeouts become ProviderErrors."""
+@contextmanager
+def _transport_errors() -> Iterator[None]:
+    """httpx's failures as ProviderErrors, with nothing secret in their text."""
     try:
-        async with asyncio.timeout(budget.total) as total_cm:
-            try:
-                async with asyncio.timeout(budget.first_byte) as first_cm:
-                    response = await client.send(request, stream=True, follow_redirects=False)
-                try:
-                    body = await _read_body(response, limit)
-                finally:
-                    await response.aclose()
-            except TimeoutError:
-                if first_cm.expired() and not total_cm.expired():
-                    raise ProviderError(
-                        "timeout", f"no response within first_byte_timeout {budget.first_byte:g} s"
-                    ) from None
-                raise
-    except TimeoutError:
-        raise ProviderError("timeout", f"no complete response within {budget.total:g} s") from None
+        yield
     except httpx.TimeoutException as exc:
         phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
         raise ProviderError("timeout", f"{phase} timed out") from None
@@ -232,7 +194,221 @@ async def _exchange(
     except httpx.HTTPError as exc:
         detail = scrub(str(exc)) or type(exc).__name__
         raise ProviderError("transport", f"connection broken: {detail}") from None
+
+
+async def send(
+    client: httpx.AsyncClient,
+    adapter: Adapter,
+    conversation: Conversation,
+    options: CallOptions,
+    budget: Budget,
+    now: float,
+) -> Reply:
+    """POST one request within `budget` and parse it; raises ProviderError on any failure."""
+    request = _request(client, adapter, conversation, options, budget, stream=False)
+    response, body = await _exchange(client, request, budget, options.max_response_bytes)
+    return _interpret(adapter, options, response, body, now)
+
+
+async def _exchange(
+    client: httpx.AsyncClient, request: httpx.Request, budget: Budget, limit: int
+) -> tuple[httpx.Response, bytes | None]:
+    """Send and read the whole body (None: over `limit`) within `budget`; transport failures
+    and timeouts become ProviderErrors."""
+    try:
+        with _transport_errors():
+            async with asyncio.timeout(budget.total) as total_cm:
+                try:
+                    async with asyncio.timeout(budget.first_byte) as first_cm:
+                        response = await client.send(request, stream=True, follow_redirects=False)
+                    try:
+                        body = await _read_body(response, limit)
+                    finally:
+                        await response.aclose()
+                except TimeoutError:
+                    if first_cm.expired() and not total_cm.expired():
+                        raise ProviderError(
+                            "timeout",
+                            f"no response within first_byte_timeout {budget.first_byte:g} s",
+                        ) from None
+                    raise
+    except TimeoutError:
+        raise ProviderError("timeout", f"no complete response within {budget.total:g} s") from None
     return response, body
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    adapter: Adapter,
+    conversation: Conversation,
+    options: CallOptions,
+    budget: Budget,
+    now: float,
+) -> AsyncIterator[StreamReply | WholeReply]:
+    """POST a streamed request; iterate the reply for its deltas, then ask for `response()`.
+
+    An error status is raised as for a whole reply, before anything is yielded; a server that
+    answers a stream with one JSON body (some compatible ones ignore `stream`) is read whole.
+    Leaving the block closes the connection at once, whether the stream was read to its end
+    or not.
+    """
+    request = _request(client, adapter, conversation, options, budget, stream=True)
+    loop = asyncio.get_running_loop()
+    limits = _StreamLimits(budget, loop.time())
+    with _transport_errors():
+        try:
+            async with asyncio.timeout(limits.wait(loop.time(), content=False)):
+                response = await client.send(request, stream=True, follow_redirects=False)
+        except TimeoutError:
+            raise limits.timed_out(loop.time(), content=False) from None
+    try:
+        whole = adapter.stream_format == "sse" and response.headers.get(
+            "content-type", ""
+        ).startswith("application/json")
+        if whole or not 200 <= response.status_code < 300:
+            # An error, or a server that ignored `stream` and sent the whole answer: read it.
+            with _transport_errors():
+                try:
+                    async with asyncio.timeout(limits.wait(loop.time(), content=False)):
+                        body = await _read_body(response, options.max_response_bytes)
+                except TimeoutError:
+                    raise limits.timed_out(loop.time(), content=False) from None
+            reply = _interpret(adapter, options, response, body, now)  # raises for errors
+            yield WholeReply(reply)
+            return
+        yield StreamReply(response, adapter, options, limits)
+    finally:
+        await response.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamLimits:
+    """The three clocks of a stream: to the first content event, between events, in all."""
+
+    budget: Budget
+    started: float  # the event loop's clock
+
+    def wait(self, now: float, *, content: bool) -> float:
+        """How long the next read may take."""
+        left = [self.started + self.budget.total - now]
+        if not content:
+            left.append(self.started + self.budget.first_byte - now)
+        if self.budget.idle is not None:
+            left.append(self.budget.idle)
+        return max(min(left), 0.0)
+
+    def timed_out(self, now: float, *, content: bool) -> ProviderError:
+        """Which limit ran out, in words."""
+        b = self.budget
+        if now >= self.started + b.total - 0.001:
+            return ProviderError("timeout", f"no complete response within {b.total:g} s")
+        if not content and now >= self.started + b.first_byte - 0.001:
+            return ProviderError(
+                "timeout", f"no content within first_byte_timeout {b.first_byte:g} s"
+            )
+        return ProviderError(
+            "timeout", f"the stream stalled: nothing for idle_timeout {b.idle or 0:g} s"
+        )
+
+
+class WholeReply:
+    """A whole answer to a streamed request, read as a stream of one piece of each kind."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.status = reply.status
+        self._reply = reply
+
+    def response(self) -> LlmResponse:
+        return self._reply.response
+
+    async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
+        response = self._reply.response
+        yield streaming.ModelDelta(response.model)
+        if response.text:
+            yield streaming.TextDelta(response.text)
+        for i, call in enumerate(response.tool_calls):
+            yield streaming.ToolCallDelta(i, call.id, call.name, call.arguments)
+        yield streaming.UsageDelta(response.input_tokens, response.output_tokens)
+        yield streaming.StopDelta(response.stop_reason)
+        yield streaming.EndOfStream()
+
+
+class StreamReply:
+    """A 2xx stream being read: its deltas as they come, then the whole response."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        adapter: Adapter,
+        options: CallOptions,
+        limits: _StreamLimits,
+    ) -> None:
+        self.status = response.status_code
+        self._response = response
+        self._adapter = adapter
+        self._options = options
+        self._limits = limits
+        self._assembler = streaming.StreamAssembler()
+
+    def response(self) -> LlmResponse:
+        """The answer the deltas made (after the stream was read to its end)."""
+        try:
+            reply = self._assembler.response(self._options)
+            _check_arguments(reply)
+        except ProviderError as exc:
+            raise self._scrubbed(exc) from None
+        return reply
+
+    async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
+        loop = asyncio.get_running_loop()
+        framer: streaming.SseDecoder | streaming.NdjsonDecoder = (
+            streaming.SseDecoder()
+            if self._adapter.stream_format == "sse"
+            else streaming.NdjsonDecoder()
+        )
+        parser = self._adapter.stream_parser(self._options)
+        inflate = _Inflater(self._response.headers.get("content-encoding", ""))
+        limit = self._options.max_response_bytes
+        raw = self._response.aiter_raw()
+        received = 0
+        while True:
+            content = self._assembler.content_started
+            with _transport_errors():
+                try:
+                    async with asyncio.timeout(self._limits.wait(loop.time(), content=content)):
+                        chunk = await anext(raw, None)
+                except TimeoutError:
+                    raise self._limits.timed_out(loop.time(), content=content) from None
+            if chunk is None:
+                events = framer.finish()
+            else:
+                data = inflate(chunk, limit + 1 - received)
+                received += len(data)
+                if received > limit:
+                    raise ProviderError(
+                        "response_too_large", f"stream larger than {size_text(limit)}"
+                    )
+                events = framer.feed(data)
+            for event in events:
+                try:
+                    deltas = parser.feed(event)
+                except ProviderError as exc:
+                    raise self._scrubbed(exc) from None
+                for delta in deltas:
+                    self._assembler.add(delta)
+                    yield delta
+            if chunk is None:
+                break
+        if not self._assembler.ended:
+            raise ProviderError(
+                "truncated", "the stream ended before the provider's end-of-stream marker"
+            )
+
+    def _scrubbed(self, exc: ProviderError) -> ProviderError:
+        exc.status = exc.status or self.status
+        exc.message = scrub(exc.message)
+        return exc
 
 
 def _payload(
@@ -330,12 +506,11 @@ async def probe(
     """GET what the adapter names for a probe, all within `budget`: the model's own page,
     and on a 404 the next request (a listing). Raises ProviderError as `send` does: a 404
     from the last one means the model does not exist."""
-    redaction.register(options.api_key, *options.headers.values())
     requests = adapter.probe_requests(options)
     started = monotonic()
     for number, wire in enumerate(requests, start=1):
-        left = budget.less(monotonic() - started)
-        request = _request(client, "GET", wire.url, wire.headers, options, left)
+        left = _less(budget, monotonic() - started)
+        request = _built(client, "GET", wire.url, wire.headers, options, left)
         response, body = await _exchange(client, request, left, options.max_response_bytes)
         if response.status_code == 404 and number < len(requests):
             continue
@@ -346,3 +521,9 @@ async def probe(
             raise _at(exc, response.status_code) from None
         return Probed(response.status_code, found, wire.listing)
     raise AssertionError("an adapter names at least one probe request")  # pragma: no cover
+
+
+def _less(budget: Budget, spent: float) -> Budget:
+    """What is left of `budget` after `spent` seconds."""
+    total = max(budget.total - spent, 0.0)
+    return Budget(total, min(budget.connect, total), min(budget.first_byte, total), budget.idle)

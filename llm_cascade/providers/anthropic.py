@@ -1,4 +1,4 @@
-"""Anthropic Messages API (`POST /v1/messages`, SPEC §7.2 with D24, D26 and D29 fixed)."""
+"""Anthropic Messages API (`POST /v1/messages`): tool round trips, max_tokens, stop reasons."""
 
 from __future__ import annotations
 
@@ -28,11 +28,37 @@ from .base import (
     merge_turns,
     names_in,
     obj,
+    with_stream,
+)
+from .streaming import (
+    Delta,
+    EndOfStream,
+    StopDelta,
+    StreamEvent,
+    StreamParser,
+    TextDelta,
+    ToolCallDelta,
+    UsageDelta,
+    event_json,
 )
 
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096  # the original's fixed value, now only the default (D26)
+DEFAULT_MAX_TOKENS = 4096  # the original's fixed value, now only the default
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
+# The HTTP status each documented error type is sent with, for the same error inside a stream.
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+UNKNOWN_ERROR_STATUS = 500  # a type not documented yet: the server failed mid-answer
 
 
 def _tool_id(call_id: str | None) -> str:
@@ -103,6 +129,16 @@ def _parse_block(raw: Any) -> ContentBlock | None:
     return None  # thinking, redacted_thinking, server tool blocks: not mapped
 
 
+def _usage(usage: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(input, output) tokens of a `usage` object (a reply's, or a stream's cumulative one)."""
+    return _input_tokens(usage), count(usage.get("output_tokens"))
+
+
+def _check_stop(stop_reason: str | None) -> None:
+    if stop_reason == "refusal":  # like a Gemini safety block: let another entry answer
+        raise Adapter.empty("the model refused (stop_reason: refusal)")
+
+
 def _input_tokens(usage: Mapping[str, Any]) -> int | None:
     """All input the request consumed: uncached plus cache writes and reads."""
     base = count(usage.get("input_tokens"))
@@ -126,7 +162,9 @@ class AnthropicAdapter(Adapter):
 
     type_name = "anthropic"
 
-    def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:
+    def build_request(
+        self, conversation: Conversation, options: CallOptions, *, stream: bool = False
+    ) -> WireRequest:
         body: dict[str, Any] = {
             "model": options.model,
             "max_tokens": options.max_tokens or DEFAULT_MAX_TOKENS,
@@ -139,9 +177,8 @@ class AnthropicAdapter(Adapter):
             body["tools"] = _tools(conversation)
         if options.temperature is not None:
             body["temperature"] = options.temperature
-        return WireRequest(
-            f"{options.base_url}/v1/messages", deep_merge(body, options.extra), _headers(options)
-        )
+        body = with_stream(deep_merge(body, options.extra), stream)
+        return WireRequest(f"{options.base_url}/v1/messages", body, _headers(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -153,21 +190,20 @@ class AnthropicAdapter(Adapter):
         parsed = (_parse_block(b) for b in content)
         stop = data.get("stop_reason")
         stop_reason = stop if isinstance(stop, str) else None
-        if stop_reason == "refusal":  # like a Gemini safety block: let another entry answer
-            raise self.empty("the model refused (stop_reason: refusal)")
-        usage = obj(data.get("usage"))
+        _check_stop(stop_reason)
+        input_tokens, output_tokens = _usage(obj(data.get("usage")))
         response = LlmResponse(
             content=tuple(b for b in parsed if b is not None),
             model=str(data.get("model") or options.model),
-            input_tokens=_input_tokens(usage),
-            output_tokens=count(usage.get("output_tokens")),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             stop_reason=stop_reason,
         )
         if not response.has_content():
             raise self.empty(f"no text or tool calls (stop_reason: {stop_reason})")
         return response
 
-    # --- health probes ------------------------------------------------------------------
+    # --- health probes ---------------------------------------------------------------------
 
     def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
         """`GET /v1/models/{id}` (it resolves aliases), else the listing of compatibles."""
@@ -177,6 +213,97 @@ class AnthropicAdapter(Adapter):
 
     def listed(self, data: Any, options: CallOptions) -> bool:
         return options.model in names_in(data, "data", "id")
+
+    # --- streaming (SSE) ---------------------------------------------------------------------
+
+    def stream_parser(self, options: CallOptions) -> StreamParser:
+        return AnthropicStreamParser(self)
+
+
+class AnthropicStreamParser(StreamParser):
+    """`message_start`, content blocks (`content_block_start`/`_delta`/`_stop`), `message_delta`,
+    `message_stop`; `ping` and event types added later are ignored.
+
+    Only text and `tool_use` blocks are read (thinking, signatures, citations and server tools
+    are not mapped, as in a whole reply). An `error` event stands for the HTTP status its type
+    is documented with (`overloaded_error` is 529), so the same rules decide as for a reply.
+    """
+
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+        self._tool_blocks: set[int] = set()  # indexes of the tool_use blocks: their JSON is read
+
+    def feed(self, event: StreamEvent) -> list[Delta]:
+        data = event_json(event)
+        if not isinstance(data, Mapping):
+            raise self._adapter.malformed("stream event is not a JSON object")
+        kind = data.get("type", event.name)  # the data names its type; a proxy may drop `event:`
+        if kind == "error":
+            error_type = str(obj(data.get("error")).get("type"))
+            raise self._adapter.error_event(
+                data, ERROR_STATUS.get(error_type, UNKNOWN_ERROR_STATUS)
+            )
+        if kind == "message_start":
+            message = obj(data.get("message"))
+            return [
+                *self.model_delta(message.get("model")),
+                UsageDelta(*_usage(obj(message.get("usage")))),
+            ]
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_delta":
+            return self._block_delta(data)
+        if kind == "message_delta":
+            return self._message_delta(data)
+        if kind == "message_stop":
+            return [EndOfStream()]
+        return []  # ping, content_block_stop, and types this code does not know yet
+
+    def _block_start(self, data: Mapping[str, Any]) -> list[Delta]:
+        index, block = data.get("index"), obj(data.get("content_block"))
+        if not isinstance(index, int):
+            return []
+        if block.get("type") == "text":
+            text = block.get("text")
+            return [TextDelta(text)] if isinstance(text, str) and text else []
+        if block.get("type") != "tool_use":
+            return []
+        self._tool_blocks.add(index)
+        start = block.get("input")  # `{}`: the input follows as input_json_delta pieces
+        start = start if isinstance(start, Mapping) else None
+        call_id, name = block.get("id"), block.get("name")
+        return [
+            ToolCallDelta(
+                index,
+                call_id if isinstance(call_id, str) else None,
+                name if isinstance(name, str) else None,
+                compact_json(start) if start else "",
+            )
+        ]
+
+    def _block_delta(self, data: Mapping[str, Any]) -> list[Delta]:
+        index, delta = data.get("index"), obj(data.get("delta"))
+        if not isinstance(index, int):
+            return []
+        if delta.get("type") == "text_delta":
+            text = delta.get("text")
+            return [TextDelta(text)] if isinstance(text, str) and text else []
+        if delta.get("type") == "input_json_delta" and index in self._tool_blocks:
+            piece = delta.get("partial_json")
+            return [ToolCallDelta(index, arguments=piece)] if isinstance(piece, str) else []
+        return []  # thinking_delta, signature_delta, citations_delta, server tools' input
+
+    def _message_delta(self, data: Mapping[str, Any]) -> list[Delta]:
+        stop = obj(data.get("delta")).get("stop_reason")
+        deltas: list[Delta] = []
+        if isinstance(stop, str):
+            _check_stop(stop)
+            deltas.append(StopDelta(stop))
+        usage = data.get("usage")  # cumulative; input counts too when the API sends them
+        if isinstance(usage, Mapping):
+            deltas.append(UsageDelta(*_usage(usage)))
+        return deltas
 
 
 ADAPTER = AnthropicAdapter()

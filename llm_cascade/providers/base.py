@@ -2,9 +2,10 @@
 
 An adapter does no I/O. `_http.send` posts what `build_request` returns and hands the decoded
 reply to `parse_response` (or the error body to `parse_error`), so timeouts, status handling and
-Retry-After live in one place for every provider. Streaming will add a `parse_stream_event`
-beside `parse_response` without changing the engine. `probe_requests` and `listed` are the
-same kind of translation for `health`: which GET shows that a model is served.
+Retry-After live in one place for every provider. A streamed reply is framed as `stream_format`
+says and read by the adapter's `stream_parser` (see `streaming.py`).
+`probe_requests` and `listed` are the same kind of translation for `health`: which GET shows
+that a model is served.
 """
 
 from __future__ import annotations
@@ -14,12 +15,26 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ProviderError
 from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition
 
+if TYPE_CHECKING:
+    from .streaming import StreamParser
+
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # far above any real answer, far below harm
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Time limits for one request, in seconds. For a stream, `first_byte` is the time to the
+    first content event (keep-alives do not count) and `idle` the longest gap between events."""
+
+    total: float
+    connect: float
+    first_byte: float
+    idle: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +49,7 @@ class CallOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # decoded body; larger fails over
+    stream_usage: bool = True  # OpenAI: ask for usage in a stream (some compatibles refuse it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,15 @@ def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+def with_stream(body: dict[str, Any], stream: bool, *, say_no: bool = False) -> dict[str, Any]:
+    """`body` asking for a streamed reply or not, whatever `extra` put there: the reply is read
+    as what was asked for. `say_no` sends `"stream": false` (for APIs that stream by default)."""
+    body.pop("stream", None)
+    if stream or say_no:
+        body["stream"] = stream
+    return body
+
+
 def obj(value: Any) -> Mapping[str, Any]:
     """`value` if it is a JSON object, else an empty one (lenient parsing of vendor replies)."""
     return value if isinstance(value, Mapping) else {}
@@ -88,7 +113,7 @@ def names_in(data: Any, list_key: str, *fields: str) -> set[str]:
 
 
 def joined_system(conversation: Conversation) -> str | None:
-    """Every system message, joined with a blank line, for APIs with one system slot (D28)."""
+    """Every system message, joined with a blank line, for APIs with one system slot."""
     texts = [m.content for m in conversation.messages if m.role == "system"]
     return "\n\n".join(texts) if texts else None
 
@@ -126,7 +151,7 @@ def tool_name(conversation: Conversation, msg: Message) -> str | None:
 
 
 def new_call_id() -> str:
-    """A unique id for a tool call the vendor sent without one (D25)."""
+    """A unique id for a tool call the vendor sent without one."""
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
@@ -176,13 +201,16 @@ def error_summary(data: Any) -> tuple[str | None, str | None]:
 
 
 class Adapter(ABC):
-    """One wire protocol. Subclasses implement the two pure conversions."""
+    """One wire protocol. Subclasses implement the two pure conversions, and streaming."""
 
     type_name: ClassVar[str]
+    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
 
     @abstractmethod
-    def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:
-        """The POST for this conversation."""
+    def build_request(
+        self, conversation: Conversation, options: CallOptions, *, stream: bool = False
+    ) -> WireRequest:
+        """The POST for this conversation; with `stream`, asking for a streamed reply."""
 
     @abstractmethod
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
@@ -223,9 +251,27 @@ class Adapter(ABC):
 
     @staticmethod
     def empty(reason: str) -> ProviderError:
-        """A 2xx with nothing usable in it: a failure that fails over (D20)."""
+        """A 2xx with nothing usable in it: a failure that fails over."""
         return ProviderError("empty_response", f"empty response: {reason}")
 
     @staticmethod
     def malformed(reason: str) -> ProviderError:
         return ProviderError("invalid_response", reason)
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    def stream_parser(self, options: CallOptions) -> StreamParser:
+        """A parser for one streamed reply, framed as `stream_format` says."""
+        raise NotImplementedError(f"{self.type_name} replies cannot be streamed")
+
+    def error_event(self, data: Any, status: int) -> ProviderError:
+        """An error event inside a 2xx stream that says which HTTP status it stands for, made
+        the error a reply with that status would be, so the same rules decide."""
+        message, code = self.parse_error(data)
+        return ProviderError(
+            "http",
+            message or code or "error event in the stream",
+            status=status,
+            code=code,
+            retry_after_s=self.retry_after(data),
+        )

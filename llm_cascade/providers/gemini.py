@@ -1,4 +1,4 @@
-"""Google Gemini `generateContent`, v1beta (SPEC §7.3 with D20-D22, D24, D25 and D28 fixed)."""
+"""Google Gemini `generateContent`, v1beta: key in a header, escaped model ids, tool round trips."""
 
 from __future__ import annotations
 
@@ -32,8 +32,19 @@ from .base import (
     obj,
     tool_name,
 )
+from .streaming import (
+    Delta,
+    EndOfStream,
+    StopDelta,
+    StreamEvent,
+    StreamParser,
+    TextDelta,
+    ToolCallDelta,
+    UsageDelta,
+    event_json,
+)
 
-# Finish reasons that mean the answer was withheld: fail over rather than return it (D20).
+# Finish reasons that mean the answer was withheld: fail over rather than return it.
 BLOCKED_FINISH = frozenset(
     {
         "SAFETY",
@@ -50,7 +61,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 def model_path(model: str) -> str:
-    """`models/<id>` (or `tunedModels/<id>`) with the id percent-encoded as one segment (D22)."""
+    """`models/<id>` (or `tunedModels/<id>`) with the id percent-encoded as one segment."""
     collection, sep, name = model.partition("/")
     if not (sep and collection in ("models", "tunedModels")):
         collection, name = "models", model
@@ -128,8 +139,35 @@ def _parse_part(raw: Any) -> ContentBlock | None:
     return None
 
 
+def _usage(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(input, output) tokens from `usageMetadata`."""
+    usage = obj(data.get("usageMetadata"))
+    return count(usage.get("promptTokenCount")), count(usage.get("candidatesTokenCount"))
+
+
+def _check_prompt(data: Mapping[str, Any]) -> None:
+    blocked = obj(data.get("promptFeedback")).get("blockReason")
+    if blocked:
+        raise Adapter.empty(f"prompt blocked ({blocked})")
+
+
+def _finish_reason(candidate: Mapping[str, Any]) -> str | None:
+    """The candidate's finishReason; raises if it means the answer was withheld."""
+    finish = candidate.get("finishReason")
+    stop_reason = finish if isinstance(finish, str) else None
+    if stop_reason in BLOCKED_FINISH:
+        raise Adapter.empty(f"answer blocked (finishReason: {stop_reason})")
+    return stop_reason
+
+
+def _answer_blocks(candidate: Mapping[str, Any]) -> list[ContentBlock]:
+    parts = obj(candidate.get("content")).get("parts")
+    parsed = (_parse_part(p) for p in (parts if isinstance(parts, list) else ()))
+    return [b for b in parsed if b is not None]
+
+
 def _auth(options: CallOptions) -> dict[str, str]:
-    # The key goes in a header: a URL ends up in logs and error texts (D21).
+    # The key goes in a header: a URL ends up in logs and error texts.
     return {"x-goog-api-key": options.api_key} if options.api_key else {}
 
 
@@ -138,7 +176,9 @@ class GeminiAdapter(Adapter):
 
     type_name = "gemini"
 
-    def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:
+    def build_request(
+        self, conversation: Conversation, options: CallOptions, *, stream: bool = False
+    ) -> WireRequest:
         body: dict[str, Any] = {"contents": contents(conversation)}
         system = joined_system(conversation)
         if system is not None:
@@ -153,7 +193,8 @@ class GeminiAdapter(Adapter):
             config["temperature"] = options.temperature
         if config:
             body["generationConfig"] = config
-        url = f"{options.base_url}/v1beta/{model_path(options.model)}:generateContent"
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        url = f"{options.base_url}/v1beta/{model_path(options.model)}:{method}"
         return WireRequest(url, deep_merge(body, options.extra), _auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
@@ -162,22 +203,17 @@ class GeminiAdapter(Adapter):
         self.reject_error_body(data)
         candidates = data.get("candidates")
         if not isinstance(candidates, list) or not candidates:
-            blocked = obj(data.get("promptFeedback")).get("blockReason")
-            raise self.empty(f"prompt blocked ({blocked})" if blocked else "no candidates")
+            _check_prompt(data)
+            raise self.empty("no candidates")
         candidate = obj(candidates[0])
-        finish = candidate.get("finishReason")
-        stop_reason = finish if isinstance(finish, str) else None
-        if stop_reason in BLOCKED_FINISH:
-            raise self.empty(f"answer blocked (finishReason: {stop_reason})")
-        parts = obj(candidate.get("content")).get("parts")
-        parsed = (_parse_part(p) for p in (parts if isinstance(parts, list) else ()))
-        usage = obj(data.get("usageMetadata"))
+        stop_reason = _finish_reason(candidate)
+        input_tokens, output_tokens = _usage(data)
         version = data.get("modelVersion")
         response = LlmResponse(
-            content=tuple(b for b in parsed if b is not None),
+            content=tuple(_answer_blocks(candidate)),
             model=version if isinstance(version, str) and version else options.model,
-            input_tokens=count(usage.get("promptTokenCount")),
-            output_tokens=count(usage.get("candidatesTokenCount")),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             stop_reason=stop_reason,
         )
         if not response.has_content():
@@ -198,13 +234,59 @@ class GeminiAdapter(Adapter):
         match = _DURATION.match(str(_detail(data, "RetryInfo").get("retryDelay", "")))
         return float(match.group(1)) if match else None
 
-    # --- health probes ------------------------------------------------------------------
+    # --- health probes ---------------------------------------------------------------------
 
     def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
         """`GET /v1beta/models/{model}`: 404 when the model does not exist."""
-        return (
-            ProbeRequest(f"{options.base_url}/v1beta/{model_path(options.model)}", _auth(options)),
-        )
+        url = f"{options.base_url}/v1beta/{model_path(options.model)}"
+        return (ProbeRequest(url, _auth(options)),)
+
+    # --- streaming (SSE) ---------------------------------------------------------------------
+
+    def stream_parser(self, options: CallOptions) -> StreamParser:
+        return GeminiStreamParser(self)
+
+
+class GeminiStreamParser(StreamParser):
+    """`streamGenerateContent?alt=sse`: each event is a whole `GenerateContentResponse` frame.
+
+    There is no end marker: the frame with a `finishReason` is the last one, and carries the
+    final usage. Function calls arrive whole. A blocked prompt or answer fails as the whole
+    reply does, even after text arrived. An error frame carries its HTTP status in
+    `error.code` and is the error that status would be.
+    """
+
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+        self._calls = 0  # tool calls seen: each gets the next index
+
+    def feed(self, event: StreamEvent) -> list[Delta]:
+        data = event_json(event)
+        if not isinstance(data, Mapping):
+            raise self._adapter.malformed("stream event is not a JSON object")
+        status = obj(data.get("error")).get("code")
+        if isinstance(status, int) and 400 <= status <= 599:
+            raise self._adapter.error_event(data, status)
+        self._adapter.reject_error_body(data)
+        deltas = self.model_delta(data.get("modelVersion"))
+        if isinstance(data.get("usageMetadata"), Mapping):
+            deltas.append(UsageDelta(*_usage(data)))
+        candidates = data.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            _check_prompt(data)
+            return deltas  # a frame with usage only
+        candidate = obj(candidates[0])
+        stop_reason = _finish_reason(candidate)
+        for block in _answer_blocks(candidate):
+            if isinstance(block, TextBlock):
+                deltas.append(TextDelta(block.text))
+            else:
+                deltas.append(ToolCallDelta(self._calls, block.id, block.name, block.arguments))
+                self._calls += 1
+        if stop_reason is not None:
+            deltas += [StopDelta(stop_reason), EndOfStream()]
+        return deltas
 
 
 ADAPTER = GeminiAdapter()

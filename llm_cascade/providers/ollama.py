@@ -1,4 +1,4 @@
-"""Ollama's native chat API (`POST /api/chat`, `stream: false`; SPEC §7.4 with D24 fixed).
+"""Ollama's native chat API (`POST /api/chat`, whole or streamed as NDJSON), tool round trips.
 
 Ollama takes no API key. Its messages look like Chat Completions with two differences that
 matter: tool-call arguments are a JSON object, not a string, and a tool result names the
@@ -8,7 +8,7 @@ function it answers (`tool_name`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from ..types import (
     ContentBlock,
@@ -32,6 +32,18 @@ from .base import (
     new_call_id,
     obj,
     tool_name,
+    with_stream,
+)
+from .streaming import (
+    Delta,
+    EndOfStream,
+    StopDelta,
+    StreamEvent,
+    StreamParser,
+    TextDelta,
+    ToolCallDelta,
+    UsageDelta,
+    event_json,
 )
 
 
@@ -66,16 +78,27 @@ def _tool_call(raw: Any) -> ToolCall:
     )
 
 
+def _usage(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(input, output) tokens of a final reply or line."""
+    return count(data.get("prompt_eval_count")), count(data.get("eval_count"))
+
+
+def _done_reason(data: Mapping[str, Any]) -> str | None:
+    done = data.get("done_reason")
+    return done if isinstance(done, str) else None
+
+
 class OllamaAdapter(Adapter):
     """Ollama's native chat API."""
 
     type_name = "ollama"
 
-    def build_request(self, conversation: Conversation, options: CallOptions) -> WireRequest:
+    def build_request(
+        self, conversation: Conversation, options: CallOptions, *, stream: bool = False
+    ) -> WireRequest:
         body: dict[str, Any] = {
             "model": options.model,
             "messages": [_message(conversation, m) for m in conversation.messages],
-            "stream": False,
         }
         if conversation.tools:
             body["tools"] = function_tools(conversation.tools)
@@ -86,7 +109,9 @@ class OllamaAdapter(Adapter):
             model_options["temperature"] = options.temperature
         if model_options:
             body["options"] = model_options
-        return WireRequest(f"{options.base_url}/api/chat", deep_merge(body, options.extra))
+        # Ollama streams unless told not to.
+        body = with_stream(deep_merge(body, options.extra), stream, say_no=True)
+        return WireRequest(f"{options.base_url}/api/chat", body)
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -99,21 +124,21 @@ class OllamaAdapter(Adapter):
             blocks.append(TextBlock(text))
         calls = message.get("tool_calls")
         blocks += [_tool_call(c) for c in calls] if isinstance(calls, list) else []
-        done = data.get("done_reason")
-        stop_reason = done if isinstance(done, str) else None
+        stop_reason = _done_reason(data)
         model = data.get("model")
+        input_tokens, output_tokens = _usage(data)
         response = LlmResponse(
             content=tuple(blocks),
             model=model if isinstance(model, str) and model else options.model,
-            input_tokens=count(data.get("prompt_eval_count")),
-            output_tokens=count(data.get("eval_count")),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             stop_reason=stop_reason,
         )
         if not response.has_content():
             raise self.empty(f"no text or tool calls (done_reason: {stop_reason})")
         return response
 
-    # --- health probes ------------------------------------------------------------------
+    # --- health probes ---------------------------------------------------------------------
 
     def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
         """`GET /api/tags`: the models pulled into this server."""
@@ -124,6 +149,48 @@ class OllamaAdapter(Adapter):
         names = names_in(data, "models", "name", "model")
         wanted = options.model if ":" in options.model else f"{options.model}:latest"
         return bool({options.model, wanted} & names)
+
+    # --- streaming (NDJSON) ------------------------------------------------------------------
+
+    stream_format: ClassVar[Literal["sse", "ndjson"]] = "ndjson"
+
+    def stream_parser(self, options: CallOptions) -> StreamParser:
+        return OllamaStreamParser(self)
+
+
+class OllamaStreamParser(StreamParser):
+    """One JSON object per line; the last has `done: true`, `done_reason` and the counts.
+
+    Tool calls arrive whole, each in one line. An `{"error": "..."}` line (a failure after the
+    200 was sent) fails as an error-shaped whole reply does.
+    """
+
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+        self._calls = 0  # tool calls seen: each gets the next index
+
+    def feed(self, event: StreamEvent) -> list[Delta]:
+        data = event_json(event)
+        if not isinstance(data, Mapping):
+            raise self._adapter.malformed("stream line is not a JSON object")
+        self._adapter.reject_error_body(data)
+        deltas = self.model_delta(data.get("model"))
+        message = obj(data.get("message"))
+        text = message.get("content")
+        if isinstance(text, str) and text:
+            deltas.append(TextDelta(text))
+        calls = message.get("tool_calls")
+        for call in map(_tool_call, calls if isinstance(calls, list) else ()):
+            deltas.append(ToolCallDelta(self._calls, call.id, call.name, call.arguments))
+            self._calls += 1
+        if data.get("done") is True:
+            deltas.append(UsageDelta(*_usage(data)))
+            stop_reason = _done_reason(data)
+            if stop_reason is not None:
+                deltas.append(StopDelta(stop_reason))
+            deltas.append(EndOfStream())
+        return deltas
 
 
 ADAPTER = OllamaAdapter()

@@ -6,6 +6,7 @@ Use it in tests of code built on llm-cascade, and to try cascades offline:
     with Simulator() as sim:
         sim.script("primary", Fail(429, retry_after="30"))
         sim.script("backup", Reply("hello"))
+    sim.script("streamer", Reply("one two three", stream=Stream(stall_after=1)))
 """
 
 from .behaviours import (
@@ -20,6 +21,7 @@ from .behaviours import (
     Redirect,
     Reply,
     SimToolCall,
+    Stream,
 )
 from .server import Simulator
 
@@ -36,4 +38,5 @@ __all__ = [
     "Reply",
     "SimToolCall",
     "Simulator",
+    "Stream",
 ]

@@ -3,7 +3,8 @@
     python -m llm_cascade.simulator --port 8199 --script script.json
 
 The script file maps model names to lists of behaviours, e.g.
-`{"gpt-4o": [{"type": "fail", "status": 429, "retry_after": "30"}]}`.
+`{"gpt-4o": [{"type": "fail", "status": 429, "retry_after": "30"}]}`; a reply's `stream`
+object scripts how it is streamed: `{"type": "reply", "text": "hi", "stream": {"chunks": 2}}`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from .behaviours import Behaviour, Close, Fail, Hang, Reply
+from .behaviours import Behaviour, Close, Fail, Hang, HtmlError, InvalidJson, Redirect, Reply
 from .vendors import VENDORS, Invalid, SimRequest, Vendor
 
 if TYPE_CHECKING:
@@ -155,7 +155,24 @@ def _act(handler: _Handler, vendor: Vendor, request: SimRequest, behaviour: Beha
         handler.connection.shutdown(socket.SHUT_RDWR)
         handler.close_connection = True
     else:
-        handler._odd_reply(behaviour, vendor, request)
+        _odd(handler, behaviour)
+
+
+def _odd(handler: _Handler, behaviour: Behaviour) -> None:
+    """The replies that are not the vendor's JSON; anything meant for chats (an empty answer,
+    an error event, a stream) is an empty object here."""
+    from .server import phrase
+
+    if isinstance(behaviour, InvalidJson):
+        handler._send(behaviour.status, b"this is not json {", "application/json")
+    elif isinstance(behaviour, HtmlError):
+        title = f"{behaviour.status} {phrase(behaviour.status)}"
+        page = f"<html><head><title>{title}</title></head><body>upstream error</body></html>"
+        handler._send(behaviour.status, page.encode(), "text/html")
+    elif isinstance(behaviour, Redirect):
+        handler._send(307, b"", "text/plain", [("Location", behaviour.location)])
+    else:
+        handler._json(200, {})
 
 
 def _body(vendor: Vendor, model: str, listed: list[str]) -> dict[str, Any]:

@@ -9,14 +9,16 @@ the vendor's documented rules, and answers per model from a script of behaviours
         ...  # point providers at sim.base_url("openai")
         assert sim.count("gpt-4o") == 1
 
-Unscripted models answer with an echo of the last user message. Other processes can script
-a running simulator with `POST /_sim/script`, read `GET /_sim/requests` and `POST /_sim/reset`.
+Unscripted models answer with an echo of the last user message. A request that asks for a
+stream gets its reply streamed in the vendor's format, as the reply's `Stream` scripts it;
+`disconnects(model)` counts the clients that went away before their response was complete.
+Other processes can script a running simulator with `POST /_sim/script`, read
+`GET /_sim/requests` and `POST /_sim/reset`.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,11 +38,14 @@ from .behaviours import (
     InvalidJson,
     Redirect,
     Reply,
+    Stream,
     from_json,
     to_json,
 )
+from .playback import ClientGone, Connection, Player, Stopped, pieces
 from .probes import ProbeBook
 from .vendors import VENDORS, Invalid, SimRequest, Vendor
+from .wire import Event
 
 
 def phrase(status: int) -> str:
@@ -135,7 +140,8 @@ class Simulator:
         self._released.clear()
 
     def release(self) -> None:
-        """Let replies scripted with `hold=True` go out (held ones and later ones)."""
+        """Let replies scripted with `hold=True` go out and stalled streams go on (those
+        waiting and later ones), until `reset()`."""
         self._released.set()
 
     def wait_for(self, count: int, model: str | None = None, timeout: float = 30.0) -> bool:
@@ -143,8 +149,28 @@ class Simulator:
         with self._lock:
             return self._lock.wait_for(lambda: self._count_locked(model) >= count, timeout)
 
+    def wait_for_disconnects(
+        self, count: int, model: str | None = None, timeout: float = 30.0
+    ) -> bool:
+        """Block until `count` clients (of `model`) went away mid-response; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._gone_locked(model) >= count, timeout)
+
+    def disconnects(self, model: str | None = None) -> int:
+        """How many clients (of `model`) went away before their response was complete: during
+        a delay, a hold, a hang or a stream (noticed while waiting, or by a failed write)."""
+        with self._lock:
+            return self._gone_locked(model)
+
     def _count_locked(self, model: str | None) -> int:
         return sum(1 for r in self._state.requests if model is None or r.model == model)
+
+    def _gone_locked(self, model: str | None) -> int:
+        return sum(
+            1
+            for r in self._state.requests
+            if r.disconnected and (model is None or r.model == model)
+        )
 
     @property
     def requests(self) -> list[SimRequest]:
@@ -169,6 +195,11 @@ class Simulator:
             self._state.serial += 1
             self._lock.notify_all()
             return self._state.serial
+
+    def _gone(self, request: SimRequest) -> None:
+        with self._lock:
+            request.disconnected = True
+            self._lock.notify_all()
 
 
 class _Server(ThreadingHTTPServer):
@@ -227,6 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "target": r.target,
                     "model": r.model,
                     "body": r.body,
+                    "disconnected": r.disconnected,
                 }
                 for r in self.sim.requests
             ]
@@ -285,33 +317,80 @@ class _Handler(BaseHTTPRequestHandler):
         self._act(self.sim._next(model), vendor, request, serial)
 
     def _act(self, behaviour: Behaviour, vendor: Vendor, request: SimRequest, serial: int) -> None:
-        if isinstance(behaviour, Reply):
-            self._reply(behaviour, vendor, request, serial)
-        elif isinstance(behaviour, Fail):
-            self._fail(behaviour, vendor)
-        elif isinstance(behaviour, Hang):
-            self.sim._stopping.wait(behaviour.seconds)
+        conn = Connection(self.connection, self.wfile, self.sim._stopping, self.sim._released)
+        try:
+            if isinstance(behaviour, Reply):
+                self._reply(behaviour, vendor, request, serial, conn)
+            elif isinstance(behaviour, Fail):
+                self._fail(behaviour, vendor)
+            elif isinstance(behaviour, Hang):
+                conn.wait(behaviour.seconds)
+                self.close_connection = True
+            elif isinstance(behaviour, Close):
+                conn.drop()
+                self.close_connection = True
+            else:
+                self._odd_reply(behaviour, vendor, request, conn)
+        except ClientGone:
+            self.sim._gone(request)
             self.close_connection = True
-        elif isinstance(behaviour, Close):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        except Stopped:
             self.close_connection = True
-        else:
-            self._odd_reply(behaviour, vendor, request)
 
-    def _reply(self, reply: Reply, vendor: Vendor, request: SimRequest, serial: int) -> None:
-        if reply.delay and self.sim._stopping.wait(reply.delay):
-            return
-        while reply.hold and not self.sim._released.wait(0.05):
-            if self.sim._stopping.is_set():
-                return
+    def _reply(
+        self, reply: Reply, vendor: Vendor, request: SimRequest, serial: int, conn: Connection
+    ) -> None:
+        if reply.delay:
+            conn.wait(reply.delay)
+        if reply.hold:
+            conn.wait(None, until_released=True)
+        options = reply.stream or Stream()
         text = reply.text
+        if text is None and options.pieces is not None:
+            text = "".join(options.pieces)
         if text is None:
             echo = vendor.last_user_text(request.body)[:80]
             text = f"Simulated answer from {request.model}: {echo}"
-        self._json(200, vendor.reply(reply, text, request, serial))
+        if not vendor.streams(request):
+            self._json(200, vendor.reply(reply, text, request, serial))
+            return
+        parts = vendor.stream_parts(reply, pieces(text, options), request, serial, options)
+        self._player(vendor, request, conn, options).play(parts)
 
-    def _odd_reply(self, behaviour: Behaviour, vendor: Vendor, request: SimRequest) -> None:
-        """Replies that are not the vendor's JSON: broken bodies, HTML pages, redirects."""
+    def _player(
+        self,
+        vendor: Vendor,
+        request: SimRequest,
+        conn: Connection,
+        options: Stream,
+        error: Event | None = None,
+    ) -> Player:
+        """Send a streaming 200's headers; the player sends the body. The error event is the
+        one `options` scripts unless one is given."""
+        if error is None:
+            message = options.error_message or phrase(options.error_status)
+            error = vendor.stream_error(options.error_status, message, None)
+        framing = vendor.framing(request)
+        self.send_response(200)
+        self.send_header("Content-Type", framing.content_type)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        return Player(
+            conn,
+            framing,
+            options,
+            keepalive=vendor.keepalive(request),
+            error=error,
+            malformed=vendor.malformed(),
+        )
+
+    def _odd_reply(
+        self, behaviour: Behaviour, vendor: Vendor, request: SimRequest, conn: Connection
+    ) -> None:
+        """Replies that are not the vendor's answer: broken bodies, HTML pages, redirects, and
+        empty answers and error events (streamed to a request that asks for a stream)."""
+        streamed = vendor.streams(request)
         if isinstance(behaviour, InvalidJson):
             self._send(behaviour.status, b"this is not json {", "application/json")
         elif isinstance(behaviour, HtmlError):
@@ -321,11 +400,18 @@ class _Handler(BaseHTTPRequestHandler):
                 f"<body>{'<p>upstream error</p>' * 200}</body></html>"
             )
             self._send(behaviour.status, page.encode(), "text/html")
+        elif isinstance(behaviour, Empty) and streamed:
+            stream = vendor.stream_empty(behaviour, request)
+            self._player(vendor, request, conn, Stream()).play(stream)
         elif isinstance(behaviour, Empty):
             self._json(200, vendor.empty(behaviour, request))
         elif isinstance(behaviour, ErrorEvent):
             message = behaviour.message or phrase(behaviour.status)
-            self._json(200, vendor.error(behaviour.status, message, behaviour.code))
+            if streamed:
+                error = vendor.stream_error(behaviour.status, message, behaviour.code)
+                self._player(vendor, request, conn, Stream(), error).error_only()
+            else:
+                self._json(200, vendor.error(behaviour.status, message, behaviour.code))
         elif isinstance(behaviour, Redirect):
             self._send(307, b"", "text/plain", [("Location", behaviour.location)])
 

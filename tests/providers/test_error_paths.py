@@ -39,7 +39,7 @@ def test_error_fails_over_with_the_rule_decision(
         assert first.cooldown_until is None
     else:
         assert round(first.cooldown_until - clock.now()) == cooldown_s
-    assert len(first.detail) < 400  # summarised, never the whole body (D19)
+    assert len(first.detail) < 400  # summarised, never the whole body
     assert sim.requests[0].vendor == ptype
 
 

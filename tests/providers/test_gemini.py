@@ -149,7 +149,7 @@ def test_response_text_function_calls_usage_and_finish_reason(tmp_path, sim, clo
     assert text == TextBlock("Checking.")
     assert tool_calls[0] == ToolCall("fc-1", "get_weather", '{"city":"Oslo"}')  # id kept
     ids = [c.id for c in tool_calls]
-    assert len(set(ids)) == 3 and all(i for i in ids)  # missing ids are unique (D25)
+    assert len(set(ids)) == 3 and all(i for i in ids)  # missing ids are unique
     assert (response.input_tokens, response.output_tokens) == (30, 9)
     assert (response.stop_reason, response.model) == ("STOP", "m")
 
@@ -187,7 +187,7 @@ def test_blocked_or_empty_answers_fail_over_without_cooldown(tmp_path, sim, cloc
     cfg = vendor_config(tmp_path, sim, "gemini")
     result = run_engine(cfg, "x", clock=clock)
     first = result.attempts[0]
-    assert result.entry == "sim/b"  # D20: never an empty success
+    assert result.entry == "sim/b"  # never an empty success
     assert (first.kind, first.rule, first.cooldown_until) == (
         "empty_response",
         "empty_response",

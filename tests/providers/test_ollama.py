@@ -136,7 +136,7 @@ def test_a_load_only_reply_is_an_empty_answer(tmp_path, sim, clock):
         ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "cannot unmarshal array"),
         ({"model": ""}, "model is required"),
         ({"options": {"num_predict": 1.5}}, 'option "num_predict" must be of type integer'),
-        ({"stream": True}, '"stream": false'),
+        ({"stream": "no"}, "cannot unmarshal string into Go struct field ChatRequest.stream"),
     ],
 )
 def test_simulator_rejects_what_the_ollama_server_rejects(sim, change, message):

@@ -8,11 +8,13 @@ the results first, and no `tool_result` without its `tool_use`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..behaviours import Empty, Reply
+from ..behaviours import Empty, Reply, Stream
+from ..wire import MALFORMED, Event, StreamParts, cut
 from .base import SimRequest, Vendor, check_key, require
 
 # Top-level fields of the Messages API; anything else is "Extra inputs are not permitted".
@@ -195,6 +197,9 @@ class AnthropicVendor(Vendor):
             "max_tokens: Input should be an integer greater than or equal to 1",
         )
         _check_messages(body.get("messages"))
+        require(
+            isinstance(body.get("stream", False), bool), "stream: Input should be a valid boolean"
+        )
         if "system" in body:
             _check_system(body["system"])
         if "tools" in body:
@@ -223,8 +228,71 @@ class AnthropicVendor(Vendor):
         )
 
     def empty(self, empty: Empty, request: SimRequest) -> dict[str, Any]:
-        stop = "refusal" if empty.reason.lower() in ("refusal", "safety") else "end_turn"
-        return self._message(request, 0, [], stop, 11, 0)
+        return self._message(request, 0, [], self._empty_stop(empty), 11, 0)
+
+    @staticmethod
+    def _empty_stop(empty: Empty) -> str:
+        return "refusal" if empty.reason.lower() in ("refusal", "safety") else "end_turn"
+
+    def stream_parts(
+        self, reply: Reply, pieces: list[str], request: SimRequest, serial: int, options: Stream
+    ) -> StreamParts:
+        """`message_start`, a ping, a text block of `text_delta`s, one block per tool call
+        (`tool_use` with `input: {}`, then `input_json_delta` pieces), `message_delta` with
+        the stop reason and output tokens, `message_stop`."""
+        body: list[Event] = []
+        blocks = 0
+        if pieces:
+            body.append(_block_start(0, {"type": "text", "text": ""}, content=False))
+            body += [_delta(0, {"type": "text_delta", "text": p}) for p in pieces]
+            body.append(_event("content_block_stop", index=0))
+            blocks = 1
+        for i, call in enumerate(reply.tool_calls, start=blocks):
+            call_id = call.id or f"toolu_sim_{serial}_{i - blocks}"
+            tool = {"type": "tool_use", "id": call_id, "name": call.name, "input": {}}
+            body.append(_block_start(i, tool, content=True))
+            for piece in cut(json.dumps(call.arguments), options.tool_fragments):
+                body.append(_delta(i, {"type": "input_json_delta", "partial_json": piece}))
+            body.append(_event("content_block_stop", index=i))
+        stop = reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn")
+        return self._stream(request, serial, body, stop, reply, options.terminator)
+
+    def stream_empty(self, empty: Empty, request: SimRequest) -> StreamParts:
+        return self._stream(request, 0, [], self._empty_stop(empty), Reply(output_tokens=0), True)
+
+    def _stream(
+        self,
+        request: SimRequest,
+        serial: int,
+        body: list[Event],
+        stop: str,
+        reply: Reply,
+        terminator: bool,
+    ) -> StreamParts:
+        start = self._message(request, serial, [], stop, reply.input_tokens, 1)
+        start.update(stop_reason=None)
+        start["usage"]["output_tokens"] = min(1, reply.output_tokens)
+        head = [_event("message_start", message=start), self.keepalive(request)]
+        tail = [
+            _event(
+                "message_delta",
+                delta={"stop_reason": stop, "stop_sequence": None},
+                usage={"output_tokens": reply.output_tokens},
+            )
+        ]
+        if terminator:
+            tail.append(_event("message_stop"))
+        return StreamParts(head, body, tail)
+
+    def stream_error(self, status: int, message: str, code: str | None) -> Event:
+        error = self.error(status, message, code)
+        return _event("error", error=error["error"])
+
+    def keepalive(self, request: SimRequest) -> Event:
+        return _event("ping")
+
+    def malformed(self) -> Event:
+        return Event(MALFORMED, "content_block_delta", raw=True)
 
     @staticmethod
     def _message(
@@ -250,6 +318,19 @@ class AnthropicVendor(Vendor):
         if code and code not in types:  # e.g. the spend limit's enforced_spend_limit_reached
             err["details"] = {"error_code": code}
         return {"type": "error", "error": err, "request_id": "req_sim"}
+
+
+def _event(kind: str, *, content: bool = False, **fields: Any) -> Event:
+    """An event whose SSE name is its `type`, as every Messages stream event is."""
+    return Event({"type": kind, **fields}, kind, content=content)
+
+
+def _block_start(index: int, block: dict[str, Any], *, content: bool) -> Event:
+    return _event("content_block_start", content=content, index=index, content_block=block)
+
+
+def _delta(index: int, delta: dict[str, Any]) -> Event:
+    return _event("content_block_delta", content=True, index=index, delta=delta)
 
 
 VENDOR = AnthropicVendor()

@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..behaviours import Empty, Reply
+from ..behaviours import Empty, Reply, Stream
+from ..wire import MALFORMED, Event, Framing, Sse, StreamParts
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SimRequest:
     """A request as received: path, lower-cased headers and the decoded JSON body.
 
-    `target` is the raw request target, query string included.
+    `target` is the raw request target, query string included. `disconnected` turns True
+    when the client went away before its response was complete (see `Simulator.disconnects`).
     """
 
     vendor: str
@@ -23,6 +25,7 @@ class SimRequest:
     headers: Mapping[str, str] = field(repr=False)
     body: Any
     target: str = ""
+    disconnected: bool = False
 
 
 class Invalid(Exception):
@@ -69,6 +72,38 @@ class Vendor(ABC):
         self, status: int, message: str, code: str | None, retry_after: str | None = None
     ) -> dict[str, Any]:
         """The vendor's error body for `status` (`retry_after` only if not sent as a header)."""
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    def streams(self, request: SimRequest) -> bool:
+        """Whether this (valid) request asks for a streamed answer."""
+        return isinstance(request.body, Mapping) and request.body.get("stream") is True
+
+    def framing(self, request: SimRequest) -> Framing:
+        return Sse()
+
+    @abstractmethod
+    def stream_parts(
+        self, reply: Reply, pieces: list[str], request: SimRequest, serial: int, options: Stream
+    ) -> StreamParts:
+        """The events that stream `reply` with its text in `pieces`; `options` says how tool
+        calls are cut and whether the stream ends with the vendor's terminator."""
+
+    def stream_empty(self, empty: Empty, request: SimRequest) -> StreamParts:
+        """A stream with no usable answer: by default the empty body as the one event."""
+        return StreamParts(tail=[Event(self.empty(empty, request))])
+
+    def stream_error(self, status: int, message: str, code: str | None) -> Event:
+        """The error event a stream carries inside its 200."""
+        return Event(self.error(status, message, code))
+
+    def keepalive(self, request: SimRequest) -> Event | None:
+        """The vendor's keep-alive event; None: the framing's comment line."""
+        return None
+
+    def malformed(self) -> Event:
+        """A data line that is not JSON."""
+        return Event(MALFORMED, raw=True)
 
     def last_user_text(self, body: Any) -> str:
         """The text of the last user turn (the default reply echoes it).

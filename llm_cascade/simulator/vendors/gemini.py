@@ -1,9 +1,12 @@
 """Simulated Gemini `generateContent` (v1beta), with its request rules and error shapes.
 
-Routes `POST /v1beta/models/<id>:generateContent` (and `tunedModels/<id>`); the id is one
-percent-encoded path segment. The key is read from `x-goog-api-key` (or `?key=`, which the real
-API also accepts). A missing key is a 403 and a wrong one a 400 with reason API_KEY_INVALID, as
-the real service answers. A 429's wait goes in the body as RetryInfo, not in a header.
+Routes `POST /v1beta/models/<id>:generateContent` and `:streamGenerateContent` (and
+`tunedModels/<id>`); the id is one percent-encoded path segment. A stream is server-sent events
+with `?alt=sse` and, as the real API answers without it, one JSON array written element by
+element; other `alt` values are refused. The key is read from `x-goog-api-key` (or `?key=`,
+which the real API also accepts). A missing key is a 403 and a wrong one a 400 with reason
+API_KEY_INVALID, as the real service answers. A 429's wait goes in the body as RetryInfo, not
+in a header.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..behaviours import Empty, Reply
+from ..behaviours import Empty, Reply, Stream
+from ..wire import Event, Framing, JsonArray, Sse, StreamParts
 from .base import Invalid, SimRequest, Vendor, require
 
-ROUTE = re.compile(r"^/v1beta/(models|tunedModels)/([^/:]+):generateContent$")
+ROUTE = re.compile(
+    r"^/v1beta/(models|tunedModels)/([^/:]+):(generateContent|streamGenerateContent)$"
+)
+STREAM_METHOD = ":streamGenerateContent"
 KNOWN_FIELDS = {
     "contents", "tools", "toolConfig", "safetySettings", "systemInstruction",
     "generationConfig", "cachedContent",
@@ -200,6 +207,11 @@ class GeminiVendor(Vendor):
 
     def validate(self, request: SimRequest, api_key: str | None) -> None:
         self.check_auth(request, api_key)
+        alt = _alt(request)
+        require(
+            alt in ("json", "sse"),
+            f"the simulator answers alt=json (the default) or alt=sse, not alt={alt}",
+        )
         body = request.body
         require(isinstance(body, Mapping), "the body must be a JSON object")
         _reject_unknown(body, KNOWN_FIELDS)
@@ -230,6 +242,53 @@ class GeminiVendor(Vendor):
             "index": 0,
         }
         return self._response(request, serial, [candidate], reply.input_tokens, reply.output_tokens)
+
+    def streams(self, request: SimRequest) -> bool:
+        return request.path.endswith(STREAM_METHOD)
+
+    def framing(self, request: SimRequest) -> Framing:
+        if _alt(request) == "sse":
+            return Sse(newline="\r\n", content_type="text/event-stream")
+        return JsonArray()
+
+    def stream_parts(
+        self, reply: Reply, pieces: list[str], request: SimRequest, serial: int, options: Stream
+    ) -> StreamParts:
+        """One `GenerateContentResponse` per text piece or function call, every one with the
+        prompt's usage, and a last one with `finishReason` and the full `usageMetadata`
+        (no `[DONE]`: the finish ends the stream)."""
+        parts: list[dict[str, Any]] = [{"text": piece} for piece in pieces]
+        for call in reply.tool_calls:
+            fn: dict[str, Any] = {"name": call.name, "args": call.arguments}
+            if call.id:
+                fn["id"] = call.id
+            parts.append({"functionCall": fn})
+        final = self._response(request, serial, [], reply.input_tokens, reply.output_tokens)
+        prompt_only = {
+            "promptTokenCount": reply.input_tokens,
+            "totalTokenCount": reply.input_tokens,
+        }
+
+        def frame(candidate: dict[str, Any], usage: dict[str, int]) -> dict[str, Any]:
+            return {
+                "candidates": [{**candidate, "index": 0}],
+                "usageMetadata": usage,
+                "modelVersion": final["modelVersion"],
+                "responseId": final["responseId"],
+            }
+
+        body = [
+            Event(frame({"content": {"role": "model", "parts": [part]}}, prompt_only), content=True)
+            for part in parts
+        ]
+        finish = reply.stop_reason or "STOP"
+        last: dict[str, Any] = {"finishReason": finish}
+        if finish in ("STOP", "MAX_TOKENS"):
+            last["content"] = {"role": "model", "parts": [{"text": ""}]}
+        else:  # a blocked answer ends without content
+            last["safetyRatings"] = []
+        tail = [Event(frame(last, final["usageMetadata"]))] if options.terminator else []
+        return StreamParts(body=body, tail=tail)
 
     def empty(self, empty: Empty, request: SimRequest) -> dict[str, Any]:
         """`Empty("SAFETY")` (any finish reason) gives a blocked candidate; `Empty("prompt")` a
@@ -290,6 +349,12 @@ class GeminiVendor(Vendor):
                 ]
                 return "".join(t for t in texts if isinstance(t, str))
         return ""
+
+
+def _alt(request: SimRequest) -> str:
+    """The response format the query asks for (the API's default: json)."""
+    values = parse_qs(urlsplit(request.target).query).get("alt")
+    return values[-1] if values else "json"
 
 
 VENDOR = GeminiVendor()

@@ -1,8 +1,9 @@
 """Simulated Ollama native chat (`POST /api/chat`), with the rules its server enforces.
 
 Ollama takes no key. Its Go server rejects values of the wrong JSON type (tool-call arguments
-must be an object, content a string) and ignores unknown fields. The simulator answers only
-`"stream": false` requests, the form llm-cascade sends.
+must be an object, content a string) and ignores unknown fields. Like the real server it
+streams unless the request says `"stream": false`: one JSON object a line, tool calls whole in
+one message line, the statistics on the last (`"done": true`) line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..behaviours import Empty, Reply
+from ..behaviours import Empty, Reply, Stream
+from ..wire import Event, Framing, Ndjson, StreamParts
 from .base import SimRequest, Vendor, require
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -96,9 +98,10 @@ class OllamaVendor(Vendor):
         body = request.body
         require(isinstance(body, Mapping), "the body must be a JSON object")
         require(isinstance(body.get("model"), str) and bool(body["model"]), "model is required")
+        stream = body.get("stream", True)
         require(
-            body.get("stream") is False,
-            'the simulator answers only "stream": false requests (Ollama streams by default)',
+            isinstance(stream, bool),
+            _go_type_error(_json_kind(stream), "ChatRequest.stream", "bool"),
         )
         _check_messages(body.get("messages", []))
         for i, tool in enumerate(body.get("tools") or []):
@@ -112,19 +115,38 @@ class OllamaVendor(Vendor):
 
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text}
-        calls = []
-        for i, c in enumerate(reply.tool_calls):
-            call: dict[str, Any] = {
-                "function": {"index": i, "name": c.name, "arguments": c.arguments}
-            }
-            if c.id:
-                call["id"] = c.id
-            calls.append(call)
-        if calls:
-            message["tool_calls"] = calls
+        if reply.tool_calls:
+            message["tool_calls"] = _tool_calls(reply)
         return self._response(
             request, message, reply.stop_reason or "stop", reply.input_tokens, reply.output_tokens
         )
+
+    def streams(self, request: SimRequest) -> bool:
+        return request.body.get("stream", True) is not False
+
+    def framing(self, request: SimRequest) -> Framing:
+        return Ndjson()
+
+    def stream_parts(
+        self, reply: Reply, pieces: list[str], request: SimRequest, serial: int, options: Stream
+    ) -> StreamParts:
+        body = [Event(_line(request, {"content": piece}), content=True) for piece in pieces]
+        if reply.tool_calls:
+            message = {"content": "", "tool_calls": _tool_calls(reply)}
+            body.append(Event(_line(request, message), content=True))
+        tail = []
+        if options.terminator:
+            done = reply.stop_reason or "stop"
+            last = {"role": "assistant", "content": ""}
+            tail.append(
+                Event(self._response(request, last, done, reply.input_tokens, reply.output_tokens))
+            )
+        return StreamParts(body=body, tail=tail)
+
+    def keepalive(self, request: SimRequest) -> Event:
+        """Ollama sends no keep-alives; a line with empty content is what a model that thinks
+        (or loads) before its first token streams."""
+        return Event(_line(request, {"content": ""}))
 
     def empty(self, empty: Empty, request: SimRequest) -> dict[str, Any]:
         done = empty.reason if empty.reason != "empty" else "stop"
@@ -136,7 +158,7 @@ class OllamaVendor(Vendor):
     ) -> dict[str, Any]:
         return {
             "model": request.model,
-            "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "created_at": _now(),
             "message": message,
             "done_reason": done,
             "done": True,
@@ -149,6 +171,30 @@ class OllamaVendor(Vendor):
         self, status: int, message: str, code: str | None, retry_after: str | None = None
     ) -> dict[str, Any]:
         return {"error": message}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _line(request: SimRequest, message: dict[str, Any]) -> dict[str, Any]:
+    """A line of a stream before the last: an assistant message piece, `done: false`."""
+    return {
+        "model": request.model,
+        "created_at": _now(),
+        "message": {"role": "assistant", **message},
+        "done": False,
+    }
+
+
+def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
+    calls = []
+    for i, c in enumerate(reply.tool_calls):
+        call: dict[str, Any] = {"function": {"index": i, "name": c.name, "arguments": c.arguments}}
+        if c.id:
+            call["id"] = c.id
+        calls.append(call)
+    return calls
 
 
 VENDOR = OllamaVendor()

@@ -7,7 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..behaviours import Empty, Reply
+from ..behaviours import Empty, Reply, Stream
+from ..wire import Event, StreamParts, cut
 from .base import Invalid, SimRequest, Vendor, check_key, require
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -81,6 +82,33 @@ def _check_messages(messages: Any) -> None:
     )
 
 
+def _check_stream(body: Mapping[str, Any]) -> None:
+    stream = body.get("stream")
+    require(
+        stream is None or isinstance(stream, bool),
+        f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__} instead.",
+    )
+    options = body.get("stream_options")
+    if options is None:
+        return
+    require(
+        stream is True, "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+    )
+    require(isinstance(options, Mapping), "Invalid type for 'stream_options': expected an object.")
+    require(
+        isinstance(options.get("include_usage", False), bool),
+        "Invalid type for 'stream_options.include_usage': expected a boolean.",
+    )
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {
+        "prompt_tokens": reply.input_tokens,
+        "completion_tokens": reply.output_tokens,
+        "total_tokens": reply.input_tokens + reply.output_tokens,
+    }
+
+
 def _check_tools(tools: Any) -> None:
     require(isinstance(tools, list), "'tools' must be an array")
     require(bool(tools), "[] is too short - 'tools'")
@@ -120,6 +148,7 @@ class OpenAIVendor(Vendor):
             "you must provide a model parameter",
         )
         _check_messages(body.get("messages"))
+        _check_stream(body)
         if "tools" in body:
             _check_tools(body["tools"])
         if "max_tokens" in body:
@@ -152,12 +181,56 @@ class OpenAIVendor(Vendor):
             "created": int(time.time()),
             "model": request.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {
-                "prompt_tokens": reply.input_tokens,
-                "completion_tokens": reply.output_tokens,
-                "total_tokens": reply.input_tokens + reply.output_tokens,
-            },
+            "usage": _usage(reply),
         }
+
+    def stream_parts(
+        self, reply: Reply, pieces: list[str], request: SimRequest, serial: int, options: Stream
+    ) -> StreamParts:
+        """`chat.completion.chunk`s: the role, content pieces, tool-call fragments (id and
+        name first, then the arguments in pieces), the finish, the usage if asked, `[DONE]`."""
+        stream_options = request.body.get("stream_options") or {}
+        with_usage = stream_options.get("include_usage") is True
+        meta = {
+            "id": f"chatcmpl-sim-{serial}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.model,
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data: dict[str, Any] = {**meta, "choices": [choice]}
+            if with_usage:
+                data["usage"] = None  # as every chunk before the usage chunk says
+            return data
+
+        def content(delta: dict[str, Any]) -> Event:
+            return Event(chunk(delta), content=True)
+
+        head = [Event(chunk({"role": "assistant", "content": "" if pieces else None}))]
+        body = [content({"content": piece}) for piece in pieces]
+        for i, call in enumerate(reply.tool_calls):
+            index = 0 if options.reuse_index_zero else i
+            function = {"name": call.name, "arguments": ""}
+            call_id = call.id or f"call_sim_{serial}_{i}"
+            first = {"index": index, "id": call_id, "type": "function", "function": function}
+            body.append(content({"tool_calls": [first]}))
+            for piece in cut(json.dumps(call.arguments), options.tool_fragments):
+                body.append(
+                    content({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                )
+        finish = reply.stop_reason or ("tool_calls" if reply.tool_calls else "stop")
+        tail = [Event(chunk({}, finish))]
+        if with_usage:
+            tail.append(Event({**meta, "choices": [], "usage": _usage(reply)}))
+        if options.terminator:
+            tail.append(Event("[DONE]", raw=True))
+        return StreamParts(head, body, tail)
+
+    def stream_empty(self, empty: Empty, request: SimRequest) -> StreamParts:
+        chunk = {**self.empty(empty, request), "object": "chat.completion.chunk"}
+        return StreamParts(tail=[Event(chunk), Event("[DONE]", raw=True)])
 
     def empty(self, empty: Empty, request: SimRequest) -> dict[str, Any]:
         return {

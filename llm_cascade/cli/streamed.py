@@ -1,0 +1,102 @@
+"""`run --stream`: the answer written as it arrives (text, or one JSON object per event).
+
+The engine decides everything; this module only writes what it yields. A stream that broke
+after output is announced on stderr: continued by the next entry, or restarted (on a terminal,
+below a separator; in a plain-text pipe nothing already written can be taken back, so the run
+stops there, with the prompt and the partial answer saved).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from ..events import Done, EntryStarted, Reset, Switched, Text, ToolCallDelta
+from ._common import StdoutClosed, StdoutFailed, say, write_stdout
+
+if TYPE_CHECKING:
+    from ..cascade import Cascade, RunOptions
+    from ..events import StreamEvent
+    from ..results import CascadeResult
+    from ..types import Conversation
+
+
+class RestartRefused(Exception):
+    """A plain-text stream into a pipe cannot restart: the bytes already went out."""
+
+
+def event_json(event: StreamEvent) -> dict[str, Any]:
+    """One line of `run --json --stream`; `Done` is the object `run --json` prints."""
+    if isinstance(event, Done):
+        return {"event": "done", **event.result.to_dict()}
+    if isinstance(event, EntryStarted):
+        return {"event": "entry_started", "entry": event.entry, "try": event.try_number}
+    if isinstance(event, Text):
+        return {"event": "text", "text": event.text}
+    if isinstance(event, ToolCallDelta):
+        return {
+            "event": "tool_call_delta",
+            "index": event.index,
+            "id": event.id,
+            "name": event.name,
+            "arguments": event.arguments,
+        }
+    if isinstance(event, Reset):
+        return {"event": "reset", "entry": event.entry, "reason": event.reason}
+    return {"event": "switched", "entry": event.entry, "to": event.to, "reason": event.reason}
+
+
+async def stream_answer(
+    engine: Cascade,
+    cascade: str,
+    conversation: Conversation,
+    options: RunOptions,
+    *,
+    as_json: bool,
+    terminal: bool,
+    on_output: Callable[[], None] = lambda: None,
+) -> CascadeResult:
+    """Write the stream out; return the result once the whole answer is out.
+
+    `on_output` is called before anything is written (a spinner stops there).
+    """
+    from . import render
+
+    async with aclosing(engine.stream(cascade, conversation, options)) as events:
+        async for event in events:
+            if not isinstance(event, EntryStarted):
+                on_output()
+            if isinstance(event, Done):
+                calls = event.result.response.tool_calls
+                end = "\n" + (render.dumps(event.result.response.to_dict()) + "\n" if calls else "")
+                try:
+                    write_stdout(_line(event) if as_json else end)
+                except (StdoutClosed, StdoutFailed) as exc:
+                    event.answer.undelivered(str(exc) or "the reader closed stdout")
+                    raise
+                return event.result
+            if as_json:
+                write_stdout(_line(event))
+            elif isinstance(event, Text):
+                write_stdout(render.shown_text(event.text, terminal=terminal))
+            elif isinstance(event, Switched):
+                say(
+                    f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
+                    f" {event.to} continues the answer"
+                )
+            elif isinstance(event, Reset):
+                if not terminal:
+                    raise RestartRefused(event.entry, event.reason)
+                say(
+                    f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
+                    " the next entry answers from the start:"
+                )
+                write_stdout("\n----\n")
+    raise AssertionError("a stream ends with Done or raises")  # pragma: no cover
+
+
+def _line(event: StreamEvent) -> str:
+    from . import render
+
+    return render.compact_dumps(event_json(event)) + "\n"
