@@ -480,6 +480,7 @@ class _Run:
             sent.reply = await _http.send(client, adapter, conversation, call, budget, now)
             return
         async with _http.open_stream(client, adapter, conversation, call, budget, now) as stream:
+            sent.arrived = lambda: stream.text  # what a break leaves, without a second copy
             async for delta in stream:
                 event = sent.add(delta, self.e.clock.monotonic())
                 if event is not None:
@@ -617,8 +618,12 @@ class _Exchange:
     reply: Reply | None = None
     ttft_ms: int | None = None
     chunks: int | None = None
-    text: str = ""
+    arrived: Callable[[], str] = lambda: ""  # the text a stream has passed on so far
     has_tool_calls: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.arrived()
 
     @property
     def content_started(self) -> bool:
@@ -631,7 +636,6 @@ class _Exchange:
         """Note a stream delta; the event to pass on, for content."""
         if isinstance(delta, streaming.TextDelta):
             event: StreamEvent = Text(delta.text)
-            self.text += delta.text
         elif isinstance(delta, streaming.ToolCallDelta):
             event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
             self.has_tool_calls = True
