@@ -99,18 +99,92 @@ async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> tuple[float, float]
     return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
 
-async def main(url: str, work: Path, rounds: int) -> dict[str, Any]:
-    os.environ["BENCH_KEY"] = "bench"
-    app = config(url, work)
-    chat = url + "/v1/chat/completions"
-    headers = {"Authorization": "Bearer bench"}
+class Probes:
+    """The measured calls: each bare httpx one beside the engine's."""
 
-    def body(model: str, stream: bool = False) -> dict[str, Any]:
+    def __init__(self, client: httpx.AsyncClient, engine: Cascade, url: str) -> None:
+        self.client, self.engine = client, engine
+        self.chat = url + "/v1/chat/completions"
+        self.headers = {"Authorization": "Bearer bench"}
+        self.counter = 0
+
+    def prompt(self) -> Conversation:
+        self.counter += 1
+        return Conversation.single_user_prompt(f"hi {self.counter}")
+
+    def body(self, model: str, stream: bool = False) -> dict[str, Any]:
         b: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
         if stream:
             b["stream"] = True
         return b
 
+    async def bare_post(self) -> None:
+        reply = await self.client.post(self.chat, json=self.body("ok"), headers=self.headers)
+        reply.raise_for_status()
+
+    async def engine_run(self) -> None:
+        await self.engine.run("ok", self.prompt())
+
+    async def _bare_lines(self, model: str) -> httpx.Response:
+        req = self.client.build_request(
+            "POST", self.chat, json=self.body(model, True), headers=self.headers
+        )
+        return await self.client.send(req, stream=True)
+
+    async def bare_first(self) -> float:
+        start, first = time.perf_counter(), 0.0
+        response = await self._bare_lines("ok")
+        async for line in response.aiter_lines():
+            if line.startswith("data: {") and '"content"' in line:
+                first = first or time.perf_counter() - start
+        await response.aclose()
+        return first
+
+    async def engine_first(self) -> float:
+        start, first = time.perf_counter(), 0.0
+        async for event in self.engine.stream("ok", self.prompt()):
+            if isinstance(event, Text) and not first:
+                first = time.perf_counter() - start
+        return first
+
+    async def bare_chunks(self) -> None:
+        response = await self._bare_lines("chunky")
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                json.loads(line[6:])
+        await response.aclose()
+
+    async def engine_chunks(self) -> None:
+        async for _ in self.engine.stream("chunky", self.prompt()):
+            pass
+
+
+async def measure(probes: Probes, rounds: int, note: Callable[[str, float], None]) -> None:
+    for _ in range(3):  # warm up connections and imports
+        await probes.bare_post()
+        await probes.engine_run()
+        await probes.engine_first()
+    for _ in range(rounds):
+        for name, fn in (("post", probes.bare_post), ("run", probes.engine_run)):
+            wall, cpu = await timed(fn, 20)
+            note(f"{name}_wall", wall)
+            note(f"{name}_cpu", cpu)
+        note("bare_first", statistics.median([await probes.bare_first() for _ in range(10)]))
+        note("engine_first", statistics.median([await probes.engine_first() for _ in range(10)]))
+        for name, fn in (("bare", probes.bare_chunks), ("engine", probes.engine_chunks)):
+            _, cpu = await timed(fn, 2)
+            note(f"{name}_chunk_cpu", cpu / CHUNKS)
+    tracemalloc.start()
+    async for _ in probes.engine.stream("big", probes.prompt()):
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    note("big_peak", peak / BIG)
+
+
+async def main(url: str, work: Path, rounds: int) -> dict[str, Any]:
+    os.environ["BENCH_KEY"] = "bench"
+    app = config(url, work)
     results: dict[str, list[float]] = {}
 
     def note(name: str, value: float) -> None:
@@ -119,80 +193,12 @@ async def main(url: str, work: Path, rounds: int) -> dict[str, Any]:
     async with httpx.AsyncClient() as client:
         with Store(app.database_path) as store:
             engine = Cascade(app, store=store, client=client, clock=ManualClock())
-            counter = [0]
-
-            def prompt() -> Conversation:
-                counter[0] += 1
-                return Conversation.single_user_prompt(f"hi {counter[0]}")
-
-            async def bare_post() -> None:
-                (await client.post(chat, json=body("ok"), headers=headers)).raise_for_status()
-
-            async def engine_run() -> None:
-                await engine.run("ok", prompt())
-
-            async def bare_first(model: str) -> float:
-                start = time.perf_counter()
-                req = client.build_request("POST", chat, json=body(model, True), headers=headers)
-                response = await client.send(req, stream=True)
-                first = 0.0
-                async for line in response.aiter_lines():
-                    if line.startswith("data: {") and '"content"' in line:
-                        first = first or time.perf_counter() - start
-                await response.aclose()
-                return first
-
-            async def engine_first(cascade: str) -> float:
-                start = time.perf_counter()
-                first = 0.0
-                async for event in engine.stream(cascade, prompt()):
-                    if isinstance(event, Text) and not first:
-                        first = time.perf_counter() - start
-                return first
-
-            async def bare_chunks() -> None:
-                req = client.build_request("POST", chat, json=body("chunky", True), headers=headers)
-                response = await client.send(req, stream=True)
-                async for line in response.aiter_lines():
-                    if line.startswith("data: {"):
-                        json.loads(line[6:])
-                await response.aclose()
-
-            async def engine_chunks() -> None:
-                async for _ in engine.stream("chunky", prompt()):
-                    pass
-
-            for _ in range(3):  # warm up connections and imports
-                await bare_post()
-                await engine_run()
-                await engine_first("ok")
-            for _ in range(rounds):
-                w, c = await timed(bare_post, 20)
-                note("post_wall", w)
-                note("post_cpu", c)
-                w, c = await timed(engine_run, 20)
-                note("run_wall", w)
-                note("run_cpu", c)
-                note("bare_first", statistics.median([await bare_first("ok") for _ in range(10)]))
-                note(
-                    "engine_first", statistics.median([await engine_first("ok") for _ in range(10)])
-                )
-                _, c = await timed(bare_chunks, 2)
-                note("bare_chunk_cpu", c / CHUNKS)
-                _, c = await timed(engine_chunks, 2)
-                note("engine_chunk_cpu", c / CHUNKS)
-
-            tracemalloc.start()
-            async for _ in engine.stream("big", prompt()):
-                pass
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            note("big_peak", peak / BIG)
-
+            probes = Probes(client, engine, url)
+            await measure(probes, rounds, note)
     async with Cascade(app) as fresh:  # its own client and pool, as a new process would have
         for batch in range(3):
             start = time.perf_counter()
-            await asyncio.gather(*(fresh.run("ok", prompt()) for _ in range(500)))
+            await asyncio.gather(*(fresh.run("ok", probes.prompt()) for _ in range(500)))
             note(f"batch{batch}", time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in results.items()}
 
@@ -203,21 +209,21 @@ def report(m: dict[str, Any]) -> None:
         ("`Cascade.run`, one entry answers", m["run_wall"] * 1e3, m["run_cpu"] * 1e3,
          m["run_cpu"] / m["post_cpu"]),
     ]  # fmt: skip
-    print("| one whole call | wall ms | CPU ms | CPU × baseline |\n|---|---:|---:|---:|")
+    print("| one whole call | wall ms | CPU ms | CPU x baseline |\n|---|---:|---:|---:|")
     for name, wall, cpu, ratio in rows:
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {ratio:.2f} |")
     first = m["engine_first"] / m["bare_first"]
     extra = (m["engine_first"] - m["bare_first"]) * 1e3
     print(
         f"\ntime to first delta: bare httpx stream {m['bare_first'] * 1e3:.2f} ms,"
-        f" Cascade.stream {m['engine_first'] * 1e3:.2f} ms ({first:.2f}×, +{extra:.2f} ms)"
+        f" Cascade.stream {m['engine_first'] * 1e3:.2f} ms ({first:.2f}x, +{extra:.2f} ms)"
     )
     chunk = m["engine_chunk_cpu"] / m["bare_chunk_cpu"]
     print(
         f"CPU per chunk ({CHUNKS} chunks): bare {m['bare_chunk_cpu'] * 1e6:.1f} µs,"
-        f" Cascade.stream {m['engine_chunk_cpu'] * 1e6:.1f} µs ({chunk:.2f}×)"
+        f" Cascade.stream {m['engine_chunk_cpu'] * 1e6:.1f} µs ({chunk:.2f}x)"
     )
-    print(f"peak memory of a 1 MiB streamed answer: {m['big_peak']:.2f}× its size")
+    print(f"peak memory of a 1 MiB streamed answer: {m['big_peak']:.2f}x its size")
     print(f"500 concurrent calls: first batch {m['batch0']:.2f} s, then {m['batch1']:.2f} s"
           f" and {m['batch2']:.2f} s")  # fmt: skip
 
