@@ -29,7 +29,7 @@ from .events import Done, EntryStarted, Reset, StreamEvent, Switched, Text, Tool
 from .failures import FailureStore, PendingPrompt, PromptKeeper
 from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
-from .providers import get_adapter, streaming
+from .providers import get_adapter
 from .providers.base import Adapter, Budget, CallOptions
 from .results import CascadeResult, RunOptions
 from .store import EntryState, Store, StoreError
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     import httpx
 
     from .providers._http import Reply
-    from .providers.streaming import Delta
 
 __all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
@@ -479,12 +478,21 @@ class _Run:
         if not self.streaming:
             sent.reply = await _http.send(client, adapter, conversation, call, budget, now)
             return
+        from .providers.streaming import TextDelta as TextPiece
+        from .providers.streaming import ToolCallDelta as CallPiece
+
         async with _http.open_stream(client, adapter, conversation, call, budget, now) as stream:
             sent.arrived = lambda: stream.text  # what a break leaves, without a second copy
             async for delta in stream:
-                event = sent.add(delta, self.e.clock.monotonic())
-                if event is not None:
-                    yield event
+                if isinstance(delta, TextPiece):
+                    event: StreamEvent = Text(delta.text)
+                elif isinstance(delta, CallPiece):
+                    event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
+                    sent.has_tool_calls = True
+                else:
+                    continue
+                sent.content(self.e.clock.monotonic())
+                yield event
             sent.reply = _http.Reply(stream.response(), stream.status)
 
     def _failed(
@@ -632,19 +640,11 @@ class _Exchange:
     def latency_ms(self, now: float) -> int:
         return _ms(now - self.started)
 
-    def add(self, delta: Delta, now: float) -> StreamEvent | None:
-        """Note a stream delta; the event to pass on, for content."""
-        if isinstance(delta, streaming.TextDelta):
-            event: StreamEvent = Text(delta.text)
-        elif isinstance(delta, streaming.ToolCallDelta):
-            event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
-            self.has_tool_calls = True
-        else:
-            return None
+    def content(self, now: float) -> None:
+        """Count a content event (the first one's time is the time to first token)."""
         if self.ttft_ms is None:
             self.ttft_ms, self.chunks = self.latency_ms(now), 0
         self.chunks = (self.chunks or 0) + 1
-        return event
 
 
 def _continued(prefix: str, response: LlmResponse) -> LlmResponse:
