@@ -399,6 +399,9 @@ class _Run:
             has_tool_calls=partial.has_tool_calls,
         )
         if mode == "continue" and partial.text.strip():
+            # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400); the model
+            # writes the space itself, so the shown text is kept up to its last word.
+            partial.text = partial.text.rstrip()
             messages = [*self.conversation.messages, Message.assistant(partial.text)]
             picked = Conversation(messages, self.conversation.tools)
             return picked, Switched(partial.entry, entry.key, partial.reason)
