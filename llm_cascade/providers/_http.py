@@ -322,6 +322,10 @@ class WholeReply:
     def response(self) -> LlmResponse:
         return self._reply.response
 
+    @property
+    def text(self) -> str:
+        return self._reply.response.text
+
     async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
         response = self._reply.response
         yield streaming.ModelDelta(response.model)
@@ -350,6 +354,11 @@ class StreamReply:
         self._options = options
         self._limits = limits
         self._assembler = streaming.StreamAssembler()
+
+    @property
+    def text(self) -> str:
+        """The text that has arrived so far."""
+        return self._assembler.text
 
     def response(self) -> LlmResponse:
         """The answer the deltas made (after the stream was read to its end)."""

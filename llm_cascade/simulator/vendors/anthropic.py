@@ -114,6 +114,11 @@ def _check_messages(messages: Any) -> None:
             f"messages.{i}: all messages must have non-empty content except for the optional"
             " final assistant message",
         )
+        if final_assistant and blocks and blocks[-1].get("type") == "text":
+            text = str(blocks[-1].get("text", ""))
+            require(
+                text == text.rstrip(), "final assistant content cannot end with trailing whitespace"
+            )
         kinds = [b.get("type") for b in blocks]
         results = [str(b.get("tool_use_id")) for b in blocks if b.get("type") == "tool_result"]
         leading = kinds[: len(results)] == ["tool_result"] * len(results)
