@@ -280,3 +280,15 @@ def test_metrics_textfile_in_a_missing_directory_is_exit_1_naming_the_path(tmp_p
     done = run_cli("metrics", "-c", str(cfg), "--textfile", str(target))
     assert done.returncode == 1
     assert f"cannot write the metrics to '{target}'" in done.stderr
+
+
+def test_stats_shows_time_to_first_token_once_answers_are_streamed(tmp_path, sim):
+    cfg = outage_config(tmp_path, sim)
+    args = ("run", "-C", "spare", "-c", str(cfg), "-p", "one")
+    assert run_cli(*args, "--no-stream").returncode == 0
+    assert "TTFT" not in run_cli("stats", "-c", str(cfg)).stdout
+    assert run_cli(*args, "--stream").returncode == 0
+    backup = by_entry(stats_json(cfg), "spare")["sim/backup"]
+    assert backup["attempts"] == 2 and backup["ttft_ms"]["p50"] is not None
+    done = run_cli("stats", "-c", str(cfg), "-C", "spare")
+    assert "TTFT P50" in done.stdout and "TTFT P95" in done.stdout
