@@ -348,6 +348,8 @@ class _Run:
 
     async def _entry(self, entry: CascadeEntry) -> AsyncGenerator[StreamEvent, None]:
         """Skip the entry, claim its probe, or try it."""
+        if self._cannot_pick_up(entry):
+            return
         provider = self.e.config.providers[entry.provider]
         now = self.e.clock.now()
         state = self.journal.state(entry.key)
@@ -384,6 +386,25 @@ class _Run:
                 logger.warning("%s", key.warning)
         return key
 
+    def _midstream_mode(self, entry: CascadeEntry) -> policy.Midstream | None:
+        """What `entry` would do with a stream an earlier entry broke; None if none did."""
+        partial = self.partial
+        if partial is None:
+            return None
+        return policy.midstream_mode(
+            self.midstream,
+            next_accepts_prefill="prefill" in entry.options.supports,
+            has_tool_calls=partial.has_tool_calls or not partial.text.strip(),
+        )
+
+    def _cannot_pick_up(self, entry: CascadeEntry) -> bool:
+        """True if `entry` could only start over a broken stream the caller cannot take back:
+        it is passed over, and a later entry that takes a prefill may continue instead."""
+        if self.opts.can_restart or self._midstream_mode(entry) != "restart":
+            return False
+        logger.info("%s: passed over: it cannot continue the partial answer", entry.key)
+        return True
+
     def _picking_up(self, entry: CascadeEntry) -> tuple[Conversation, StreamEvent | None]:
         """The conversation this entry answers, after an earlier stream broke mid-way.
 
@@ -391,14 +412,10 @@ class _Run:
         otherwise it starts over and the caller is told to discard what it showed.
         """
         partial = self.partial
-        if partial is None:
+        mode = self._midstream_mode(entry)
+        if partial is None or mode is None:
             return self.conversation, None
-        mode = policy.midstream_mode(
-            self.midstream,
-            next_accepts_prefill="prefill" in entry.options.supports,
-            has_tool_calls=partial.has_tool_calls,
-        )
-        if mode == "continue" and partial.text.strip():
+        if mode == "continue":
             messages = [*self.conversation.messages, Message.assistant(partial.text)]
             picked = Conversation(messages, self.conversation.tools)
             return picked, Switched(partial.entry, entry.key, partial.reason)
@@ -417,7 +434,7 @@ class _Run:
         opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
-        call = _call_options(entry, provider, key)
+        call = _call_options(entry, provider, key, self.opts)
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""
         if told is not None:
@@ -662,18 +679,21 @@ def _ignored(state: EntryState, now: float) -> str | None:
     return None
 
 
-def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey) -> CallOptions:
+def _call_options(
+    entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey, run: RunOptions
+) -> CallOptions:
     opts = entry.options
     return CallOptions(
         model=entry.model,
         base_url=provider.effective_base_url,
         api_key=key.value,
-        max_tokens=opts.max_tokens,
-        temperature=opts.temperature,
+        max_tokens=run.max_tokens if run.max_tokens is not None else opts.max_tokens,
+        temperature=run.temperature if run.temperature is not None else opts.temperature,
         extra=opts.extra,
         headers=opts.headers,
         max_response_bytes=opts.max_response_bytes,
         stream_usage=opts.stream_usage,
+        passed_headers=run.vendor_headers.get(provider.type, {}),
     )
 
 

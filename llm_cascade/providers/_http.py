@@ -158,6 +158,7 @@ def _request(
     wire = adapter.build_request(conversation, options, stream=stream)
     headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
     headers.update(wire.headers)
+    headers.update(options.passed_headers)
     headers.update(options.headers)
     return client.build_request(
         "POST",
