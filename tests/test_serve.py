@@ -212,11 +212,13 @@ def test_the_anthropic_sdk_streams_text_and_tool_use(tmp_path, sim):
     calls = (SimToolCall("lookup", {"q": "x"}),)
     sim.script("a", Reply("let me look", tool_calls=calls, stream=Stream(tool_fragments=3)))
     tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
-    with gateway(sim_config(tmp_path, sim, fast=["a"])) as gw:
-        with claude(gw.url).messages.stream(
+    with (
+        gateway(sim_config(tmp_path, sim, fast=["a"])) as gw,
+        claude(gw.url).messages.stream(
             model="fast", max_tokens=50, tools=tools, messages=[{"role": "user", "content": "go"}]
-        ) as events:
-            final = events.get_final_message()
+        ) as events,
+    ):
+        final = events.get_final_message()
     text, call = final.content
     assert text.type == "text" and text.text == "let me look"
     assert call.type == "tool_use" and call.name == "lookup" and call.input == {"q": "x"}
@@ -487,14 +489,16 @@ def test_the_token_is_required_everywhere_but_healthz(tmp_path, sim):
 
 
 def test_a_slow_loris_holds_only_its_own_connection(tmp_path, sim):
-    with gateway(sim_config(tmp_path, sim)) as gw:
-        with socket.create_connection(("127.0.0.1", gw.port)) as loris:
-            loris.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
-            with socket.create_connection(("127.0.0.1", gw.port)) as slow_body:
-                slow_body.sendall(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
-                )
-                reply = httpx.post(f"{gw.url}/v1/chat/completions", json=_chat("x"), timeout=10)
+    with (
+        gateway(sim_config(tmp_path, sim)) as gw,
+        socket.create_connection(("127.0.0.1", gw.port)) as loris,
+        socket.create_connection(("127.0.0.1", gw.port)) as slow_body,
+    ):
+        loris.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+        slow_body.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        )
+        reply = httpx.post(f"{gw.url}/v1/chat/completions", json=_chat("x"), timeout=10)
     assert reply.status_code == 200
 
 
@@ -528,20 +532,19 @@ def test_a_client_that_never_reads_its_stream_is_dropped_and_the_upstream_closed
 
 def test_sigterm_lets_an_in_flight_request_finish(tmp_path, sim):
     sim.script("a", Reply("late but whole", delay=1.0))
-    with gateway(sim_config(tmp_path, sim)) as gw:
-        with httpx.Client(timeout=30) as client:
-            import threading
+    with gateway(sim_config(tmp_path, sim)) as gw, httpx.Client(timeout=30) as client:
+        import threading
 
-            result: list[httpx.Response] = []
-            sender = threading.Thread(
-                target=lambda: result.append(
-                    client.post(f"{gw.url}/v1/chat/completions", json=_chat("x"))
-                )
+        result: list[httpx.Response] = []
+        sender = threading.Thread(
+            target=lambda: result.append(
+                client.post(f"{gw.url}/v1/chat/completions", json=_chat("x"))
             )
-            sender.start()
-            assert sim.wait_for(1, "a")
-            assert gw.stop() in (0, -15)
-            sender.join(30)
+        )
+        sender.start()
+        assert sim.wait_for(1, "a")
+        assert gw.stop() in (0, -15)
+        sender.join(30)
     assert (
         result[0].status_code == 200
         and result[0].json()["choices"][0]["message"]["content"] == "late but whole"
