@@ -101,7 +101,8 @@ def main() -> None:
     config = work / "config.toml"
     config.write_text(
         f'keyring = false\n[providers.sim]\ntype = "openai"\nbase_url = "{sim_url}/v1"\n'
-        'api_key_env = "BENCH_KEY"\n[cascades.fast]\nentries = [{ provider = "sim", model = "m" }]\n'
+        'api_key_env = "BENCH_KEY"\n[cascades.fast]\n'
+        'entries = [{ provider = "sim", model = "m" }]\n'
         f'[database]\npath = "{work}/db.sqlite"\n[failure_persistence]\ndir = "{work}/failed"\n'
     )
     env = {**os.environ, "BENCH_KEY": KEY, "LLM_CASCADE_LOG": "warning"}
@@ -144,7 +145,7 @@ def main() -> None:
             wait_up(f"{targets['litellm'][0]}/health/liveliness")
         results: dict[str, list[float]] = {name: [] for name in targets}
         elapsed: dict[str, float] = dict.fromkeys(targets, 0.0)
-        for name, (url, model) in targets.items():  # warm up: connections, imports, caches
+        for url, model in targets.values():  # warm up: connections, imports, caches
             asyncio.run(load(url, model, 200, args.concurrency, KEY))
         for _ in range(args.rounds):
             for name, (url, model) in targets.items():
@@ -157,13 +158,11 @@ def main() -> None:
         print(f"{total} requests per target, concurrency {args.concurrency}, one worker each")
         print(f"{'target':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
         for name, values in results.items():
-            print(
-                f"{name:<10} {pct(values, 0.5):8.2f} {pct(values, 0.99):8.2f} {total / elapsed[name]:8.0f}"
-            )
+            rps = total / elapsed[name]
+            print(f"{name:<10} {pct(values, 0.5):8.2f} {pct(values, 0.99):8.2f} {rps:8.0f}")
         direct, gw = results["direct"], results["gateway"]
-        print(
-            f"added by the gateway: p50 {pct(gw, 0.5) - pct(direct, 0.5):.2f} ms, p99 {pct(gw, 0.99) - pct(direct, 0.99):.2f} ms"
-        )
+        p50, p99 = pct(gw, 0.5) - pct(direct, 0.5), pct(gw, 0.99) - pct(direct, 0.99)
+        print(f"added by the gateway: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         print(f"gateway worker RSS after the run: {rss_mib(procs[1].pid):.1f} MiB")
         if "litellm" in targets:
             ratio = (total / elapsed["gateway"]) / (total / elapsed["litellm"])
