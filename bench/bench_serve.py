@@ -122,6 +122,7 @@ def main() -> None:
             "litellm_settings:\n  telemetry: false\n"
         )
         peer_env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+        peer_env["LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"] = "true"  # loopback
         litellm = str(args.peers_venv / "bin" / "litellm")
         procs.append(
             start(
