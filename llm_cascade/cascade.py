@@ -354,6 +354,8 @@ class _Run:
 
     async def _entry(self, entry: CascadeEntry) -> AsyncGenerator[StreamEvent, None]:
         """Skip the entry, claim its probe, or try it."""
+        if self._cannot_pick_up(entry):
+            return
         provider = self.e.config.providers[entry.provider]
         now = self.e.clock.now()
         state = self.journal.state(entry.key)
@@ -390,6 +392,25 @@ class _Run:
                 logger.warning("%s", key.warning)
         return key
 
+    def _midstream_mode(self, entry: CascadeEntry) -> policy.Midstream | None:
+        """What `entry` would do with a stream an earlier entry broke; None if none did."""
+        partial = self.partial
+        if partial is None:
+            return None
+        return policy.midstream_mode(
+            self.midstream,
+            next_accepts_prefill="prefill" in entry.options.supports,
+            has_tool_calls=partial.has_tool_calls or not partial.text.strip(),
+        )
+
+    def _cannot_pick_up(self, entry: CascadeEntry) -> bool:
+        """True if `entry` could only start over a broken stream the caller cannot take back:
+        it is passed over, and a later entry that takes a prefill may continue instead."""
+        if self.opts.can_restart or self._midstream_mode(entry) != "restart":
+            return False
+        logger.info("%s: passed over: it cannot continue the partial answer", entry.key)
+        return True
+
     def _picking_up(self, entry: CascadeEntry) -> tuple[Conversation, StreamEvent | None]:
         """The conversation this entry answers, after an earlier stream broke mid-way.
 
@@ -397,14 +418,10 @@ class _Run:
         otherwise it starts over and the caller is told to discard what it showed.
         """
         partial = self.partial
-        if partial is None:
+        mode = self._midstream_mode(entry)
+        if partial is None or mode is None:
             return self.conversation, None
-        mode = policy.midstream_mode(
-            self.midstream,
-            next_accepts_prefill="prefill" in entry.options.supports,
-            has_tool_calls=partial.has_tool_calls,
-        )
-        if mode == "continue" and partial.text.strip():
+        if mode == "continue":
             # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400); the model
             # writes the space itself, so the shown text is kept up to its last word.
             partial.text = partial.text.rstrip()
@@ -426,7 +443,7 @@ class _Run:
         opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
-        call = policy.call_options(entry, provider, key.value)
+        call = policy.call_options(entry, provider, key.value, self.opts)
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""
         if told is not None:

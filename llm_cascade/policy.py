@@ -13,6 +13,7 @@ from typing import Literal
 from .config import CascadeEntry, Options, ProviderConfig
 from .errors import ProviderError
 from .providers.base import Budget, CallOptions
+from .results import RunOptions
 from .rules import Rule
 
 Midstream = Literal["restart", "continue", "fail"]
@@ -21,19 +22,30 @@ PROBE_LEASE_SLACK_S = 5.0
 DEADLINE_SLACK_S = 0.05  # timers fire a little early or late; this close to the end, it is spent
 
 
-def call_options(entry: CascadeEntry, provider: ProviderConfig, api_key: str | None) -> CallOptions:
-    """What one request to this entry carries besides the conversation."""
+def call_options(
+    entry: CascadeEntry,
+    provider: ProviderConfig,
+    api_key: str | None,
+    run: RunOptions | None = None,
+) -> CallOptions:
+    """What one request to this entry carries besides the conversation.
+
+    A run may bring the caller's own `max_tokens`/`temperature` (the gateway's clients do),
+    which win over the entry's, and vendor headers to pass on to entries of that type.
+    """
     opts = entry.options
+    run = run or RunOptions()
     return CallOptions(
         model=entry.model,
         base_url=provider.effective_base_url,
         api_key=api_key,
-        max_tokens=opts.max_tokens,
-        temperature=opts.temperature,
+        max_tokens=run.max_tokens if run.max_tokens is not None else opts.max_tokens,
+        temperature=run.temperature if run.temperature is not None else opts.temperature,
         extra=opts.extra,
         headers=opts.headers,
         max_response_bytes=opts.max_response_bytes,
         stream_usage=opts.stream_usage,
+        passed_headers=run.vendor_headers.get(provider.type, {}),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,3 +61,12 @@ class RunOptions:
     # A stream that broke after output: "restart", "continue" or "fail"; None: the cascade's
     # `on_midstream`, else the engine's default (restart).
     on_midstream: str | None = None
+    # False: what was passed on cannot be taken back (a gateway's open response), so an entry
+    # that could only start over is passed over instead of restarting the answer.
+    can_restart: bool = True
+    # The caller's own request settings, over every entry's (a gateway's client sets them).
+    max_tokens: int | None = None
+    temperature: float | None = None
+    # Headers for entries of one provider type, e.g. {"anthropic": {"anthropic-beta": ...}}:
+    # a gateway passes its client's vendor headers to the entries that speak that vendor.
+    vendor_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)

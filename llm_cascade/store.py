@@ -169,8 +169,7 @@ class AttemptRow:
         columns = set(row.keys())  # `in row` would look among the values
         values = {f.name: row[f.name] for f in fields(cls) if f.name in columns}
         if not values.get("outcome"):
-            status = values.get("http_status")
-            values["outcome"] = "ok" if isinstance(status, int) and status < 400 else "failed"
+            values["outcome"] = _derived(values.get("http_status"))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +301,16 @@ class Store:
         cursor.row_factory = sqlite3.Row
         return [AttemptRow.from_row(row) for row in cursor]
 
+    def recent_outcomes(self, limit: int) -> list[tuple[str, str, str, int]]:
+        """(timestamp, entry, outcome, latency_ms) of the newest `limit` rows, newest first:
+        a bounded read for live views, whatever the size of the log."""
+        rows = self.conn.execute(
+            "SELECT timestamp, provider_model, outcome, http_status, latency_ms FROM attempt_log"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [(t, key, outcome or _derived(status), ms) for t, key, outcome, status, ms in rows]
+
     # --- writes --------------------------------------------------------------------------
 
     def log_attempt(self, record: AttemptRecord, now: float) -> None:
@@ -415,6 +424,11 @@ class Store:
             return conn.execute(
                 f"DELETE FROM cooldown WHERE provider_model IN ({marks})", wanted
             ).rowcount
+
+
+def _derived(status: int | None) -> str:
+    """The outcome of a row the original wrote (it has none): 2xx answered, else failed."""
+    return "ok" if isinstance(status, int) and status < 400 else "failed"
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

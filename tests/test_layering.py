@@ -186,6 +186,28 @@ def test_httpx_is_imported_only_at_the_http_edge():
     assert "llm_cascade.providers._http" in users
 
 
+SERVER_STACK = {"llm_cascade.serve", "llm_cascade.cli.serve_cmd", "uvicorn", "httptools", "uvloop"}
+
+
+def test_the_server_stack_is_imported_only_by_the_gateway():
+    users = {name for name in MODULES if {"uvicorn", "httptools", "uvloop"} & third_party(name)}
+    assert users == {"llm_cascade.serve.runner"}, users
+    importers = {
+        name
+        for name in MODULES
+        if not in_area(name, "serve") and any(in_area(m, "serve") for m in internal(name))
+    }
+    assert importers == {"llm_cascade.cli.serve_cmd"}, importers
+
+
+def test_help_does_not_import_the_server_stack():
+    done = run_cli("--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0 and "serve" in done.stdout
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "typer" in loaded  # not vacuous
+    assert not SERVER_STACK & loaded, sorted(SERVER_STACK & loaded)
+
+
 def test_keyring_is_imported_only_where_keys_are_read_and_its_backend_chosen():
     users = {name for name in MODULES if "keyring" in third_party(name)}
     assert users == {"llm_cascade.keys", "llm_cascade.keyring_choice"}, users
@@ -217,6 +239,7 @@ def test_a_run_imports_only_what_a_plain_run_uses(tmp_path, sim):
     assert {"llm_cascade.cli.run", "llm_cascade.cascade", "httpx"} <= loaded  # not vacuous
     others = {f"llm_cascade.cli.{m}" for m in ("state", "failed_cmd", "setup_cmd", "key_cmd")}
     unused = others | {"llm_cascade.cli.config_cmd", "rich", "keyring", "tomli_w", "platformdirs"}
+    unused |= SERVER_STACK
     assert not unused & loaded, sorted(unused & loaded)
 
 

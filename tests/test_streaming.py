@@ -264,6 +264,41 @@ def test_continue_restarts_on_an_entry_that_takes_no_prefill(tmp_path, sim):
     assert events[-1].result.text == "fresh"
 
 
+def test_a_caller_that_cannot_restart_passes_over_entries_without_a_prefill(tmp_path, sim):
+    """A gateway's open response cannot take text back: `b` could only start over, so it is
+    not asked; `c` takes the prefill and continues."""
+    sim.script("a", BROKEN)
+    sim.script("c", Reply(" gamma delta"))
+    entries = [entry("openai", "a"), entry("openai", "b"), entry("anthropic", "c")]
+    cfg = config(tmp_path, sim, entries)
+    events = collect(cfg, on_midstream="continue", can_restart=False)
+    assert not any(isinstance(e, Reset) for e in events)
+    assert sim.count("b") == 0
+    assert events[-1].result.text == "alpha beta gamma delta"
+
+
+def test_a_caller_that_cannot_restart_gets_a_failure_when_nobody_can_continue(tmp_path, sim):
+    sim.script("a", BROKEN)
+    cfg = config(tmp_path, sim, [entry("openai", "a"), entry("openai", "b")])
+    with pytest.raises(CascadeFailed) as failed:
+        collect(cfg, on_midstream="continue", can_restart=False)
+    assert sim.count("b") == 0
+    assert failed.value.saved.path is not None
+    assert saved(tmp_path)[0]["status"] == "failed"
+
+
+def test_the_callers_request_settings_and_vendor_headers_reach_the_entry(tmp_path, sim):
+    cfg = config(tmp_path, sim, [entry("anthropic", "c", max_tokens=50), entry("openai", "d")])
+    sim.script("c", Fail(500))
+    headers = {"anthropic": {"anthropic-beta": "tools-2024", "anthropic-version": "2023-06-01"}}
+    collect(cfg, max_tokens=12, temperature=0.5, vendor_headers=headers)
+    to_anthropic, to_openai = sim.requests
+    assert to_anthropic.body["max_tokens"] == 12 and to_anthropic.body["temperature"] == 0.5
+    assert to_anthropic.headers["anthropic-beta"] == "tools-2024"
+    assert to_openai.body["max_tokens"] == 12
+    assert "anthropic-beta" not in to_openai.headers
+
+
 def test_a_tool_call_cut_in_half_is_never_continued(tmp_path, sim):
     calls = (SimToolCall("f", {"a": "long value"}),)
     sim.script("a", Reply("", tool_calls=calls, stream=Stream(tool_fragments=4, drop_after=2)))

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "setup": (".setup_cmd", "setup", False),
     "key": (".key_cmd", "key_app", True),
     "config": (".config_cmd", "config_app", True),
+    "serve": (".serve_cmd", "serve", False),
 }
 
 

@@ -7,11 +7,18 @@ does not change.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .base import Adapter
+
+# httpx imports its own command line (with rich and pygments: ~45 ms a run) whenever click is
+# installed, and the `serve` extra's uvicorn brings click. Nothing here runs that command:
+# this makes httpx take the fallback it has for when click is missing. (The engine imports
+# this package before anything of it imports httpx.)
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,7 @@ def _built(
     redaction.register(options.api_key, *options.headers.values())  # whatever we send
     headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
     headers.update(wire_headers)
+    headers.update(options.passed_headers)
     headers.update(options.headers)
     return client.build_request(
         method,

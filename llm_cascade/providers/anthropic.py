@@ -61,7 +61,7 @@ ERROR_STATUS = {
 UNKNOWN_ERROR_STATUS = 500  # a type not documented yet: the server failed mid-answer
 
 
-def _tool_id(call_id: str | None) -> str:
+def tool_id(call_id: str | None) -> str:
     """A call id in the alphabet the API accepts; calls and results map the same way.
 
     Some OpenAI-compatible servers mint ids such as `functions.get_weather:0`.
@@ -74,14 +74,14 @@ def _blocks(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     if msg.role == "tool":
         block = {
             "type": "tool_result",
-            "tool_use_id": _tool_id(msg.tool_call_id),
+            "tool_use_id": tool_id(msg.tool_call_id),
             "content": msg.content,
         }
         return "user", [block]
     # The API rejects empty text blocks, so a turn that only calls tools carries none.
     blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
     blocks += [
-        {"type": "tool_use", "id": _tool_id(c.id), "name": c.name, "input": arguments_object(c)}
+        {"type": "tool_use", "id": tool_id(c.id), "name": c.name, "input": arguments_object(c)}
         for c in msg.tool_calls
     ]
     return msg.role, blocks

@@ -50,6 +50,9 @@ class CallOptions:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # decoded body; larger fails over
     stream_usage: bool = True  # OpenAI: ask for usage in a stream (some compatibles refuse it)
+    # Vendor headers a gateway's client sent (anthropic-version...): sent over the adapter's
+    # own, under the configured `headers`; not secrets, so never registered as such.
+    passed_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

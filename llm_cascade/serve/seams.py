@@ -1,0 +1,23 @@
+"""What the gateway takes from the operator views: `/metrics` is the rendering of
+`llm-cascade metrics`, the background health check is `llm-cascade health --update`.
+The gateway has no renderer or prober of its own."""
+
+from __future__ import annotations
+
+from ..config import AppConfig
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def render_metrics(config: AppConfig, now: float) -> str:
+    """The Prometheus text of `llm-cascade metrics`."""
+    from ..metrics import render
+
+    return render(config, now)
+
+
+async def check_health(config: AppConfig) -> None:
+    """Probe every entry once, letting the verdicts move the breakers (`health --update`)."""
+    from ..health import HealthOptions, Prober
+
+    await Prober(config, HealthOptions(update=True)).run(None)
