@@ -13,6 +13,7 @@ and readable by the owner only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -159,6 +160,12 @@ class PendingPrompt:
             self._release()
         return self.path
 
+    def rewrite(self) -> None:
+        """Write the envelope over the file while the run goes on; the lock moves with it."""
+        fd = files.replace_locked(self.path, _render(self.envelope, pretty=False))
+        self._release()
+        self._fd = fd
+
     def _release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -203,7 +210,8 @@ class FailureStore:
         twin = self._adopt_twin(cascade_name, digest, now)
         if twin is not None:
             twin.envelope.update(extra)
-            self.replace(twin.path, twin.envelope)
+            with contextlib.suppress(OSError):  # a full disk: the copy there holds the question
+                twin.rewrite()
             return twin
         envelope = self._envelope(cascade_name, conversation, now, status="pending", **extra)
         envelope["digest"] = digest

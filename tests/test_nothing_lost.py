@@ -298,3 +298,27 @@ def test_the_same_prompt_in_two_running_processes_gets_two_files(tmp_path, sim):
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
     assert {p["status"] for p in saved_prompts(tmp_path)} == {"interrupted"}
+
+
+def test_a_saved_prompt_taken_over_by_a_new_run_stays_locked_while_it_runs(tmp_path, sim):
+    """The run that takes over a waiting copy rewrites it: the new file must carry the lock,
+    or `failed retry` would send the question a second time while the run is still asking."""
+    sim.script("a", Fail(500, "down"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "daily report").returncode == 1
+    assert run_cli("reset", "--all", "-c", str(cfg)).returncode == 0
+    sim.script("a", Reply("late answer", hold=True), Reply("sent twice"))
+    running = start_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "daily report", stdout=subprocess.PIPE
+    )
+    try:
+        assert sim.wait_for(2, "a")  # it took the saved copy over and is waiting for its answer
+        listed = json.loads(run_cli("failed", "list", "--json", "-c", str(cfg)).stdout)
+        retry = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    finally:
+        sim.release()
+        out, _ = running.communicate(timeout=30)
+    assert [p["status"] for p in listed] == ["running"]
+    assert retry.stdout == "" and sim.count("a") == 2  # never sent while its run holds it
+    assert out == b"late answer\n"
+    assert saved_prompts(tmp_path) == []
