@@ -297,6 +297,7 @@ class _Run:
                 async for event in passes:
                     yield event
         except BaseException:  # Ctrl-C, cancellation, a caller that stopped: the prompt stays
+            self.journal.give_back_probes()
             saved = self.keeper.keep("interrupted", self.journal.errors())
             where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
             logger.warning("interrupted; the prompt is %s", where)

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llm_cascade.cascade import Cascade, RunOptions
+from llm_cascade.clock import ManualClock
 from llm_cascade.config import load_config
 from llm_cascade.errors import CascadeFailed
 from llm_cascade.events import Done, EntryStarted, Reset, Switched, Text, ToolCallDelta
 from llm_cascade.simulator import Fail, Reply, SimToolCall, Simulator, Stream
-from llm_cascade.store import Store
+from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
 from .support import entry, write_config
@@ -320,6 +322,69 @@ def test_closing_the_stream_closes_the_upstream_and_sets_no_cooldown(tmp_path, s
     assert envelope["errors"][0]["partial"] == "one"
     with Store(tmp_path / "state" / "db.sqlite") as store:
         assert not store.states(["openai/a"])["openai/a"].is_cooling(0)
+
+
+class SleepUntilCancelled(ManualClock):
+    """A clock whose waits last until the run is cancelled; `waiting` is set when one starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.waiting.set()
+        await asyncio.Event().wait()
+
+
+def half_open(cfg: Path, now: float) -> None:
+    """sim/a failed long ago and its cooldown is over: the next run probes it."""
+    with Store(load_config(cfg).database_path) as store:
+        record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed")
+        store.record_failure(record, now - 100, lambda _level: 30)
+
+
+def probe_lease(tmp_path: Path) -> float | None:
+    with Store(tmp_path / "state" / "db.sqlite") as store:
+        return store.states(["sim/a"])["sim/a"].probe_until
+
+
+def test_a_probe_cancelled_while_it_waits_to_retry_gives_its_lease_back(tmp_path, sim):
+    clock = SleepUntilCancelled()
+    cfg = write_config(tmp_path, sim, {"x": [entry("sim", "a", retries=1)]})
+    half_open(cfg, clock.now())
+    sim.script("a", Fail(500))
+
+    async def go() -> None:
+        async with Cascade(load_config(cfg), clock=clock) as engine:
+            run = asyncio.create_task(engine.run("x", Conversation.single_user_prompt("hi")))
+            await clock.waiting.wait()  # its first try failed; it waits to try again
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+    asyncio.run(go())
+    assert probe_lease(tmp_path) is None  # the next run may probe it at once
+    assert sorted(r.outcome for r in rows(tmp_path)) == ["failed", "retrying"]  # seed, its try
+    [envelope] = saved(tmp_path)
+    assert envelope["status"] == "interrupted"
+
+
+def test_a_stream_closed_before_its_probe_is_sent_gives_the_lease_back(tmp_path, sim):
+    clock = ManualClock()
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    half_open(cfg, clock.now())
+
+    async def go() -> None:
+        async with Cascade(load_config(cfg), clock=clock) as engine:
+            stream = engine.stream("x", Conversation.single_user_prompt("hi"))
+            async with aclosing(stream):
+                first = await anext(stream)
+            assert isinstance(first, EntryStarted) and first.probe
+
+    asyncio.run(go())
+    assert sim.count("a") == 0
+    assert probe_lease(tmp_path) is None
 
 
 def test_run_still_returns_whole_answers_without_streaming(tmp_path, sim):
