@@ -446,8 +446,7 @@ class _Run:
                         yield event
             except ProviderError as err:
                 if policy.cut_by_deadline(err, budget, opts, self._remaining()):
-                    latency = sent.latency_ms(self.e.clock.monotonic())
-                    self._deadline(entry, probe, try_number, latency)  # our budget, not its fault
+                    self._deadline(entry, probe, try_number, sent, prefix)  # not its fault
                     return
                 wait = self._failed(entry, provider, err, try_number, probe, note, sent, prefix)
                 if wait is None:
@@ -460,7 +459,7 @@ class _Run:
                     latency_ms=sent.latency_ms(self.e.clock.monotonic()),
                     try_number=try_number,
                     probe=probe,
-                    partial=prefix + sent.text if sent.content_started else None,
+                    partial=sent.shown(prefix),
                 )
                 raise
             self._answered(entry, sent, try_number, probe, note, state, prefix)
@@ -527,7 +526,7 @@ class _Run:
         if rule.hint:
             fix = key_fix(lookup_for(provider), use_keyring=self.e.config.keyring)
             detail += f" ({rule.hint.format(provider=provider.name, key_fix=fix)})"
-        partial = prefix + sent.text if midstream else None
+        partial = sent.shown(prefix)
         self.journal.failed(
             entry.key,
             err,
@@ -586,15 +585,24 @@ class _Run:
         )
 
     def _deadline(
-        self, entry: CascadeEntry, probe: bool, try_number: int, latency: int = 0
+        self,
+        entry: CascadeEntry,
+        probe: bool,
+        try_number: int,
+        sent: _Exchange | None = None,
+        prefix: str = "",
     ) -> None:
+        """The cascade deadline ends the run: before a try, or during the request `sent`."""
         self.journal.not_sent(
             entry.key,
             "deadline",
             "cascade deadline reached",
             probe=probe,
             try_number=try_number,
-            latency_ms=latency,
+            latency_ms=sent.latency_ms(self.e.clock.monotonic()) if sent else 0,
+            ttft_ms=sent.ttft_ms if sent else None,
+            chunks=sent.chunks if sent else None,
+            partial=sent.shown(prefix) if sent else None,
         )
         self.stopped = True
 
@@ -640,6 +648,10 @@ class _Exchange:
     @property
     def content_started(self) -> bool:
         return self.ttft_ms is not None
+
+    def shown(self, prefix: str) -> str | None:
+        """The answer's text the caller has seen (with what the entry continued), if any."""
+        return prefix + self.text if self.content_started else None
 
     def latency_ms(self, now: float) -> int:
         return _ms(now - self.started)

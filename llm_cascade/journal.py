@@ -156,8 +156,13 @@ class Journal:
         probe: bool,
         try_number: int = 1,
         latency_ms: int = 0,
+        ttft_ms: int | None = None,
+        chunks: int | None = None,
+        partial: str | None = None,
     ) -> None:
-        """An entry given up without a provider verdict (missing key, cascade deadline)."""
+        """An entry given up without a provider verdict (missing key, cascade deadline).
+
+        A deadline can end a stream after output: `partial` is the text that was shown."""
         attempt = Attempt(
             key,
             outcome,
@@ -166,6 +171,9 @@ class Journal:
             rule=outcome,
             latency_ms=latency_ms,
             try_number=try_number,
+            ttft_ms=ttft_ms,
+            chunks=chunks,
+            partial=partial,
         )
         logger.info("%s: %s", key, detail)
         self.attempts.append(attempt)

@@ -297,6 +297,18 @@ def test_a_total_failure_saves_what_each_entry_streamed(tmp_path, sim):
     assert [e.get("partial") for e in envelope["errors"]] == ["alpha beta", "one"]
 
 
+def test_a_deadline_that_ends_during_the_stream_saves_what_was_shown(tmp_path, sim):
+    sim.script("a", Reply("one two three", stream=Stream(stall_after=1)))
+    cfg = config(tmp_path, sim, [entry("openai", "a"), entry("openai", "b")])
+    with pytest.raises(CascadeFailed) as failed:
+        collect(cfg, deadline_s=0.5)
+    [attempt] = failed.value.attempts
+    assert (attempt.outcome, attempt.partial, attempt.chunks) == ("deadline", "one", 1)
+    [envelope] = saved(tmp_path)
+    assert envelope["errors"][0]["partial"] == "one"
+    assert sim.count("b") == 0
+
+
 # --- cancellation -----------------------------------------------------------------------------
 
 
