@@ -172,6 +172,18 @@ def test_keep_alives_never_count_as_the_first_token(tmp_path, sim):
     assert first.error_kind == "timeout" and "first_byte_timeout" in (first.error_message or "")
 
 
+@pytest.mark.parametrize(
+    "slow",
+    [Reply("slow start", delay=0.6), Reply("slow start", stream=Stream(first_token_delay=0.6))],
+    ids=["headers", "first-token"],
+)
+def test_the_idle_timeout_does_not_cut_the_wait_for_the_first_token(tmp_path, sim, slow):
+    """Until content flows, first_byte_timeout rules (a model loading, a long prompt read)."""
+    sim.script("a", slow)
+    cfg = config(tmp_path, sim, [entry("ollama", "a", idle_timeout=0.2, first_byte_timeout=30)])
+    assert collect(cfg)[-1].result.text == "slow start"
+
+
 def test_a_stream_that_stalls_after_output_fails_at_the_idle_timeout(tmp_path, sim):
     sim.script("a", Reply("one two three", stream=Stream(stall_after=1)))
     sim.script("b", Reply("from b"))
