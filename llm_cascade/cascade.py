@@ -11,9 +11,11 @@ costs one warning, never the answer or the prompt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -80,6 +82,9 @@ class Cascade:
         self.resolve = key_resolver or self._resolve_key
         self.jitter = jitter
         self.on_request = on_request
+        # Runs not closed yet: a stream its reader left without closing it (a plain `async
+        # for` that broke or raised) ends when it is collected, which may be after aclose().
+        self._running: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()
 
     def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
         """Keyring, then env var; after the keyring failed once, env vars only: a locked
@@ -101,7 +106,11 @@ class Cascade:
         return self.store
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the database if the engine opened them."""
+        """End the runs still open, then close the HTTP client and the database if the engine
+        opened them: a run ended first can still log its attempt and close its connection."""
+        for events in list(self._running):
+            with contextlib.suppress(RuntimeError):  # running in another task: not ours to end
+                await events.aclose()
         if self.client is not None and self._owns_client:
             await self.client.aclose()
             self.client = None
@@ -145,7 +154,7 @@ class Cascade:
         removed once delivered and rewritten with this run's errors on failure.
         """
         run = self._start(cascade_name, conversation, options, saved, stream=False)
-        async with aclosing(run.events()) as events:
+        async with aclosing(run) as events:
             async for event in events:
                 if isinstance(event, Done):
                     return event.answer
@@ -166,7 +175,7 @@ class Cascade:
         cancelled (no cooldown); the prompt stays saved. Raises CascadeFailed like `run`.
         """
         run = self._start(cascade_name, conversation, options, None, stream=True)
-        async with aclosing(run.events()) as events:
+        async with aclosing(run) as events:
             async for event in events:
                 if isinstance(event, Done):
                     try:
@@ -184,7 +193,8 @@ class Cascade:
         saved: PendingPrompt | None,
         *,
         stream: bool,
-    ) -> _Run:
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The events of a new run (see `_Run.events`)."""
         cascade = self.config.cascades.get(cascade_name)
         if cascade is None:
             defined = ", ".join(sorted(self.config.cascades)) or "none"
@@ -194,7 +204,10 @@ class Cascade:
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
         keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
-        return _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
+        run = _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
+        events = run.events()
+        self._running.add(events)
+        return events
 
     async def http_client(self) -> httpx.AsyncClient:
         """The shared client, opened on first use (httpx is imported only then)."""

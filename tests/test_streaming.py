@@ -348,6 +348,35 @@ def test_closing_the_stream_closes_the_upstream_and_sets_no_cooldown(tmp_path, s
         assert not store.states(["openai/a"])["openai/a"].is_cooling(0)
 
 
+@pytest.mark.parametrize("leave", ["break", "raise"])
+def test_a_stream_left_as_the_readme_loops_is_recorded_before_the_engine_closes(
+    tmp_path, sim, leave
+):
+    """`async for event in engine.stream(...)` with no aclosing: the engine, closing, closes
+    the stream it still runs, while its database and connection can still say so."""
+    sim.script("a", Reply("one two three", stream=Stream(stall_after=1)))
+    cfg = config(tmp_path, sim, [entry("openai", "a")])
+
+    async def go() -> None:
+        async with Cascade(load_config(cfg)) as engine:
+            async for event in engine.stream("x", Conversation.single_user_prompt("hi")):
+                if isinstance(event, Text):
+                    if leave == "raise":
+                        raise LookupError("the consumer failed")
+                    break
+
+    if leave == "raise":
+        with pytest.raises(LookupError):
+            asyncio.run(go())
+    else:
+        asyncio.run(go())
+    assert sim.wait_for_disconnects(1, "a", timeout=10)
+    [row] = rows(tmp_path)
+    assert row.outcome == "cancelled"
+    [envelope] = saved(tmp_path)
+    assert envelope["errors"][0]["partial"] == "one"
+
+
 class SleepUntilCancelled(ManualClock):
     """A clock whose waits last until the run is cancelled; `waiting` is set when one starts."""
 
