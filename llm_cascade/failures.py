@@ -22,6 +22,7 @@ import re
 import secrets
 import stat
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,8 +142,11 @@ class PendingPrompt:
     def __init__(self, store: FailureStore, path: Path, fd: int, envelope: dict[str, Any]) -> None:
         self.store = store
         self.path = path
-        self._fd: int | None = fd
         self.envelope = envelope
+        # The lock lasts until the run ends, or until this object is collected: an answer its
+        # caller dropped unsettled must not hold the prompt, and a descriptor, for the rest of
+        # the process. The file stays, and reads as interrupted.
+        self._close = weakref.finalize(self, os.close, fd)
 
     def done(self) -> None:
         """The run answered: the file is no longer needed."""
@@ -163,13 +167,11 @@ class PendingPrompt:
     def rewrite(self) -> None:
         """Write the envelope over the file while the run goes on; the lock moves with it."""
         fd = files.replace_locked(self.path, _render(self.envelope, pretty=False))
-        self._release()
-        self._fd = fd
+        self._close()
+        self._close = weakref.finalize(self, os.close, fd)
 
     def _release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close()  # once: later calls do nothing
 
 
 class FailureStore:

@@ -322,3 +322,29 @@ def test_a_saved_prompt_taken_over_by_a_new_run_stays_locked_while_it_runs(tmp_p
     assert retry.stdout == "" and sim.count("a") == 2  # never sent while its run holds it
     assert out == b"late answer\n"
     assert saved_prompts(tmp_path) == []
+
+
+def test_an_answer_dropped_without_a_verdict_lets_its_prompt_go(tmp_path, sim):
+    """`Cascade.answer()` whose Answer is never marked delivered or undelivered: the prompt
+    stays saved, but once the Answer is gone no lock is held for the rest of the process,
+    so `failed retry` can answer it (no file descriptor is leaked per dropped answer)."""
+    import asyncio
+    import gc
+
+    from llm_cascade.cascade import Cascade
+    from llm_cascade.config import load_config
+    from llm_cascade.types import Conversation
+
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+
+    async def ask_and_drop() -> None:
+        async with Cascade(load_config(cfg)) as engine:
+            await engine.answer("x", Conversation.single_user_prompt("dropped"))
+
+    asyncio.run(ask_and_drop())  # this process lives on
+    gc.collect()  # as it happens, sooner or later, in any process that goes on working
+    listed = json.loads(run_cli("failed", "list", "--json", "-c", str(cfg)).stdout)
+    assert [p["status"] for p in listed] == ["interrupted"]
+    done = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    assert done.stdout.startswith("Simulated answer from a: dropped")
+    assert saved_prompts(tmp_path) == []
