@@ -149,3 +149,20 @@ def test_ctrl_c_during_a_stream_exits_130_with_the_prompt_and_what_came(tmp_path
     assert envelope["errors"][-1]["outcome"] == "cancelled"
     assert envelope["errors"][-1]["partial"] == "one"
     assert sim.wait_for_disconnects(1, "a", timeout=10)
+
+
+def test_json_stream_that_fails_ends_with_one_failure_line(tmp_path, sim):
+    """NDJSON to the end: a reader parsing line by line gets the failure as its last event."""
+    from llm_cascade.simulator import Fail
+
+    sim.script("a", Reply("alpha beta gamma", stream=Stream(drop_after=2)))
+    sim.script("b", Fail(500))
+    cfg = config(tmp_path, sim, ("sim", "a"), ("sim", "b"))
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream", "--json")
+    assert done.returncode == 1
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    last = events[-1]
+    assert (last["event"], last["ok"]) == ("failed", False)
+    [envelope] = saved(tmp_path)
+    assert last["saved_to"] and envelope["errors"][0]["partial"] == "alpha beta"
+    assert [e["event"] for e in events[:-1]].count("text") == 2

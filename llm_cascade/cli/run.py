@@ -311,7 +311,9 @@ def _stream(
     except asyncio.CancelledError:  # SIGTERM
         raise typer.Exit(EXIT_TERMINATED) from None
     except CascadeFailed as exc:
-        _report_failure(exc, json_output, explain, wait_s)
+        _report_failure(exc, False, explain, wait_s)
+        if json_output:  # the last line of the NDJSON, not a pretty object after it
+            echo(render.compact_dumps({"event": "failed", **render.failure_json(exc)}))
         raise typer.Exit(EXIT_FAILED) from None
     except RestartRefused as exc:
         entry, reason = exc.args
