@@ -166,3 +166,24 @@ def test_json_stream_that_fails_ends_with_one_failure_line(tmp_path, sim):
     [envelope] = saved(tmp_path)
     assert last["saved_to"] and envelope["errors"][0]["partial"] == "alpha beta"
     assert [e["event"] for e in events[:-1]].count("text") == 2
+
+
+def test_a_stdout_that_cannot_encode_the_answer_fails_in_one_line(tmp_path, sim):
+    sim.script("a", Reply("price: 5 €", stream=Stream(pieces=("price: ", "5 €"))))
+    cfg = config(tmp_path, sim, ("sim", "a"))
+    done = run_cli(
+        "run",
+        "-C",
+        "x",
+        "-c",
+        str(cfg),
+        "-p",
+        "hi",
+        "--stream",
+        env={"PYTHONIOENCODING": "latin-1"},
+    )
+    assert (done.returncode, done.stdout) == (1, "price: ")
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert "cannot write to stdout" in error and "internal error" not in error
+    [envelope] = saved(tmp_path)
+    assert envelope["errors"][-1]["partial"] == "price: 5 €"  # what had arrived is kept

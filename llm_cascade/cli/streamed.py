@@ -71,15 +71,15 @@ async def stream_answer(
                 calls = event.result.response.tool_calls
                 end = "\n" + (render.dumps(event.result.response.to_dict()) + "\n" if calls else "")
                 try:
-                    write_stdout(_line(event) if as_json else end)
+                    _write(_line(event) if as_json else end)
                 except (StdoutClosed, StdoutFailed) as exc:
                     event.answer.undelivered(str(exc) or "the reader closed stdout")
                     raise
                 return event.result
             if as_json:
-                write_stdout(_line(event))
+                _write(_line(event))
             elif isinstance(event, Text):
-                write_stdout(render.shown_text(event.text, terminal=terminal))
+                _write(render.shown_text(event.text, terminal=terminal))
             elif isinstance(event, Switched):
                 say(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
@@ -92,8 +92,16 @@ async def stream_answer(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
                     " the next entry answers from the start:"
                 )
-                write_stdout("\n----\n")
+                _write("\n----\n")
     raise AssertionError("a stream ends with Done or raises")  # pragma: no cover
+
+
+def _write(text: str) -> None:
+    """`write_stdout`; text stdout cannot encode (a Latin-1 locale) fails as stdout does."""
+    try:
+        write_stdout(text)
+    except UnicodeEncodeError as exc:
+        raise StdoutFailed(f"cannot write to stdout: {exc}") from None
 
 
 def _line(event: StreamEvent) -> str:
