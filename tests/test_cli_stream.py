@@ -187,3 +187,29 @@ def test_a_stdout_that_cannot_encode_the_answer_fails_in_one_line(tmp_path, sim)
     assert "cannot write to stdout" in error and "internal error" not in error
     [envelope] = saved(tmp_path)
     assert envelope["errors"][-1]["partial"] == "price: 5 €"  # what had arrived is kept
+
+
+def test_sigterm_ends_a_stream_whose_reader_stopped_reading(tmp_path, sim):
+    """The answer fills the pipe and the write blocks: SIGTERM must still end the run (143),
+    with the prompt and what had arrived saved, not wait for a reader that never reads."""
+    big = "x" * 300_000  # far more than a pipe holds
+    sim.script("a", Reply(big + " end", stream=Stream(pieces=(big, " end"))))
+    cfg = config(tmp_path, sim, ("sim", "a"))
+    proc = subprocess.Popen(
+        [*cli_command(), "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "SIM_KEY": SIM_KEY},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.read(1) == b"x"  # it is writing
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)  # stdout is not read: the write stays blocked
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert code == 143, err
+    assert b"Traceback" not in err
+    [envelope] = saved(tmp_path)
+    assert envelope["status"] == "interrupted"
+    assert envelope["errors"][-1]["partial"].startswith("xxx")
