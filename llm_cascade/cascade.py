@@ -413,10 +413,9 @@ class _Run:
             has_tool_calls=partial.has_tool_calls,
         )
         if mode == "continue" and partial.text.strip():
-            # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400); the model
-            # writes the space itself, so the shown text is kept up to its last word.
-            partial.text = partial.text.rstrip()
-            messages = [*self.conversation.messages, Message.assistant(partial.text)]
+            # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400): it stops at
+            # the last word, and the model writes the space again (_Exchange.unseen).
+            messages = [*self.conversation.messages, Message.assistant(partial.text.rstrip())]
             picked = Conversation(messages, self.conversation.tools)
             return picked, Switched(partial.entry, entry.key, partial.reason)
         self.partial = None
@@ -450,7 +449,7 @@ class _Run:
             if self.e.on_request is not None:
                 self.e.on_request(entry.key, try_number)
             yield EntryStarted(entry.key, try_number, probe)
-            sent = _Exchange(self.e.clock.monotonic())
+            sent = _Exchange(self.e.clock.monotonic(), shown_tail=prefix[len(prefix.rstrip()) :])
             try:
                 async with aclosing(
                     self._send(client, adapter, conversation, call, budget, sent)
@@ -501,7 +500,10 @@ class _Run:
             sent.arrived = lambda: stream.text  # what a break leaves, without a second copy
             async for delta in stream:
                 if isinstance(delta, TextPiece):
-                    event: StreamEvent = Text(delta.text)
+                    text = sent.unseen(delta.text)
+                    if not text:
+                        continue
+                    event: StreamEvent = Text(text)
                 elif isinstance(delta, CallPiece):
                     event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
                     sent.has_tool_calls = True
@@ -573,7 +575,7 @@ class _Run:
     ) -> None:
         reply = sent.reply
         assert reply is not None  # set by _send when it returned without raising
-        response = _continued(prefix, reply.response) if prefix else reply.response
+        response = _continued(prefix, reply.response, sent.skipped) if prefix else reply.response
         self.partial = None
         self.journal.answered(
             entry.key,
@@ -651,12 +653,25 @@ class _Exchange:
     reply: Reply | None = None
     ttft_ms: int | None = None
     chunks: int | None = None
-    arrived: Callable[[], str] = lambda: ""  # the text a stream has passed on so far
+    arrived: Callable[[], str] = lambda: ""  # the text a stream has received so far
     has_tool_calls: bool = False
+    shown_tail: str = ""  # whitespace the caller saw past the prefill this entry continues
+    skipped: int = 0  # characters received but not passed on: that whitespace, written again
 
     @property
     def text(self) -> str:
-        return self.arrived()
+        """The text passed on so far."""
+        return self.arrived()[self.skipped :]
+
+    def unseen(self, text: str) -> str:
+        """`text` without the whitespace the caller already saw at the end of the text this
+        entry continues (the prefill stops at its last word; the model writes it again)."""
+        same = 0
+        while same < min(len(text), len(self.shown_tail)) and text[same] == self.shown_tail[same]:
+            same += 1
+        self.shown_tail = self.shown_tail[same:] if same == len(text) else ""
+        self.skipped += same
+        return text[same:]
 
     @property
     def content_started(self) -> bool:
@@ -676,10 +691,11 @@ class _Exchange:
         self.chunks = (self.chunks or 0) + 1
 
 
-def _continued(prefix: str, response: LlmResponse) -> LlmResponse:
-    """The answer of an entry that continued a prefill, with the prefill's text in front."""
+def _continued(prefix: str, response: LlmResponse, skipped: int) -> LlmResponse:
+    """The answer of an entry that continued `prefix`, as it was shown: the text in front,
+    less the `skipped` characters of whitespace it wrote again."""
     calls = [b for b in response.content if not isinstance(b, TextBlock)]
-    return replace(response, content=(TextBlock(prefix + response.text), *calls))
+    return replace(response, content=(TextBlock(prefix + response.text[skipped:]), *calls))
 
 
 def _ignored(state: EntryState, now: float) -> str | None:

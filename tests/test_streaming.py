@@ -269,6 +269,18 @@ def test_a_prefill_never_ends_in_whitespace_which_vendors_refuse(tmp_path, sim):
     assert events[-1].result.text == "alpha beta gamma"
 
 
+@pytest.mark.parametrize("continuation", [" gamma", "gamma"])
+def test_a_continued_stream_shows_the_text_its_answer_holds(tmp_path, sim, continuation):
+    """The space the shown text ended with is on the screen already: the continuation, which
+    writes it again (or not), must not show it twice, and Done's text is what was shown."""
+    pieces = ("alpha ", "beta ", "gamma")
+    sim.script("a", Reply("".join(pieces), stream=Stream(pieces=pieces, drop_after=2)))
+    sim.script("c", Reply(continuation))
+    cfg = config(tmp_path, sim, [entry("openai", "a"), entry("anthropic", "c")])
+    events = collect(cfg, on_midstream="continue")
+    assert "".join(texts(events)) == events[-1].result.text == "alpha beta gamma"
+
+
 def test_continue_restarts_on_an_entry_that_takes_no_prefill(tmp_path, sim):
     sim.script("a", BROKEN)
     sim.script("b", Reply("fresh"))
