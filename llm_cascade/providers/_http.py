@@ -243,7 +243,7 @@ async def open_stream(
     try:
         whole = adapter.stream_format == "sse" and response.headers.get(
             "content-type", ""
-        ).startswith("application/json")
+        ).lower().startswith("application/json")  # media types are case-insensitive
         if whole or not 200 <= response.status_code < 300:
             # An error, or a server that ignored `stream` and sent the whole answer: read it.
             with _transport_errors():
