@@ -228,20 +228,26 @@ class Answer:
     def __init__(self, result: CascadeResult, keeper: PromptKeeper) -> None:
         self.result = result
         self._keeper = keeper
+        self._kept: SaveOutcome | None = None
 
     def delivered(self) -> None:
         """The answer reached its reader: remove the saved prompt."""
         self._keeper.delivered()
 
     def undelivered(self, reason: str) -> SaveOutcome:
-        """The answer could not be written out: keep the prompt, with the answer and why."""
+        """The answer could not be written out: keep the prompt, with the answer and why.
+
+        Said again, it returns where it was kept: a second copy would be sent twice."""
+        if self._kept is not None:
+            return self._kept
         failure = Attempt(
             self.result.entry,
             "undelivered",
             f"answered, but the answer was not delivered: {reason}",
         )
         errors = [a.to_dict() for a in (*self.result.attempts, failure) if a.outcome != "ok"]
-        return self._keeper.keep("undelivered", errors, answer=self.result.to_dict())
+        self._kept = self._keeper.keep("undelivered", errors, answer=self.result.to_dict())
+        return self._kept
 
     def __enter__(self) -> CascadeResult:
         return self.result

@@ -348,3 +348,26 @@ def test_an_answer_dropped_without_a_verdict_lets_its_prompt_go(tmp_path, sim):
     done = run_cli("failed", "retry", "--all", "-c", str(cfg))
     assert done.stdout.startswith("Simulated answer from a: dropped")
     assert saved_prompts(tmp_path) == []
+
+
+def test_an_answer_said_undelivered_twice_is_kept_once(tmp_path, sim):
+    """Two copies of one question would be sent twice by `failed retry`."""
+    import asyncio
+
+    from llm_cascade.cascade import Cascade
+    from llm_cascade.config import load_config
+    from llm_cascade.types import Conversation
+
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+
+    async def ask() -> tuple[str | None, str | None]:
+        async with Cascade(load_config(cfg)) as engine:
+            answer = await engine.answer("x", Conversation.single_user_prompt("keep me"))
+            first = answer.undelivered("the disk is full")
+            again = answer.undelivered("still full")
+            return first.path, again.path
+
+    first, again = asyncio.run(ask())
+    [envelope] = saved_prompts(tmp_path)
+    assert first == again and envelope["status"] == "undelivered"
+    assert envelope["answer"]["text"].startswith("Simulated answer from a: keep me")
