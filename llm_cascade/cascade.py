@@ -11,9 +11,11 @@ costs one warning, never the answer or the prompt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -80,6 +82,9 @@ class Cascade:
         self.resolve = key_resolver or self._resolve_key
         self.jitter = jitter
         self.on_request = on_request
+        # Runs not closed yet: a stream its reader left without closing it (a plain `async
+        # for` that broke or raised) ends when it is collected, which may be after aclose().
+        self._running: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()
 
     def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
         """Keyring, then env var; after the keyring failed once, env vars only: a locked
@@ -101,7 +106,11 @@ class Cascade:
         return self.store
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the database if the engine opened them."""
+        """End the runs still open, then close the HTTP client and the database if the engine
+        opened them: a run ended first can still log its attempt and close its connection."""
+        for events in list(self._running):
+            with contextlib.suppress(RuntimeError):  # running in another task: not ours to end
+                await events.aclose()
         if self.client is not None and self._owns_client:
             await self.client.aclose()
             self.client = None
@@ -145,7 +154,7 @@ class Cascade:
         removed once delivered and rewritten with this run's errors on failure.
         """
         run = self._start(cascade_name, conversation, options, saved, stream=False)
-        async with aclosing(run.events()) as events:
+        async with aclosing(run) as events:
             async for event in events:
                 if isinstance(event, Done):
                     return event.answer
@@ -166,7 +175,7 @@ class Cascade:
         cancelled (no cooldown); the prompt stays saved. Raises CascadeFailed like `run`.
         """
         run = self._start(cascade_name, conversation, options, None, stream=True)
-        async with aclosing(run.events()) as events:
+        async with aclosing(run) as events:
             async for event in events:
                 if isinstance(event, Done):
                     try:
@@ -184,7 +193,8 @@ class Cascade:
         saved: PendingPrompt | None,
         *,
         stream: bool,
-    ) -> _Run:
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The events of a new run (see `_Run.events`)."""
         cascade = self.config.cascades.get(cascade_name)
         if cascade is None:
             defined = ", ".join(sorted(self.config.cascades)) or "none"
@@ -194,7 +204,10 @@ class Cascade:
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
         keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
-        return _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
+        run = _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
+        events = run.events()
+        self._running.add(events)
+        return events
 
     async def http_client(self) -> httpx.AsyncClient:
         """The shared client, opened on first use (httpx is imported only then)."""
@@ -215,20 +228,26 @@ class Answer:
     def __init__(self, result: CascadeResult, keeper: PromptKeeper) -> None:
         self.result = result
         self._keeper = keeper
+        self._kept: SaveOutcome | None = None
 
     def delivered(self) -> None:
         """The answer reached its reader: remove the saved prompt."""
         self._keeper.delivered()
 
     def undelivered(self, reason: str) -> SaveOutcome:
-        """The answer could not be written out: keep the prompt, with the answer and why."""
+        """The answer could not be written out: keep the prompt, with the answer and why.
+
+        Said again, it returns where it was kept: a second copy would be sent twice."""
+        if self._kept is not None:
+            return self._kept
         failure = Attempt(
             self.result.entry,
             "undelivered",
             f"answered, but the answer was not delivered: {reason}",
         )
         errors = [a.to_dict() for a in (*self.result.attempts, failure) if a.outcome != "ok"]
-        return self._keeper.keep("undelivered", errors, answer=self.result.to_dict())
+        self._kept = self._keeper.keep("undelivered", errors, answer=self.result.to_dict())
+        return self._kept
 
     def __enter__(self) -> CascadeResult:
         return self.result
@@ -300,6 +319,7 @@ class _Run:
         except BaseException as exc:
             # Ctrl-C, cancellation, a caller that stopped: the prompt stays
             self.trace.end(exc)
+            self.journal.give_back_probes()
             saved = self.keeper.keep("interrupted", self.journal.errors())
             where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
             logger.warning("interrupted; the prompt is %s", where)
@@ -422,10 +442,9 @@ class _Run:
         if partial is None or mode is None:
             return self.conversation, None
         if mode == "continue":
-            # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400); the model
-            # writes the space itself, so the shown text is kept up to its last word.
-            partial.text = partial.text.rstrip()
-            messages = [*self.conversation.messages, Message.assistant(partial.text)]
+            # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400): it stops at
+            # the last word, and the model writes the space again (_Exchange.unseen).
+            messages = [*self.conversation.messages, Message.assistant(partial.text.rstrip())]
             picked = Conversation(messages, self.conversation.tools)
             return picked, Switched(partial.entry, entry.key, partial.reason)
         self.partial = None
@@ -459,7 +478,7 @@ class _Run:
             if self.e.on_request is not None:
                 self.e.on_request(entry.key, try_number)
             yield EntryStarted(entry.key, try_number, probe)
-            sent = _Exchange(self.e.clock.monotonic())
+            sent = _Exchange(self.e.clock.monotonic(), shown_tail=prefix[len(prefix.rstrip()) :])
             try:
                 span = self.trace.attempt(
                     provider.type, entry.key, call.model, call.base_url, try_number
@@ -471,8 +490,7 @@ class _Run:
                         yield event
             except ProviderError as err:
                 if policy.cut_by_deadline(err, budget, opts, self._remaining()):
-                    latency = sent.latency_ms(self.e.clock.monotonic())
-                    self._deadline(entry, probe, try_number, latency)  # our budget, not its fault
+                    self._deadline(entry, probe, try_number, sent, prefix)  # not its fault
                     return
                 wait = self._failed(entry, provider, err, try_number, probe, note, sent, prefix)
                 if wait is None:
@@ -485,7 +503,7 @@ class _Run:
                     latency_ms=sent.latency_ms(self.e.clock.monotonic()),
                     try_number=try_number,
                     probe=probe,
-                    partial=prefix + sent.text if sent.content_started else None,
+                    partial=sent.shown(prefix),
                 )
                 raise
             self._answered(entry, sent, try_number, probe, note, state, prefix)
@@ -535,7 +553,10 @@ class _Run:
             sent.arrived = lambda: stream.text  # what a break leaves, without a second copy
             async for delta in stream:
                 if isinstance(delta, TextPiece):
-                    event: StreamEvent = Text(delta.text)
+                    text = sent.unseen(delta.text)
+                    if not text:
+                        continue
+                    event: StreamEvent = Text(text)
                 elif isinstance(delta, CallPiece):
                     event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
                     sent.has_tool_calls = True
@@ -573,7 +594,7 @@ class _Run:
         if rule.hint:
             fix = key_fix(lookup_for(provider), use_keyring=self.e.config.keyring)
             detail += f" ({rule.hint.format(provider=provider.name, key_fix=fix)})"
-        partial = prefix + sent.text if midstream else None
+        partial = sent.shown(prefix)
         self.journal.failed(
             entry.key,
             err,
@@ -607,7 +628,7 @@ class _Run:
     ) -> None:
         reply = sent.reply
         assert reply is not None  # set by _send when it returned without raising
-        response = _continued(prefix, reply.response) if prefix else reply.response
+        response = _continued(prefix, reply.response, sent.skipped) if prefix else reply.response
         self.partial = None
         self.journal.answered(
             entry.key,
@@ -632,15 +653,24 @@ class _Run:
         )
 
     def _deadline(
-        self, entry: CascadeEntry, probe: bool, try_number: int, latency: int = 0
+        self,
+        entry: CascadeEntry,
+        probe: bool,
+        try_number: int,
+        sent: _Exchange | None = None,
+        prefix: str = "",
     ) -> None:
+        """The cascade deadline ends the run: before a try, or during the request `sent`."""
         self.journal.not_sent(
             entry.key,
             "deadline",
             "cascade deadline reached",
             probe=probe,
             try_number=try_number,
-            latency_ms=latency,
+            latency_ms=sent.latency_ms(self.e.clock.monotonic()) if sent else 0,
+            ttft_ms=sent.ttft_ms if sent else None,
+            chunks=sent.chunks if sent else None,
+            partial=sent.shown(prefix) if sent else None,
         )
         self.stopped = True
 
@@ -676,16 +706,33 @@ class _Exchange:
     reply: Reply | None = None
     ttft_ms: int | None = None
     chunks: int | None = None
-    arrived: Callable[[], str] = lambda: ""  # the text a stream has passed on so far
+    arrived: Callable[[], str] = lambda: ""  # the text a stream has received so far
     has_tool_calls: bool = False
+    shown_tail: str = ""  # whitespace the caller saw past the prefill this entry continues
+    skipped: int = 0  # characters received but not passed on: that whitespace, written again
 
     @property
     def text(self) -> str:
-        return self.arrived()
+        """The text passed on so far."""
+        return self.arrived()[self.skipped :]
+
+    def unseen(self, text: str) -> str:
+        """`text` without the whitespace the caller already saw at the end of the text this
+        entry continues (the prefill stops at its last word; the model writes it again)."""
+        same = 0
+        while same < min(len(text), len(self.shown_tail)) and text[same] == self.shown_tail[same]:
+            same += 1
+        self.shown_tail = self.shown_tail[same:] if same == len(text) else ""
+        self.skipped += same
+        return text[same:]
 
     @property
     def content_started(self) -> bool:
         return self.ttft_ms is not None
+
+    def shown(self, prefix: str) -> str | None:
+        """The answer's text the caller has seen (with what the entry continued), if any."""
+        return prefix + self.text if self.content_started else None
 
     def latency_ms(self, now: float) -> int:
         return _ms(now - self.started)
@@ -697,10 +744,11 @@ class _Exchange:
         self.chunks = (self.chunks or 0) + 1
 
 
-def _continued(prefix: str, response: LlmResponse) -> LlmResponse:
-    """The answer of an entry that continued a prefill, with the prefill's text in front."""
+def _continued(prefix: str, response: LlmResponse, skipped: int) -> LlmResponse:
+    """The answer of an entry that continued `prefix`, as it was shown: the text in front,
+    less the `skipped` characters of whitespace it wrote again."""
     calls = [b for b in response.content if not isinstance(b, TextBlock)]
-    return replace(response, content=(TextBlock(prefix + response.text), *calls))
+    return replace(response, content=(TextBlock(prefix + response.text[skipped:]), *calls))
 
 
 def _ignored(state: EntryState, now: float) -> str | None:

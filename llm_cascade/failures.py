@@ -13,6 +13,7 @@ and readable by the owner only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import re
 import secrets
 import stat
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,8 +142,11 @@ class PendingPrompt:
     def __init__(self, store: FailureStore, path: Path, fd: int, envelope: dict[str, Any]) -> None:
         self.store = store
         self.path = path
-        self._fd: int | None = fd
         self.envelope = envelope
+        # The lock lasts until the run ends, or until this object is collected: an answer its
+        # caller dropped unsettled must not hold the prompt, and a descriptor, for the rest of
+        # the process. The file stays, and reads as interrupted.
+        self._close = weakref.finalize(self, os.close, fd)
 
     def done(self) -> None:
         """The run answered: the file is no longer needed."""
@@ -159,10 +164,14 @@ class PendingPrompt:
             self._release()
         return self.path
 
+    def rewrite(self) -> None:
+        """Write the envelope over the file while the run goes on; the lock moves with it."""
+        fd = files.replace_locked(self.path, _render(self.envelope, pretty=False))
+        self._close()
+        self._close = weakref.finalize(self, os.close, fd)
+
     def _release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close()  # once: later calls do nothing
 
 
 class FailureStore:
@@ -203,7 +212,8 @@ class FailureStore:
         twin = self._adopt_twin(cascade_name, digest, now)
         if twin is not None:
             twin.envelope.update(extra)
-            self.replace(twin.path, twin.envelope)
+            with contextlib.suppress(OSError):  # a full disk: the copy there holds the question
+                twin.rewrite()
             return twin
         envelope = self._envelope(cascade_name, conversation, now, status="pending", **extra)
         envelope["digest"] = digest

@@ -174,16 +174,30 @@ def create_new(path: Path, data: bytes, *, locked: bool = False, durable: bool =
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Write `data` over `path` (0600 unless told) atomically: temp file, fsync, rename."""
+    os.close(_replace(path, data, locked=False, mode=mode))
+
+
+def replace_locked(path: Path, data: bytes) -> int:
+    """`replace_file`, returning an fd that holds an exclusive lock on the new file.
+
+    A lock belongs to a file, not to its name: the old file's lock stays behind with it, so the
+    new one is locked before it takes the name, and no one can lock it in between.
+    """
+    return _replace(path, data, locked=True)
+
+
+def _replace(path: Path, data: bytes, *, locked: bool, mode: int = 0o600) -> int:
     temp, fd = _temp_beside(path)
     try:
+        if locked:
+            lock(fd)
         if mode != 0o600:
             os.fchmod(fd, mode)
         write_all(fd, data)
         os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
         os.replace(temp, path)
     except BaseException:
+        os.close(fd)
         temp.unlink(missing_ok=True)
         raise
+    return fd

@@ -48,6 +48,7 @@ class Journal:
         self.policy = policy
         self.remaining = remaining  # seconds left of the run's deadline, None without one
         self.attempts: list[Attempt] = []
+        self.probing: set[str] = set()  # entries whose probe lease this run holds
 
     # --- state ----------------------------------------------------------------------------
 
@@ -83,7 +84,21 @@ class Journal:
         claimed = self._db(
             "claiming a probe", lambda s: s.claim_probe(key, self.run_id, self.clock.now(), lease_s)
         )
+        if claimed:
+            self.probing.add(key)
         return claimed is None or claimed
+
+    def give_back_probes(self) -> None:
+        """The run ends without a verdict on an entry it probes (cancelled while it waited to
+        try again, or closed before its request went out): free the lease now, or every
+        other process would skip the entry until the lease lapsed."""
+        held, self.probing = sorted(self.probing), set()
+        for key in held:
+
+            def release(store: Store, key: str = key) -> None:
+                store.release_probe(key, self.run_id)
+
+            self._db("giving back a probe", release)
 
     def soonest_free(self, keys: Iterable[str]) -> float | None:
         """When the first of these entries stops cooling (or its probe lease lapses)."""
@@ -141,8 +156,13 @@ class Journal:
         probe: bool,
         try_number: int = 1,
         latency_ms: int = 0,
+        ttft_ms: int | None = None,
+        chunks: int | None = None,
+        partial: str | None = None,
     ) -> None:
-        """An entry given up without a provider verdict (missing key, cascade deadline)."""
+        """An entry given up without a provider verdict (missing key, cascade deadline).
+
+        A deadline can end a stream after output: `partial` is the text that was shown."""
         attempt = Attempt(
             key,
             outcome,
@@ -151,6 +171,9 @@ class Journal:
             rule=outcome,
             latency_ms=latency_ms,
             try_number=try_number,
+            ttft_ms=ttft_ms,
+            chunks=chunks,
+            partial=partial,
         )
         logger.info("%s: %s", key, detail)
         self.attempts.append(attempt)
@@ -214,6 +237,8 @@ class Journal:
     def _failure(
         self, attempt: Attempt, cooldown_for: Callable[[int], float | None], probe: bool
     ) -> tuple[float | None, int] | None:
+        if probe:  # a verdict: the store ends the lease (a cooldown, or the probe freed)
+            self.probing.discard(attempt.entry)
         return self._db(
             "recording a failure",
             lambda s: s.record_failure(
@@ -254,6 +279,7 @@ class Journal:
             chunks=chunks,
         )
         self.attempts.append(attempt)
+        self.probing.discard(key)  # a success closes the breaker, and the lease with it
         self._db(
             "recording a success",
             lambda s: s.record_success(self._row(attempt), self.clock.now(), reset=reset),

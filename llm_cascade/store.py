@@ -398,13 +398,14 @@ class Store:
                 record = replace(record, cooldown_until=until)
             elif owner is not None:
                 # No cooldown (e.g. a caller error): free the probe so the next run can try.
-                conn.execute(
-                    "UPDATE cooldown SET probe_owner = NULL, probe_until = NULL"
-                    " WHERE provider_model = ? AND probe_owner = ?",
-                    (key, owner),
-                )
+                _free_probe(conn, key, owner)
             _insert(conn, record, now)
         return until, level
+
+    def release_probe(self, key: str, owner: str) -> None:
+        """Give back `owner`'s probe lease without a verdict (its run was cancelled)."""
+        with self._write() as conn:
+            _free_probe(conn, key, owner)
 
     def prune(self, before: float) -> int:
         """Delete attempt rows older than `before` (epoch seconds), and the hourly aggregates
@@ -447,6 +448,14 @@ def _ts(text: str | None) -> float | None:
 
 def _state(row: tuple[Any, ...]) -> EntryState:
     return EntryState(row[0], _ts(row[1]), row[2] or 0, _ts(row[3]), row[4])
+
+
+def _free_probe(conn: sqlite3.Connection, key: str, owner: str) -> None:
+    conn.execute(
+        "UPDATE cooldown SET probe_owner = NULL, probe_until = NULL"
+        " WHERE provider_model = ? AND probe_owner = ?",
+        (key, owner),
+    )
 
 
 def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> None:

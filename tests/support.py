@@ -166,8 +166,9 @@ class RawServer:
         headers: Mapping[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`reason` replaces the status line's reason phrase; `headers` are sent as given;
-        with `tls` it serves https with the certificate the context holds."""
+        """`reason` replaces the status line's reason phrase; `headers` are sent as given (a
+        Content-Type among them replaces application/json); with `tls` it serves https with
+        the certificate the context holds."""
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -188,7 +189,8 @@ class RawServer:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.count += 1
                 self.send_response(outer.status, outer.reason)
-                self.send_header("Content-Type", "application/json")
+                if not any(name.lower() == "content-type" for name in outer.headers):
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
                 for name, value in outer.headers.items():
                     self.send_header(name, value)

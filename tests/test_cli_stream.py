@@ -149,3 +149,67 @@ def test_ctrl_c_during_a_stream_exits_130_with_the_prompt_and_what_came(tmp_path
     assert envelope["errors"][-1]["outcome"] == "cancelled"
     assert envelope["errors"][-1]["partial"] == "one"
     assert sim.wait_for_disconnects(1, "a", timeout=10)
+
+
+def test_json_stream_that_fails_ends_with_one_failure_line(tmp_path, sim):
+    """NDJSON to the end: a reader parsing line by line gets the failure as its last event."""
+    from llm_cascade.simulator import Fail
+
+    sim.script("a", Reply("alpha beta gamma", stream=Stream(drop_after=2)))
+    sim.script("b", Fail(500))
+    cfg = config(tmp_path, sim, ("sim", "a"), ("sim", "b"))
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream", "--json")
+    assert done.returncode == 1
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    last = events[-1]
+    assert (last["event"], last["ok"]) == ("failed", False)
+    [envelope] = saved(tmp_path)
+    assert last["saved_to"] and envelope["errors"][0]["partial"] == "alpha beta"
+    assert [e["event"] for e in events[:-1]].count("text") == 2
+
+
+def test_a_stdout_that_cannot_encode_the_answer_fails_in_one_line(tmp_path, sim):
+    sim.script("a", Reply("price: 5 €", stream=Stream(pieces=("price: ", "5 €"))))
+    cfg = config(tmp_path, sim, ("sim", "a"))
+    done = run_cli(
+        "run",
+        "-C",
+        "x",
+        "-c",
+        str(cfg),
+        "-p",
+        "hi",
+        "--stream",
+        env={"PYTHONIOENCODING": "latin-1"},
+    )
+    assert (done.returncode, done.stdout) == (1, "price: ")
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert "cannot write to stdout" in error and "internal error" not in error
+    [envelope] = saved(tmp_path)
+    assert envelope["errors"][-1]["partial"] == "price: 5 €"  # what had arrived is kept
+
+
+def test_sigterm_ends_a_stream_whose_reader_stopped_reading(tmp_path, sim):
+    """The answer fills the pipe and the write blocks: SIGTERM must still end the run (143),
+    with the prompt and what had arrived saved, not wait for a reader that never reads."""
+    big = "x" * 300_000  # far more than a pipe holds
+    sim.script("a", Reply(big + " end", stream=Stream(pieces=(big, " end"))))
+    cfg = config(tmp_path, sim, ("sim", "a"))
+    proc = subprocess.Popen(
+        [*cli_command(), "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "SIM_KEY": SIM_KEY},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.read(1) == b"x"  # it is writing
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)  # stdout is not read: the write stays blocked
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert code == 143, err
+    assert b"Traceback" not in err
+    [envelope] = saved(tmp_path)
+    assert envelope["status"] == "interrupted"
+    assert envelope["errors"][-1]["partial"].startswith("xxx")

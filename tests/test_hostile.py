@@ -66,6 +66,18 @@ def saved_prompts(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text("utf-8")) for p in (tmp_path / "failed").glob("*.json")]
 
 
+# --- 0. a stream asked for, a whole body sent ----------------------------------------------
+
+
+def test_a_whole_json_reply_to_a_stream_is_read_whatever_the_case_of_its_media_type(tmp_path, sim):
+    """Media types are case-insensitive: `Application/JSON` is JSON, not a broken stream."""
+    headers = {"Content-Type": "Application/JSON; charset=UTF-8"}
+    with RawServer(openai_reply("whole, not streamed"), headers=headers) as raw:
+        cfg = raw_then_sim(tmp_path, sim, raw)
+        done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream")
+    assert (done.returncode, done.stdout) == (0, "whole, not streamed\n"), done.stderr
+
+
 # --- 1. response size ------------------------------------------------------------------------
 
 

@@ -298,3 +298,76 @@ def test_the_same_prompt_in_two_running_processes_gets_two_files(tmp_path, sim):
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
     assert {p["status"] for p in saved_prompts(tmp_path)} == {"interrupted"}
+
+
+def test_a_saved_prompt_taken_over_by_a_new_run_stays_locked_while_it_runs(tmp_path, sim):
+    """The run that takes over a waiting copy rewrites it: the new file must carry the lock,
+    or `failed retry` would send the question a second time while the run is still asking."""
+    sim.script("a", Fail(500, "down"))
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "daily report").returncode == 1
+    assert run_cli("reset", "--all", "-c", str(cfg)).returncode == 0
+    sim.script("a", Reply("late answer", hold=True), Reply("sent twice"))
+    running = start_cli(
+        "run", "-C", "x", "-c", str(cfg), "-p", "daily report", stdout=subprocess.PIPE
+    )
+    try:
+        assert sim.wait_for(2, "a")  # it took the saved copy over and is waiting for its answer
+        listed = json.loads(run_cli("failed", "list", "--json", "-c", str(cfg)).stdout)
+        retry = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    finally:
+        sim.release()
+        out, _ = running.communicate(timeout=30)
+    assert [p["status"] for p in listed] == ["running"]
+    assert retry.stdout == "" and sim.count("a") == 2  # never sent while its run holds it
+    assert out == b"late answer\n"
+    assert saved_prompts(tmp_path) == []
+
+
+def test_an_answer_dropped_without_a_verdict_lets_its_prompt_go(tmp_path, sim):
+    """`Cascade.answer()` whose Answer is never marked delivered or undelivered: the prompt
+    stays saved, but once the Answer is gone no lock is held for the rest of the process,
+    so `failed retry` can answer it (no file descriptor is leaked per dropped answer)."""
+    import asyncio
+    import gc
+
+    from llm_cascade.cascade import Cascade
+    from llm_cascade.config import load_config
+    from llm_cascade.types import Conversation
+
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+
+    async def ask_and_drop() -> None:
+        async with Cascade(load_config(cfg)) as engine:
+            await engine.answer("x", Conversation.single_user_prompt("dropped"))
+
+    asyncio.run(ask_and_drop())  # this process lives on
+    gc.collect()  # as it happens, sooner or later, in any process that goes on working
+    listed = json.loads(run_cli("failed", "list", "--json", "-c", str(cfg)).stdout)
+    assert [p["status"] for p in listed] == ["interrupted"]
+    done = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    assert done.stdout.startswith("Simulated answer from a: dropped")
+    assert saved_prompts(tmp_path) == []
+
+
+def test_an_answer_said_undelivered_twice_is_kept_once(tmp_path, sim):
+    """Two copies of one question would be sent twice by `failed retry`."""
+    import asyncio
+
+    from llm_cascade.cascade import Cascade
+    from llm_cascade.config import load_config
+    from llm_cascade.types import Conversation
+
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+
+    async def ask() -> tuple[str | None, str | None]:
+        async with Cascade(load_config(cfg)) as engine:
+            answer = await engine.answer("x", Conversation.single_user_prompt("keep me"))
+            first = answer.undelivered("the disk is full")
+            again = answer.undelivered("still full")
+            return first.path, again.path
+
+    first, again = asyncio.run(ask())
+    [envelope] = saved_prompts(tmp_path)
+    assert first == again and envelope["status"] == "undelivered"
+    assert envelope["answer"]["text"].startswith("Simulated answer from a: keep me")

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llm_cascade.cascade import Cascade, RunOptions
+from llm_cascade.clock import ManualClock
 from llm_cascade.config import load_config
 from llm_cascade.errors import CascadeFailed
 from llm_cascade.events import Done, EntryStarted, Reset, Switched, Text, ToolCallDelta
 from llm_cascade.simulator import Fail, Reply, SimToolCall, Simulator, Stream
-from llm_cascade.store import Store
+from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
 from .support import entry, write_config
@@ -170,6 +172,18 @@ def test_keep_alives_never_count_as_the_first_token(tmp_path, sim):
     assert first.error_kind == "timeout" and "first_byte_timeout" in (first.error_message or "")
 
 
+@pytest.mark.parametrize(
+    "slow",
+    [Reply("slow start", delay=0.6), Reply("slow start", stream=Stream(first_token_delay=0.6))],
+    ids=["headers", "first-token"],
+)
+def test_the_idle_timeout_does_not_cut_the_wait_for_the_first_token(tmp_path, sim, slow):
+    """Until content flows, first_byte_timeout rules (a model loading, a long prompt read)."""
+    sim.script("a", slow)
+    cfg = config(tmp_path, sim, [entry("ollama", "a", idle_timeout=0.2, first_byte_timeout=30)])
+    assert collect(cfg)[-1].result.text == "slow start"
+
+
 def test_a_stream_that_stalls_after_output_fails_at_the_idle_timeout(tmp_path, sim):
     sim.script("a", Reply("one two three", stream=Stream(stall_after=1)))
     sim.script("b", Reply("from b"))
@@ -255,6 +269,18 @@ def test_a_prefill_never_ends_in_whitespace_which_vendors_refuse(tmp_path, sim):
     assert events[-1].result.text == "alpha beta gamma"
 
 
+@pytest.mark.parametrize("continuation", [" gamma", "gamma"])
+def test_a_continued_stream_shows_the_text_its_answer_holds(tmp_path, sim, continuation):
+    """The space the shown text ended with is on the screen already: the continuation, which
+    writes it again (or not), must not show it twice, and Done's text is what was shown."""
+    pieces = ("alpha ", "beta ", "gamma")
+    sim.script("a", Reply("".join(pieces), stream=Stream(pieces=pieces, drop_after=2)))
+    sim.script("c", Reply(continuation))
+    cfg = config(tmp_path, sim, [entry("openai", "a"), entry("anthropic", "c")])
+    events = collect(cfg, on_midstream="continue")
+    assert "".join(texts(events)) == events[-1].result.text == "alpha beta gamma"
+
+
 def test_continue_restarts_on_an_entry_that_takes_no_prefill(tmp_path, sim):
     sim.script("a", BROKEN)
     sim.script("b", Reply("fresh"))
@@ -330,6 +356,18 @@ def test_a_total_failure_saves_what_each_entry_streamed(tmp_path, sim):
     assert [e.get("partial") for e in envelope["errors"]] == ["alpha beta", "one"]
 
 
+def test_a_deadline_that_ends_during_the_stream_saves_what_was_shown(tmp_path, sim):
+    sim.script("a", Reply("one two three", stream=Stream(stall_after=1)))
+    cfg = config(tmp_path, sim, [entry("openai", "a"), entry("openai", "b")])
+    with pytest.raises(CascadeFailed) as failed:
+        collect(cfg, deadline_s=0.5)
+    [attempt] = failed.value.attempts
+    assert (attempt.outcome, attempt.partial, attempt.chunks) == ("deadline", "one", 1)
+    [envelope] = saved(tmp_path)
+    assert envelope["errors"][0]["partial"] == "one"
+    assert sim.count("b") == 0
+
+
 # --- cancellation -----------------------------------------------------------------------------
 
 
@@ -355,6 +393,98 @@ def test_closing_the_stream_closes_the_upstream_and_sets_no_cooldown(tmp_path, s
     assert envelope["errors"][0]["partial"] == "one"
     with Store(tmp_path / "state" / "db.sqlite") as store:
         assert not store.states(["openai/a"])["openai/a"].is_cooling(0)
+
+
+@pytest.mark.parametrize("leave", ["break", "raise"])
+def test_a_stream_left_as_the_readme_loops_is_recorded_before_the_engine_closes(
+    tmp_path, sim, leave
+):
+    """`async for event in engine.stream(...)` with no aclosing: the engine, closing, closes
+    the stream it still runs, while its database and connection can still say so."""
+    sim.script("a", Reply("one two three", stream=Stream(stall_after=1)))
+    cfg = config(tmp_path, sim, [entry("openai", "a")])
+
+    async def go() -> None:
+        async with Cascade(load_config(cfg)) as engine:
+            async for event in engine.stream("x", Conversation.single_user_prompt("hi")):
+                if isinstance(event, Text):
+                    if leave == "raise":
+                        raise LookupError("the consumer failed")
+                    break
+
+    if leave == "raise":
+        with pytest.raises(LookupError):
+            asyncio.run(go())
+    else:
+        asyncio.run(go())
+    assert sim.wait_for_disconnects(1, "a", timeout=10)
+    [row] = rows(tmp_path)
+    assert row.outcome == "cancelled"
+    [envelope] = saved(tmp_path)
+    assert envelope["errors"][0]["partial"] == "one"
+
+
+class SleepUntilCancelled(ManualClock):
+    """A clock whose waits last until the run is cancelled; `waiting` is set when one starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.waiting.set()
+        await asyncio.Event().wait()
+
+
+def half_open(cfg: Path, now: float) -> None:
+    """sim/a failed long ago and its cooldown is over: the next run probes it."""
+    with Store(load_config(cfg).database_path) as store:
+        record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed")
+        store.record_failure(record, now - 100, lambda _level: 30)
+
+
+def probe_lease(tmp_path: Path) -> float | None:
+    with Store(tmp_path / "state" / "db.sqlite") as store:
+        return store.states(["sim/a"])["sim/a"].probe_until
+
+
+def test_a_probe_cancelled_while_it_waits_to_retry_gives_its_lease_back(tmp_path, sim):
+    clock = SleepUntilCancelled()
+    cfg = write_config(tmp_path, sim, {"x": [entry("sim", "a", retries=1)]})
+    half_open(cfg, clock.now())
+    sim.script("a", Fail(500))
+
+    async def go() -> None:
+        async with Cascade(load_config(cfg), clock=clock) as engine:
+            run = asyncio.create_task(engine.run("x", Conversation.single_user_prompt("hi")))
+            await clock.waiting.wait()  # its first try failed; it waits to try again
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+    asyncio.run(go())
+    assert probe_lease(tmp_path) is None  # the next run may probe it at once
+    assert sorted(r.outcome for r in rows(tmp_path)) == ["failed", "retrying"]  # seed, its try
+    [envelope] = saved(tmp_path)
+    assert envelope["status"] == "interrupted"
+
+
+def test_a_stream_closed_before_its_probe_is_sent_gives_the_lease_back(tmp_path, sim):
+    clock = ManualClock()
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    half_open(cfg, clock.now())
+
+    async def go() -> None:
+        async with Cascade(load_config(cfg), clock=clock) as engine:
+            stream = engine.stream("x", Conversation.single_user_prompt("hi"))
+            async with aclosing(stream):
+                first = await anext(stream)
+            assert isinstance(first, EntryStarted) and first.probe
+
+    asyncio.run(go())
+    assert sim.count("a") == 0
+    assert probe_lease(tmp_path) is None
 
 
 def test_run_still_returns_whole_answers_without_streaming(tmp_path, sim):

@@ -268,16 +268,11 @@ def _stream(
     import asyncio
 
     from . import render
-    from .streamed import RestartRefused, stream_answer
+    from .streamed import RestartRefused, Terminated, stream_answer
 
-    async def go() -> CascadeResult:
-        import signal
-
+    async def go() -> CascadeResult:  # stream_answer handles SIGTERM
         from ..cascade import Cascade
 
-        task = asyncio.current_task()
-        if task is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         terminal = sys.stdout.isatty()
         if not spinner:
             async with Cascade(config) as engine:
@@ -308,10 +303,12 @@ def _stream(
         result = asyncio.run(go())
     except KeyboardInterrupt:  # the engine has logged where the prompt (and what came) is
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except asyncio.CancelledError:  # SIGTERM
+    except (asyncio.CancelledError, Terminated):  # SIGTERM
         raise typer.Exit(EXIT_TERMINATED) from None
     except CascadeFailed as exc:
-        _report_failure(exc, json_output, explain, wait_s)
+        _report_failure(exc, False, explain, wait_s)
+        if json_output:  # the last line of the NDJSON, not a pretty object after it
+            echo(render.compact_dumps({"event": "failed", **render.failure_json(exc)}))
         raise typer.Exit(EXIT_FAILED) from None
     except RestartRefused as exc:
         entry, reason = exc.args

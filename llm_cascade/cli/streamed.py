@@ -8,12 +8,14 @@ stops there, with the prompt and the partial answer saved).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import aclosing
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..events import Done, EntryStarted, Reset, Switched, Text, ToolCallDelta
-from ._common import StdoutClosed, StdoutFailed, say, write_stdout
+from ._common import StdoutClosed, StdoutFailed, say, silence_stdout, write_stdout
 
 if TYPE_CHECKING:
     from ..cascade import Cascade, RunOptions
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
 
 class RestartRefused(Exception):
     """A plain-text stream into a pipe cannot restart: the bytes already went out."""
+
+
+class Terminated(BaseException):
+    """SIGTERM while a write to stdout was blocked (its reader stopped reading)."""
+
+
+_writing = False  # a write to stdout is under way: the event loop cannot see a signal now
 
 
 def event_json(event: StreamEvent) -> dict[str, Any]:
@@ -63,7 +72,8 @@ async def stream_answer(
     """
     from . import render
 
-    async with aclosing(engine.stream(cascade, conversation, options)) as events:
+    stream = engine.stream(cascade, conversation, options)
+    async with _sigterm_cancels(), aclosing(stream) as events:
         async for event in events:
             if not isinstance(event, EntryStarted):
                 on_output()
@@ -71,15 +81,15 @@ async def stream_answer(
                 calls = event.result.response.tool_calls
                 end = "\n" + (render.dumps(event.result.response.to_dict()) + "\n" if calls else "")
                 try:
-                    write_stdout(_line(event) if as_json else end)
-                except (StdoutClosed, StdoutFailed) as exc:
+                    _write(_line(event) if as_json else end)
+                except (StdoutClosed, StdoutFailed, Terminated) as exc:
                     event.answer.undelivered(str(exc) or "the reader closed stdout")
                     raise
                 return event.result
             if as_json:
-                write_stdout(_line(event))
+                _write(_line(event))
             elif isinstance(event, Text):
-                write_stdout(render.shown_text(event.text, terminal=terminal))
+                _write(render.shown_text(event.text, terminal=terminal))
             elif isinstance(event, Switched):
                 say(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
@@ -92,8 +102,42 @@ async def stream_answer(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
                     " the next entry answers from the start:"
                 )
-                write_stdout("\n----\n")
+                _write("\n----\n")
     raise AssertionError("a stream ends with Done or raises")  # pragma: no cover
+
+
+@asynccontextmanager
+async def _sigterm_cancels() -> AsyncIterator[None]:
+    """SIGTERM cancels the run at its next await, as Ctrl-C does. While a write to stdout
+    blocks (a reader that stopped reading) no await comes: then it ends the write instead."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if _writing:
+            raise Terminated("terminated while stdout was blocked")
+        if task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write(text: str) -> None:
+    """`write_stdout`; text stdout cannot encode (a Latin-1 locale) fails as stdout does."""
+    global _writing
+    _writing = True
+    try:
+        write_stdout(text)
+    except UnicodeEncodeError as exc:
+        raise StdoutFailed(f"cannot write to stdout: {exc}") from None
+    except Terminated:
+        silence_stdout()  # what the blocked write left in the buffer must not block the exit
+        raise
+    finally:
+        _writing = False
 
 
 def _line(event: StreamEvent) -> str:

@@ -266,7 +266,7 @@ async def open_stream(
     try:
         whole = adapter.stream_format == "sse" and response.headers.get(
             "content-type", ""
-        ).startswith("application/json")
+        ).lower().startswith("application/json")  # media types are case-insensitive
         if whole or not 200 <= response.status_code < 300:
             # An error, or a server that ignored `stream` and sent the whole answer: read it.
             with _transport_errors():
@@ -291,11 +291,12 @@ class _StreamLimits:
     started: float  # the event loop's clock
 
     def wait(self, now: float, *, content: bool) -> float:
-        """How long the next read may take."""
+        """How long the next read may take. Until content flows, the first-byte clock rules:
+        the idle one would cut a slow first token (a model loading) shorter than configured."""
         left = [self.started + self.budget.total - now]
         if not content:
             left.append(self.started + self.budget.first_byte - now)
-        if self.budget.idle is not None:
+        elif self.budget.idle is not None:
             left.append(self.budget.idle)
         return max(min(left), 0.0)
 
