@@ -14,16 +14,16 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import policy
 from . import rules as rules_mod
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
-from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
+from .config import AppConfig, CascadeConfig, CascadeEntry, Options, ProviderConfig
 from .errors import CascadeFailed, ProviderError, SaveOutcome, UsageError
 from .events import Done, EntryStarted, Reset, StreamEvent, Switched, Text, ToolCallDelta
 from .failures import FailureStore, PendingPrompt, PromptKeeper
@@ -31,7 +31,7 @@ from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
 from .providers import get_adapter, streaming
 from .providers.base import Adapter, Budget, CallOptions
-from .results import CascadeResult, RunOptions
+from .results import CascadeResult, Parsed, RunOptions
 from .store import EntryState, Store, StoreError
 from .types import Conversation, LlmResponse, Message, TextBlock
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from .providers._http import Reply
     from .providers.streaming import Delta
+    from .structured import OutputCheck
 
 __all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
@@ -194,8 +195,23 @@ class Cascade:
             )
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
+        opts = options or RunOptions()
+        if opts.entry_options:
+            cascade = _with_options(cascade, opts.entry_options)
+        needs = policy.needs_of(conversation)
+        unfit = {e.key: policy.unfit(e.options, needs) for e in cascade.entries}
+        if all(unfit.values()):  # before anything is saved or sent
+            reasons = [(key, why) for key, why in unfit.items() if why]
+            raise UsageError(policy.none_can_serve(cascade.name, reasons))
+        check = None
+        if conversation.output is not None:
+            from .structured import OutputCheck  # the validator is imported only if needed
+
+            check = OutputCheck(conversation.output, opts.output_check)
         keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
-        return _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
+        return _Run(
+            self, cascade, conversation, opts, keeper, stream=stream, unfit=unfit, check=check
+        )
 
     async def http_client(self) -> httpx.AsyncClient:
         """The shared client, opened on first use (httpx is imported only then)."""
@@ -263,6 +279,8 @@ class _Run:
         keeper: PromptKeeper,
         *,
         stream: bool,
+        unfit: Mapping[str, str | None],
+        check: OutputCheck | None,
     ) -> None:
         self.e = engine
         self.cascade = cascade
@@ -278,6 +296,8 @@ class _Run:
         self.stopped = False
         self.result: CascadeResult | None = None
         self.partial: _Partial | None = None  # a stream that broke after output
+        self.unfit = unfit  # why an entry cannot serve this request (None: it can)
+        self.check = check  # the answer must be this JSON document
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
@@ -349,6 +369,10 @@ class _Run:
 
     async def _entry(self, entry: CascadeEntry) -> AsyncGenerator[StreamEvent, None]:
         """Skip the entry, claim its probe, or try it."""
+        unfit = self.unfit.get(entry.key)
+        if unfit is not None:  # nothing to learn by sending it, whatever its breaker says
+            self.journal.unfit(entry.key, unfit)
+            return
         provider = self.e.config.providers[entry.provider]
         now = self.e.clock.now()
         state = self.journal.state(entry.key)
@@ -397,11 +421,11 @@ class _Run:
         mode = policy.midstream_mode(
             self.midstream,
             next_accepts_prefill="prefill" in entry.options.supports,
-            has_tool_calls=partial.has_tool_calls,
+            continuable=partial.continuable,
         )
         if mode == "continue" and partial.text.strip():
             messages = [*self.conversation.messages, Message.assistant(partial.text)]
-            picked = Conversation(messages, self.conversation.tools)
+            picked = self.conversation.with_messages(messages)
             return picked, Switched(partial.entry, entry.key, partial.reason)
         self.partial = None
         return self.conversation, Reset(partial.entry, partial.reason)
@@ -418,7 +442,7 @@ class _Run:
         opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
-        call = _call_options(entry, provider, key)
+        call = _call_options(entry, provider, key, self.conversation)
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""
         if told is not None:
@@ -478,13 +502,18 @@ class _Run:
         now = self.e.clock.now()
         if not self.streaming:
             sent.reply = await _http.send(client, adapter, conversation, call, budget, now)
-            return
-        async with _http.open_stream(client, adapter, conversation, call, budget, now) as stream:
-            async for delta in stream:
-                event = sent.add(delta, self.e.clock.monotonic())
-                if event is not None:
-                    yield event
-            sent.reply = _http.Reply(stream.response(), stream.status)
+        else:
+            async with _http.open_stream(
+                client, adapter, conversation, call, budget, now
+            ) as stream:
+                async for delta in stream:
+                    event = sent.add(delta, self.e.clock.monotonic())
+                    if event is not None:
+                        yield event
+                sent.reply = _http.Reply(stream.response(), stream.status)
+        if self.check is not None:  # an answer that is not the document asked for fails over
+            assert sent.reply is not None
+            sent.parsed = self.check(sent.reply.response)
 
     def _failed(
         self,
@@ -533,7 +562,10 @@ class _Run:
         if wait is None:
             self.stopped = rule.action == "stop" or (midstream and self.midstream == "fail")
             if partial is not None:
-                self.partial = _Partial(entry.key, partial, sent.has_tool_calls, err.display())
+                # A JSON document is never continued by another model, and one that failed
+                # its check is thrown away: the next entry starts over.
+                continuable = not sent.has_tool_calls and self.check is None
+                self.partial = _Partial(entry.key, partial, continuable, err.display())
         return wait
 
     def _answered(
@@ -570,6 +602,7 @@ class _Run:
             status=reply.status,
             latency_ms=_ms(self.e.clock.monotonic() - self.started),
             attempts=self.journal.attempts,
+            parsed=sent.parsed,
         )
 
     def _deadline(
@@ -592,7 +625,8 @@ class _Run:
 
     def _retry_after(self) -> float | None:
         """Seconds until some entry of this cascade can be tried again, if all are cooling."""
-        wake = self.journal.soonest_free(e.key for e in self.cascade.entries)
+        usable = (e.key for e in self.cascade.entries if not self.unfit.get(e.key))
+        wake = self.journal.soonest_free(usable)
         if wake is None:
             return None
         delay = wake - self.e.clock.now()
@@ -605,7 +639,7 @@ class _Partial:
 
     entry: str
     text: str
-    has_tool_calls: bool
+    continuable: bool  # another entry may continue it (no tool call, no JSON document)
     reason: str
 
 
@@ -615,6 +649,7 @@ class _Exchange:
 
     started: float  # monotonic
     reply: Reply | None = None
+    parsed: Parsed | None = None  # the checked document, when JSON was asked for
     ttft_ms: int | None = None
     chunks: int | None = None
     text: str = ""
@@ -658,8 +693,16 @@ def _ignored(state: EntryState, now: float) -> str | None:
     return None
 
 
-def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey) -> CallOptions:
-    opts = entry.options
+def _with_options(cascade: CascadeConfig, overrides: Mapping[str, Any]) -> CascadeConfig:
+    """The cascade with this run's entry options laid over every entry's own."""
+    entries = tuple(replace(e, options=e.options.merged(overrides)) for e in cascade.entries)
+    return replace(cascade, entries=entries)
+
+
+def _call_options(
+    entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey, conversation: Conversation
+) -> CallOptions:
+    opts: Options = entry.options
     return CallOptions(
         model=entry.model,
         base_url=provider.effective_base_url,
@@ -670,6 +713,7 @@ def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKe
         headers=opts.headers,
         max_response_bytes=opts.max_response_bytes,
         stream_usage=opts.stream_usage,
+        output=conversation.output,
     )
 
 

@@ -49,6 +49,8 @@ class Options:
     # What the entry can do (tools, json, schema, vision, stream, prefill); a provider without
     # `supports` gets its type's defaults.
     supports: frozenset[str] = frozenset()
+    # Tokens the model takes in one request; a request estimated larger skips the entry.
+    context_window: int | None = None
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
@@ -238,6 +240,10 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
     "supports": (
         lambda v: isinstance(v, list) and all(c in CAPABILITIES for c in v),
         f"a list of capabilities ({', '.join(CAPABILITIES)})",
+    ),
+    "context_window": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "an integer number of tokens above 0",
     ),
 }
 

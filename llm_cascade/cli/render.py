@@ -66,7 +66,8 @@ def failure_hint(exc: CascadeFailed, now: float, wait_s: float | None = None) ->
 
     `wait_s` is the run's --wait-cooldown: when it was given, offering it again is no help;
     say how long the wait would have had to be."""
-    if not exc.attempts or any(a.outcome != "skipped" for a in exc.attempts):
+    considered = [a for a in exc.attempts if a.outcome != "skipped" or a.cooling]
+    if not considered or any(not a.cooling for a in considered):
         return None
     if exc.retry_after_s is None:
         return None
@@ -117,6 +118,8 @@ def _explain_one(a: Attempt) -> str:
         return (
             f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}{streamed}){tokens}{note}"
         )
+    if a.outcome == "skipped" and not a.cooling:
+        return f"skipped, cannot serve this request: {a.detail}"
     if a.outcome == "skipped":
         return f"skipped: {a.detail}"
     if a.outcome == "waited":

@@ -133,9 +133,8 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
     if not conversation.messages:
         raise UsageError("the conversation has no messages")
     if system:
-        conversation = Conversation(
-            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages],
-            conversation.tools,
+        conversation = conversation.with_messages(
+            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages]
         )
     return conversation
 

@@ -9,6 +9,7 @@ says and read by the adapter's `stream_parser` (see `streaming.py`).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ProviderError
-from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition
+from ..types import Conversation, LlmResponse, Message, OutputFormat, ToolCall, ToolDefinition
 
 if TYPE_CHECKING:
     from .streaming import StreamParser
@@ -48,6 +49,9 @@ class CallOptions:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # decoded body; larger fails over
     stream_usage: bool = True  # OpenAI: ask for usage in a stream (some compatibles refuse it)
+    # The shape the answer must have (the conversation's `output`): each adapter asks for it
+    # in its vendor's own way and hands the document back as the answer's text.
+    output: OutputFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,28 @@ def json_or_text(text: str) -> Any:
         return text
 
 
+# The code every vendor's "the prompt is too long for this model" error is given, so one rule
+# matches them all (OpenAI sends it; the others say it only in words).
+CONTEXT_CODE = "context_length_exceeded"
+_CONTEXT_WORDS = re.compile(
+    r"prompt is too long|maximum context length|context length|context window"
+    r"|input token count .* exceeds|exceeds the maximum number of tokens",
+    re.IGNORECASE,
+)
+
+
+def context_code(message: str | None, code: str | None) -> str | None:
+    """`code`, or CONTEXT_CODE when the message says the prompt is over the context window."""
+    if code != CONTEXT_CODE and message and _CONTEXT_WORDS.search(message):
+        return CONTEXT_CODE
+    return code
+
+
+def document_text(value: Any) -> str:
+    """A JSON value as the text of an answer: compact, keys in the model's order."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def error_summary(data: Any) -> tuple[str | None, str | None]:
     """(message, code) from the common error shapes, or (None, None).
 
@@ -199,7 +225,8 @@ class Adapter(ABC):
 
     def parse_error(self, data: Any) -> tuple[str | None, str | None]:
         """(short message, vendor code) from a decoded error body."""
-        return error_summary(data)
+        message, code = error_summary(data)
+        return message, context_code(message, code)
 
     def retry_after(self, data: Any) -> float | None:
         """Seconds to wait named in an error body (for APIs that say it there, not in a header)."""
