@@ -77,6 +77,8 @@ class Cascade:
         self.failures = FailureStore(config.failure_dir)
         self.client = client
         self._owns_client = client is None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None]  # set with the client it closes
         self.clock: Clock = clock or SystemClock()
         self._keyring_failed = False
         self.resolve = key_resolver or self._resolve_key
@@ -105,8 +107,9 @@ class Cascade:
     async def aclose(self) -> None:
         """Close the HTTP client and the database if the engine opened them."""
         if self.client is not None and self._owns_client:
-            await self.client.aclose()
-            self.client = None
+            if self._client_loop is asyncio.get_running_loop():
+                await self._closer.aclose()
+            self.client = None  # opened in a loop that is gone: closed when that loop ended
         if self._owns_store and self.store is not None:
             self.store.close()
             self.store = None
@@ -214,12 +217,32 @@ class Cascade:
         )
 
     async def http_client(self) -> httpx.AsyncClient:
-        """The shared client, opened on first use (httpx is imported only then)."""
+        """The shared client, opened on first use (httpx is imported only then).
+
+        A client the engine opened in another event loop (an earlier `asyncio.run`) is
+        replaced: its connections belong to that loop and cannot be used from this one.
+        """
+        loop = asyncio.get_running_loop()
+        if self.client is not None and self._owns_client and self._client_loop is not loop:
+            self.client = None
         if self.client is None:
             from .http_client import new_client
 
             self.client = new_client()
+            self._client_loop = loop
+            # An async generator the loop closes when it shuts down (asyncio.run does): the
+            # client's connections are closed with their loop even if nobody calls aclose().
+            self._closer = _closing(self.client)
+            await anext(self._closer)
         return self.client
+
+
+async def _closing(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Closes `client` when closed itself: by `Cascade.aclose`, or by its loop's shutdown."""
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 class Answer:
