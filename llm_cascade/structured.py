@@ -85,7 +85,9 @@ def _clean(text: str) -> str:
     return untrusted.escape_controls(shorten(" ".join(redaction.redact(text).split()), 200))
 
 
-def output_format(schema: Any = None, name: str | None = None) -> OutputFormat:
+def output_format(
+    schema: Any = None, name: str | None = None, where: str = "the schema"
+) -> OutputFormat:
     """What `get_json_response` (no schema) and `get_structured_json_response` ask for: a
     JSON Schema dict, or a pydantic model class (its `model_json_schema()`)."""
     if schema is None:
@@ -99,7 +101,7 @@ def output_format(schema: Any = None, name: str | None = None) -> OutputFormat:
             ) from None
         name = name or schema.__name__
         schema = produced
-    checked = check_schema(schema)
+    checked = check_schema(schema, where)
     name = name or checked.get("title") or "answer"
     if not isinstance(name, str) or not OUTPUT_NAME.match(name):
         name = re.sub(r"[^A-Za-z0-9_-]", "_", str(name))[:64] or "answer"
@@ -130,7 +132,7 @@ def schema_argument(value: str) -> OutputFormat:
         schema = untrusted.loads(text)
     except ValueError as exc:
         raise UsageError(f"{where} is not JSON ({_clean(str(exc))})") from None
-    return output_format(check_schema(schema, where))
+    return output_format(schema, where=where)
 
 
 # --- each answer ---------------------------------------------------------------------------------

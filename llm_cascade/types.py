@@ -159,6 +159,8 @@ class ToolDefinition:
 
 # A schema's name, as OpenAI's `json_schema.name` and Anthropic's tool names allow it.
 OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Keys that say nothing about the value: `{"type": "object", "title": ...}` is any object.
+_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "$comment"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +172,20 @@ class OutputFormat:
     name: str = "answer"
 
     @property
+    def wire_schema(self) -> Mapping[str, Any] | None:
+        """The schema to send, or None to ask for JSON mode: for no schema, and for one that
+        only says "an object" (which every JSON mode gives); the answer is still checked
+        against `schema` locally."""
+        if self.schema is None or (
+            self.schema.get("type") == "object" and set(self.schema) - _ANNOTATIONS == {"type"}
+        ):
+            return None
+        return self.schema
+
+    @property
     def capability(self) -> str:
         """What an entry must support to be asked: `json` or `schema`."""
-        return "json" if self.schema is None else "schema"
+        return "json" if self.wire_schema is None else "schema"
 
     def to_dict(self) -> dict[str, Any]:
         if self.schema is None:

@@ -399,3 +399,13 @@ def test_simulated_ollama_takes_json_or_a_schema_as_format(sim):
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False}
     assert post(sim, "/api/chat", {**body, "format": "yaml"}, {}).status_code == 400
     assert post(sim, "/api/chat", {**body, "format": {"type": "object"}}, {}).status_code == 200
+
+
+def test_a_schema_that_only_says_object_is_json_mode_on_the_wire_and_checked(tmp_path, sim, clock):
+    sim.script("a", Reply("[1, 2]"))  # JSON, but no object
+    sim.script("b", Reply('{"k": 1}'))
+    cfg = config_for(tmp_path, sim, ("openai", "a"), ("openai", "b"))
+    result = run_engine(cfg, "x", ask(output_format({"type": "object"})), clock=clock)
+    assert sim.requests[0].body["response_format"] == {"type": "json_object"}
+    assert result.attempts[0].detail == "Invalid output: $: expected object"
+    assert result.parsed is not None and result.parsed.value == {"k": 1}

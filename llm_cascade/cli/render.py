@@ -49,6 +49,14 @@ def answer_text(response: LlmResponse, *, terminal: bool = False) -> str:
     return shown_text(response.text, terminal=terminal)
 
 
+def result_text(result: CascadeResult, *, terminal: bool = False) -> str:
+    """stdout for a plain run: the checked JSON document when one was asked for (`--schema`),
+    else the answer as `answer_text` shows it."""
+    if result.parsed is not None:
+        return dumps(result.parsed.value)
+    return answer_text(result.response, terminal=terminal)
+
+
 def failure_json(exc: CascadeFailed) -> dict[str, Any]:
     return {
         "ok": False,

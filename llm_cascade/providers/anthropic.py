@@ -125,7 +125,8 @@ def answer_tool(output: OutputFormat) -> tuple[dict[str, Any], bool]:
     describes it), and whether the document is wrapped: a tool input is an object, so a schema
     for anything else becomes the one property `value` (its `$defs` stay at the root, where
     its `$ref`s point)."""
-    schema = dict(output.schema) if output.schema is not None else {"type": "object"}
+    wire = output.wire_schema
+    schema = dict(wire) if wire is not None else {"type": "object"}
     wrapped = schema.get("type") != "object"
     if wrapped:
         defs = {k: schema.pop(k) for k in _DEFS if k in schema}

@@ -139,7 +139,8 @@ def _openapi(node: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> di
 def generation_output(output: OutputFormat) -> dict[str, Any]:
     """The `generationConfig` fields that ask for JSON, and for the schema where it fits."""
     config: dict[str, Any] = {"responseMimeType": "application/json"}
-    schema = response_schema(output.schema) if output.schema is not None else None
+    wire = output.wire_schema
+    schema = response_schema(wire) if wire is not None else None
     if schema is not None:
         config["responseSchema"] = schema
     return config

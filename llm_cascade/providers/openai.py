@@ -103,9 +103,9 @@ def strict_compatible(schema: Mapping[str, Any]) -> bool:
 
 def response_format(output: OutputFormat) -> dict[str, Any]:
     """`response_format`: JSON mode, or a named JSON Schema (strict when it qualifies)."""
-    if output.schema is None:
+    if output.wire_schema is None:
         return {"type": "json_object"}
-    schema = dict(output.schema)
+    schema = dict(output.wire_schema)
     spec = {"name": output.name, "schema": schema, "strict": strict_compatible(schema)}
     return {"type": "json_schema", "json_schema": spec}
 
@@ -166,7 +166,7 @@ class OpenAIAdapter(Adapter):
             body["stream_options"] = {"include_usage": True}  # else a stream has no usage
         if options.output is not None:
             body["response_format"] = response_format(options.output)
-            if options.output.schema is None and not _mentions_json(conversation):
+            if options.output.wire_schema is None and not _mentions_json(conversation):
                 body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
         body = with_stream(deep_merge(body, options.extra), stream)
         headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
