@@ -11,6 +11,7 @@ model class is recognised by its methods and the caller's copy of pydantic does 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -67,18 +68,29 @@ def _offline(uri: str) -> Any:
 
 def compile_schema(schema: Mapping[str, Any], where: str = "the schema") -> jsonschema_rs.Validator:
     """A validator for `schema`; a UsageError if it is not valid JSON Schema. Remote `$ref`s
-    are refused (nothing is fetched: a schema must not make requests of its own)."""
+    are refused (nothing is fetched: a schema must not make requests of its own). Compiled
+    validators are kept for the schemas used last, so a schema asked for again and again
+    (every call of a program) is checked and compiled once."""
     import jsonschema_rs  # only runs that use a schema pay for it
 
     try:
-        raw = dict(schema)
-        jsonschema_rs.meta.validate(raw)
-        return jsonschema_rs.validator_for(raw, retriever=_offline, mask="value")
+        return _compiled(json.dumps(schema, ensure_ascii=False))
     except jsonschema_rs.ValidationError as exc:
         at = path_text(tuple(exc.instance_path), "$", shown=12)
         raise UsageError(f"{where} is not valid JSON Schema: {at}: {_clean(exc.message)}") from None
     except (jsonschema_rs.ReferencingError, ValueError) as exc:
         raise UsageError(f"{where} is not valid JSON Schema: {_clean(str(exc))}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(text: str) -> jsonschema_rs.Validator:
+    """The validator of a schema given as JSON text (the cache key); raises as jsonschema_rs
+    does (an error is not cached)."""
+    import jsonschema_rs
+
+    raw = json.loads(text)
+    jsonschema_rs.meta.validate(raw)
+    return jsonschema_rs.validator_for(raw, retriever=_offline, mask="value")
 
 
 def _clean(text: str) -> str:
