@@ -14,7 +14,7 @@ client; it may be used from one event loop after another (each `asyncio.run`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,8 +107,6 @@ class LLMCascade:
                 raise ConfigError(f"no cascade '{entries}' in the config (defined: {defined})")
             app, name = base, entries
             if db or failed:
-                from dataclasses import replace
-
                 app = replace(
                     base,
                     database_path=db or base.database_path,
@@ -158,10 +156,9 @@ class LLMCascade:
         """The answer as a parsed JSON value, asked for in each vendor's JSON mode. An answer
         that is not JSON fails over to the next entry (no cooldown, outcome
         `invalid_output`)."""
-        result = await self._document(
+        return await self._document(
             OutputFormat(), None, user_prompt, system_prompt, messages, options
         )
-        return result
 
     async def get_structured_json_response(
         self,
