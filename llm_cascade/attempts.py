@@ -20,8 +20,10 @@ Outcome = Literal[
     "undelivered",  # answered, but the answer could not reach its reader
     "truncated",  # a stream broke after output reached the caller
     "cancelled",  # the caller went away while the request was in flight: no verdict
+    "invalid_output",  # answered, but not with the JSON (or the schema) asked for
 ]
 NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited", "cancelled"})
+CAPABILITY = "capability"  # the rule of a skip: the entry cannot serve this request
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,11 @@ class Attempt:
     chunks: int | None = None  # streams: content events received
     partial: str | None = None  # streams: the text shown before it broke (saved with the prompt)
 
+    @property
+    def cooling(self) -> bool:
+        """Skipped because its breaker is open or another process probes it."""
+        return self.outcome == "skipped" and self.rule != CAPABILITY
+
     def to_dict(self) -> dict[str, Any]:
         """The set fields, for JSON output and the saved prompt's `errors` list."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -67,14 +74,18 @@ def failure_summary(attempts: Iterable[Attempt]) -> str:
     """The original's text for a run with no answer: the skipped entries, then each failure.
 
     `Skipped (on cooldown): a/x, b/y` and `Failed entries: c/z: HTTP 500: oops; ...`, each
-    line only when it has something to list.
+    line only when it has something to list; entries that could not serve the request at all
+    (`Skipped (cannot serve this request): ...`) come first.
     """
     done = list(attempts)
-    skipped = list(dict.fromkeys(a.entry for a in done if a.outcome == "skipped"))
+    unfit = [a.error_text() for a in done if a.outcome == "skipped" and not a.cooling]
+    skipped = list(dict.fromkeys(a.entry for a in done if a.cooling))
     failed = [a.error_text() for a in done if a.outcome not in (*NOT_TRIED, "retrying", "ok")]
     lines = []
+    if unfit:
+        lines.append(f"Skipped (cannot serve this request): {'; '.join(unfit)}")
     if skipped:
         lines.append(f"Skipped (on cooldown): {', '.join(skipped)}")
-    if failed or not skipped:
+    if failed or not (skipped or unfit):
         lines.append(f"Failed entries: {'; '.join(failed) or 'none were tried'}")
     return "\n".join(lines)

@@ -16,10 +16,10 @@ import logging
 import random
 import secrets
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import policy, telemetry
 from . import rules as rules_mod
@@ -33,7 +33,7 @@ from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
 from .providers import get_adapter
 from .providers.base import Adapter, Budget, CallOptions
-from .results import CascadeResult, RunOptions
+from .results import CascadeResult, Parsed, RunOptions
 from .store import EntryState, Store, StoreError
 from .types import Conversation, LlmResponse, Message, TextBlock
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .providers._http import Reply
+    from .structured import OutputCheck
 
 __all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
@@ -77,6 +78,8 @@ class Cascade:
         self.failures = FailureStore(config.failure_dir)
         self.client = client
         self._owns_client = client is None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None]  # set with the client it closes
         self.clock: Clock = clock or SystemClock()
         self._keyring_failed = False
         self.resolve = key_resolver or self._resolve_key
@@ -112,8 +115,9 @@ class Cascade:
             with contextlib.suppress(RuntimeError):  # running in another task: not ours to end
                 await events.aclose()
         if self.client is not None and self._owns_client:
-            await self.client.aclose()
-            self.client = None
+            if self._client_loop is asyncio.get_running_loop():
+                await self._closer.aclose()
+            self.client = None  # opened in a loop that is gone: closed when that loop ended
         if self._owns_store and self.store is not None:
             self.store.close()
             self.store = None
@@ -203,19 +207,54 @@ class Cascade:
             )
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
+        opts = options or RunOptions()
+        if opts.entry_options:
+            cascade = _with_options(cascade, opts.entry_options)
+        needs = policy.needs_of(conversation)
+        unfit = {e.key: policy.unfit(e.options, needs) for e in cascade.entries}
+        if all(unfit.values()):  # before anything is saved or sent
+            reasons = [(key, why) for key, why in unfit.items() if why]
+            raise UsageError(policy.none_can_serve(cascade.name, reasons))
+        check = None
+        if conversation.output is not None:
+            from .structured import OutputCheck  # the validator is imported only if needed
+
+            check = OutputCheck(conversation.output, opts.output_check)
         keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
-        run = _Run(self, cascade, conversation, options or RunOptions(), keeper, stream=stream)
+        run = _Run(
+            self, cascade, conversation, opts, keeper, stream=stream, unfit=unfit, check=check
+        )
         events = run.events()
         self._running.add(events)
         return events
 
     async def http_client(self) -> httpx.AsyncClient:
-        """The shared client, opened on first use (httpx is imported only then)."""
+        """The shared client, opened on first use (httpx is imported only then).
+
+        A client the engine opened in another event loop (an earlier `asyncio.run`) is
+        replaced: its connections belong to that loop and cannot be used from this one.
+        """
+        loop = asyncio.get_running_loop()
+        if self.client is not None and self._owns_client and self._client_loop is not loop:
+            self.client = None
         if self.client is None:
             from .http_client import new_client
 
             self.client = new_client()
+            self._client_loop = loop
+            # An async generator the loop closes when it shuts down (asyncio.run does): the
+            # client's connections are closed with their loop even if nobody calls aclose().
+            self._closer = _closing(self.client)
+            await anext(self._closer)
         return self.client
+
+
+async def _closing(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Closes `client` when closed itself: by `Cascade.aclose`, or by its loop's shutdown."""
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 class Answer:
@@ -281,6 +320,8 @@ class _Run:
         keeper: PromptKeeper,
         *,
         stream: bool,
+        unfit: Mapping[str, str | None],
+        check: OutputCheck | None,
     ) -> None:
         self.e = engine
         self.cascade = cascade
@@ -296,6 +337,8 @@ class _Run:
         self.stopped = False
         self.result: CascadeResult | None = None
         self.partial: _Partial | None = None  # a stream that broke after output
+        self.unfit = unfit  # why an entry cannot serve this request (None: it can)
+        self.check = check  # the answer must be this JSON document
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
@@ -374,6 +417,10 @@ class _Run:
 
     async def _entry(self, entry: CascadeEntry) -> AsyncGenerator[StreamEvent, None]:
         """Skip the entry, claim its probe, or try it."""
+        unfit = self.unfit.get(entry.key)
+        if unfit is not None:  # nothing to learn by sending it, whatever its breaker says
+            self.journal.unfit(entry.key, unfit)
+            return
         if self._cannot_pick_up(entry):
             return
         provider = self.e.config.providers[entry.provider]
@@ -420,7 +467,7 @@ class _Run:
         return policy.midstream_mode(
             self.midstream,
             next_accepts_prefill="prefill" in entry.options.supports,
-            has_tool_calls=partial.has_tool_calls or not partial.text.strip(),
+            continuable=partial.continuable and bool(partial.text.strip()),
         )
 
     def _cannot_pick_up(self, entry: CascadeEntry) -> bool:
@@ -445,7 +492,7 @@ class _Run:
             # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400): it stops at
             # the last word, and the model writes the space again (_Exchange.unseen).
             messages = [*self.conversation.messages, Message.assistant(partial.text.rstrip())]
-            picked = Conversation(messages, self.conversation.tools)
+            picked = self.conversation.with_messages(messages)
             return picked, Switched(partial.entry, entry.key, partial.reason)
         self.partial = None
         return self.conversation, Reset(partial.entry, partial.reason)
@@ -462,7 +509,9 @@ class _Run:
         opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
-        call = policy.call_options(entry, provider, key.value, self.opts)
+        call = policy.call_options(
+            entry, provider, key.value, self.opts, output=self.conversation.output
+        )
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""
         if told is not None:
@@ -543,12 +592,33 @@ class _Run:
         from .providers import _http  # httpx is imported only when a request is made
 
         now = self.e.clock.now()
-        if not self.streaming:
+        if self.streaming:
+            async with aclosing(
+                self._stream(client, adapter, conversation, call, budget, sent)
+            ) as events:
+                async for event in events:
+                    yield event
+        else:
             sent.reply = await _http.send(client, adapter, conversation, call, budget, now)
-            return
+        if self.check is not None:  # an answer that is not the document asked for fails over
+            assert sent.reply is not None
+            sent.parsed = self.check(sent.reply.response)
+
+    async def _stream(
+        self,
+        client: httpx.AsyncClient,
+        adapter: Adapter,
+        conversation: Conversation,
+        call: CallOptions,
+        budget: Budget,
+        sent: _Exchange,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """A streamed request: its content passed on as it comes, the reply once it is whole."""
+        from .providers import _http
         from .providers.streaming import TextDelta as TextPiece
         from .providers.streaming import ToolCallDelta as CallPiece
 
+        now = self.e.clock.now()
         async with _http.open_stream(client, adapter, conversation, call, budget, now) as stream:
             sent.arrived = lambda: stream.text  # what a break leaves, without a second copy
             async for delta in stream:
@@ -613,7 +683,10 @@ class _Run:
         if wait is None:
             self.stopped = rule.action == "stop" or (midstream and self.midstream == "fail")
             if partial is not None:
-                self.partial = _Partial(entry.key, partial, sent.has_tool_calls, err.display())
+                # A JSON document is never continued by another model, and one that failed
+                # its check is thrown away: the next entry starts over.
+                continuable = not sent.has_tool_calls and self.check is None
+                self.partial = _Partial(entry.key, partial, continuable, err.display())
         return wait
 
     def _answered(
@@ -650,6 +723,7 @@ class _Run:
             status=reply.status,
             latency_ms=_ms(self.e.clock.monotonic() - self.started),
             attempts=self.journal.attempts,
+            parsed=sent.parsed,
         )
 
     def _deadline(
@@ -681,7 +755,8 @@ class _Run:
 
     def _retry_after(self) -> float | None:
         """Seconds until some entry of this cascade can be tried again, if all are cooling."""
-        wake = self.journal.soonest_free(e.key for e in self.cascade.entries)
+        usable = (e.key for e in self.cascade.entries if not self.unfit.get(e.key))
+        wake = self.journal.soonest_free(usable)
         if wake is None:
             return None
         delay = wake - self.e.clock.now()
@@ -694,7 +769,7 @@ class _Partial:
 
     entry: str
     text: str
-    has_tool_calls: bool
+    continuable: bool  # another entry may continue it (no tool call, no JSON document)
     reason: str
 
 
@@ -704,6 +779,7 @@ class _Exchange:
 
     started: float  # monotonic
     reply: Reply | None = None
+    parsed: Parsed | None = None  # the checked document, when JSON was asked for
     ttft_ms: int | None = None
     chunks: int | None = None
     arrived: Callable[[], str] = lambda: ""  # the text a stream has received so far
@@ -758,6 +834,12 @@ def _ignored(state: EntryState, now: float) -> str | None:
     if state.is_half_open(now):
         return "was half-open; tried without claiming the probe"
     return None
+
+
+def _with_options(cascade: CascadeConfig, overrides: Mapping[str, Any]) -> CascadeConfig:
+    """The cascade with this run's entry options laid over every entry's own."""
+    entries = tuple(replace(e, options=e.options.merged(overrides)) for e in cascade.entries)
+    return replace(cascade, entries=entries)
 
 
 def _ms(seconds: float) -> int:

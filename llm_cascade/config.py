@@ -49,6 +49,8 @@ class Options:
     # What the entry can do (tools, json, schema, vision, stream, prefill); a provider without
     # `supports` gets its type's defaults.
     supports: frozenset[str] = frozenset()
+    # Tokens the model takes in one request; a request estimated larger skips the entry.
+    context_window: int | None = None
 
     def merged(self, overrides: Mapping[str, Any]) -> Options:
         """These options with `overrides` on top; `extra` and `headers` merge key by key."""
@@ -239,6 +241,10 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
         lambda v: isinstance(v, list) and all(c in CAPABILITIES for c in v),
         f"a list of capabilities ({', '.join(CAPABILITIES)})",
     ),
+    "context_window": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "an integer number of tokens above 0",
+    ),
 }
 
 
@@ -324,13 +330,14 @@ def _host_problem(host: str) -> str | None:
 class _Parser:
     """Walks the raw TOML once, collecting warnings and raising the first error."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, label: str = "config") -> None:
         self.path = path
+        self.label = label  # what errors name when there is no file (`LLMCascade`...)
         self.base_dir = path.parent if path else Path.cwd()
         self.warnings: list[str] = []
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        where = f"'{self.path}'" if self.path else "config"
+        where = f"'{self.path}'" if self.path else self.label
         return ConfigError(f"{where}: {key}: {problem}")
 
     def check_keys(self, table: Mapping[str, Any], known: set[str], prefix: str) -> None:
@@ -448,12 +455,12 @@ class _Parser:
                 values[key] = value
         return values
 
-    def provider(self, name: str, value: Any) -> ProviderConfig:
-        prefix = f"providers.{name}."
-        table = self.table(value, f"providers.{name}")
+    def provider(self, name: str, value: Any, prefix: str | None = None) -> ProviderConfig:
+        prefix = prefix or f"providers.{name}."
+        table = self.table(value, prefix.rstrip("."))
         self.check_keys(table, PROVIDER_KEYS | OPTION_KEYS, prefix)
         if "/" in name or not name.strip():
-            raise self.fail(f"providers.{name}", "a provider name must not be empty or contain '/'")
+            raise self.fail(prefix.rstrip("."), "a provider name must not be empty or contain '/'")
         type_name = table.get("type")
         expected = f"expected {', '.join(PROVIDER_TYPES)}"
         if type_name is None:

@@ -27,6 +27,7 @@ ErrorKind = Literal[
     "missing_key",  # no API key found in the keyring or the environment
     "truncated",  # a 2xx stream that ended before the vendor's end marker
     "cancelled",  # the caller stopped the attempt (Ctrl-C, a deadline of its own): no verdict
+    "invalid_output",  # 2xx whose answer is not the JSON (or not valid under the schema) asked for
 ]
 
 EXIT_OK = 0
@@ -97,6 +98,8 @@ class ProviderError(LlmCascadeError):
             return f"Request failed: {self.message}"
         if self.kind == "invalid_response":
             return f"Response parse error: {self.message}"
+        if self.kind == "invalid_output":
+            return f"Invalid output: {self.message}"
         return self.message
 
 

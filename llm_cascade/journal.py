@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from .attempts import Attempt, Outcome, error_list, failure_summary
+from .attempts import CAPABILITY, Attempt, Outcome, error_list, failure_summary
 from .clock import Clock
 from .errors import ProviderError
 from .rules import CooldownPolicy, Rule
@@ -141,6 +141,13 @@ class Journal:
         self.attempts.append(attempt)
         self._db("logging a skip", lambda s: s.log_attempt(self._row(attempt), self.clock.now()))
 
+    def unfit(self, key: str, why: str) -> None:
+        """The entry cannot serve this request (a capability, the context window): not sent."""
+        attempt = Attempt(key, "skipped", why, rule=CAPABILITY)
+        logger.info("skipping %s: %s", key, why)
+        self.attempts.append(attempt)
+        self._db("logging a skip", lambda s: s.log_attempt(self._row(attempt), self.clock.now()))
+
     def waited(self, key: str, seconds: float) -> None:
         """The run waited for `key` to cool down (--wait-cooldown); nothing is logged."""
         detail = f"every entry was cooling down; waited {seconds:.1f} s for this one"
@@ -200,7 +207,15 @@ class Journal:
 
         `midstream`: a stream broke after output reached the caller (outcome `truncated`).
         """
-        outcome: Outcome = "retrying" if retrying else "truncated" if midstream else "failed"
+        outcome: Outcome = (
+            "retrying"
+            if retrying
+            else "invalid_output"
+            if err.kind == "invalid_output"
+            else "truncated"
+            if midstream
+            else "failed"
+        )
         attempt = Attempt(
             key,
             outcome,
@@ -320,10 +335,11 @@ class Journal:
 
     def forget_skips(self) -> None:
         """Drop skip records before going over the cooling entries again (--wait-cooldown)."""
-        self.attempts = [a for a in self.attempts if a.outcome != "skipped"]
+        self.attempts = [a for a in self.attempts if not a.cooling]
 
     def skipped_keys(self) -> set[str]:
-        return {a.entry for a in self.attempts if a.outcome == "skipped"}
+        """The entries skipped for a cooldown (or another process's probe)."""
+        return {a.entry for a in self.attempts if a.cooling}
 
     def errors(self) -> list[dict[str, Any]]:
         """What each entry did, for the saved prompt's `errors` list."""

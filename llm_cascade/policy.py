@@ -8,6 +8,9 @@ entry's options and the facts at hand, with no I/O and no clock of their own.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from .config import CascadeEntry, Options, ProviderConfig
@@ -15,6 +18,7 @@ from .errors import ProviderError
 from .providers.base import Budget, CallOptions
 from .results import RunOptions
 from .rules import Rule
+from .types import Conversation, OutputFormat
 
 Midstream = Literal["restart", "continue", "fail"]
 MIDSTREAM_POLICIES: tuple[Midstream, ...] = ("restart", "continue", "fail")
@@ -27,6 +31,8 @@ def call_options(
     provider: ProviderConfig,
     api_key: str | None,
     run: RunOptions | None = None,
+    *,
+    output: OutputFormat | None = None,
 ) -> CallOptions:
     """What one request to this entry carries besides the conversation.
 
@@ -46,6 +52,7 @@ def call_options(
         max_response_bytes=opts.max_response_bytes,
         stream_usage=opts.stream_usage,
         passed_headers=run.vendor_headers.get(provider.type, {}),
+        output=output,
     )
 
 
@@ -111,14 +118,97 @@ def cut_by_deadline(
 
 
 def midstream_mode(
-    policy: Midstream, *, next_accepts_prefill: bool, has_tool_calls: bool
+    policy: Midstream, *, next_accepts_prefill: bool, continuable: bool
 ) -> Midstream:
     """What to do when a stream breaks after output reached the caller.
 
     `continue` hands the partial text to the next entry as an assistant prefill; it needs an
-    entry that accepts one, and never applies to a tool call cut in half (its arguments could
-    not be continued reliably), so those restart instead.
+    entry that accepts one, and a partial answer that can be continued: not a tool call cut
+    in half (its arguments could not be continued reliably), not a JSON document (another
+    model finishing it would be a guess, and one that failed its check must be thrown away),
+    so those restart instead.
     """
-    if policy == "continue" and (has_tool_calls or not next_accepts_prefill):
+    if policy == "continue" and (not continuable or not next_accepts_prefill):
         return "restart"
     return policy
+
+
+# --- can this entry serve this request? ----------------------------------------------------
+
+BYTES_PER_TOKEN = 4  # English averages about 4 characters a token; other scripts take more
+CAPABILITY_TEXT = {
+    "tools": "tool use",
+    "json": "JSON output",
+    "schema": "structured output (a JSON Schema)",
+    "vision": "images",
+    "stream": "streaming",
+    "prefill": "prefills",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a request asks of an entry: capabilities, and its estimated size in tokens."""
+
+    capabilities: frozenset[str]
+    tokens: int
+
+
+def estimate_tokens(conversation: Conversation) -> int:
+    """A cheap estimate of the tokens a request takes: the UTF-8 bytes of its text (messages,
+    tool calls, tool definitions, schema) over 4, rounded up.
+
+    It errs low for most text (English is ~4 bytes a token; code and other scripts give more
+    tokens a byte), so an entry is skipped only when the prompt is clearly too large for it;
+    a vendor that still finds it too long answers 400 and the next entry is tried.
+    """
+    size = 0
+    for msg in conversation.messages:
+        size += len(msg.content.encode("utf-8", "surrogatepass"))
+        size += sum(
+            len(c.name) + len(c.arguments.encode("utf-8", "surrogatepass")) for c in msg.tool_calls
+        )
+    extras: list[object] = [t.to_dict() for t in conversation.tools or ()]
+    if conversation.output is not None and conversation.output.schema is not None:
+        extras.append(conversation.output.schema)
+    if extras:
+        size += len(json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return -(-size // BYTES_PER_TOKEN)
+
+
+def needs_of(conversation: Conversation) -> Needs:
+    """The capabilities a request needs (tools given, JSON or a schema asked for) and its size."""
+    wanted = set()
+    if conversation.tools:
+        wanted.add("tools")
+    if conversation.output is not None:
+        wanted.add(conversation.output.capability)
+    return Needs(frozenset(wanted), estimate_tokens(conversation))
+
+
+def unfit(opts: Options, needs: Needs) -> str | None:
+    """Why an entry cannot serve this request (a capability it lacks, a prompt over its
+    context window with room for `max_tokens`), or None if it can."""
+    missing = sorted(needs.capabilities - opts.supports)
+    if missing:
+        return f"does not support {' or '.join(CAPABILITY_TEXT[c] for c in missing)}"
+    if opts.context_window is not None:
+        wanted = needs.tokens + (opts.max_tokens or 0)
+        if wanted > opts.context_window:
+            room = f" plus max_tokens {opts.max_tokens}" if opts.max_tokens else ""
+            return (
+                f"the prompt (about {needs.tokens} tokens{room}) is over its context window"
+                f" ({opts.context_window} tokens)"
+            )
+    return None
+
+
+def none_can_serve(cascade: str, reasons: Iterable[tuple[str, str]]) -> str:
+    """The error when no entry of a cascade can serve the request: what was missing where."""
+    listed = list(reasons)
+    distinct = {reason for _, reason in listed}
+    if len(distinct) == 1:
+        why = f"no entry {distinct.pop().replace('does not support', 'supports')}"
+        return f"cascade '{cascade}' cannot serve this request, nothing was sent: {why}"
+    each = "; ".join(f"{key} {reason}" for key, reason in listed)
+    return f"cascade '{cascade}' cannot serve this request, nothing was sent: {each}"

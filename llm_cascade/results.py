@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .attempts import Attempt, Outcome, error_list
 from .types import LlmResponse
 
-__all__ = ["Attempt", "CascadeResult", "Outcome", "RunOptions", "error_list"]
+__all__ = ["Attempt", "CascadeResult", "Outcome", "Parsed", "RunOptions", "error_list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The document of an answer that was asked for JSON: `value` as decoded and checked,
+    `checked` what the caller's own check made of it (a pydantic model instance), else `value`."""
+
+    value: Any
+    checked: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +32,7 @@ class CascadeResult:
     status: int
     latency_ms: int
     attempts: list[Attempt] = field(default_factory=list)
+    parsed: Parsed | None = None  # the checked document, when the conversation asked for JSON
 
     @property
     def text(self) -> str:
@@ -48,6 +58,7 @@ class CascadeResult:
             "latency_ms": self.latency_ms,
             "attempts": [a.to_dict() for a in self.attempts],
             "response": r.to_dict(),
+            **({"parsed": self.parsed.value} if self.parsed is not None else {}),
         }
 
 
@@ -70,3 +81,9 @@ class RunOptions:
     # Headers for entries of one provider type, e.g. {"anthropic": {"anthropic-beta": ...}}:
     # a gateway passes its client's vendor headers to the entries that speak that vendor.
     vendor_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Entry options for this run only (max_tokens, temperature, timeout...), over the config's.
+    entry_options: Mapping[str, Any] = field(default_factory=dict)
+    # A check of the decoded JSON document after the schema's (e.g. a pydantic model's
+    # `model_validate`): a ValueError fails the entry over as `invalid_output`; what it
+    # returns becomes `Parsed.checked`.
+    output_check: Callable[[Any], Any] | None = None

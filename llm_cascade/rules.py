@@ -127,6 +127,14 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         cooldown="long",
         hint="the account is out of credits; check billing for {provider}",
     ),
+    # A prompt too long for this model says nothing about the entry, and a later entry (a
+    # larger context window) may take it.
+    Rule(
+        "context_length_exceeded",
+        statuses=frozenset({400, 413}),
+        codes=frozenset({"context_length_exceeded"}),
+        cooldown="none",
+    ),
     Rule("caller_error", statuses=frozenset({400, 404, 413, 422}), cooldown="none"),
     Rule("redirect", statuses=_codes(300, 399), cooldown="none"),
     Rule("client_error", statuses=_codes(400, 499), cooldown="none"),
@@ -141,6 +149,9 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     Rule("cancelled", kinds=frozenset({"cancelled"}), action="stop", cooldown="none"),
     Rule("invalid_response", kinds=frozenset({"invalid_response"})),
     Rule("empty_response", kinds=frozenset({"empty_response"}), cooldown="none"),
+    # An answer that is not the JSON asked for (or breaks its schema): the next entry may do
+    # better, and the entry is not broken, so it does not cool down.
+    Rule("invalid_output", kinds=frozenset({"invalid_output"}), cooldown="none"),
     # No real answer comes near the limit: the endpoint is broken or hostile, so it cools down
     # (other processes need not each pull the limit's worth from it) and is not retried in place
     # (the same request would bring the same flood).
@@ -246,9 +257,7 @@ def parse_rule(raw: Mapping[str, Any], default_name: str) -> Rule:
         kind_list = raw["kind"] if isinstance(raw["kind"], list) else [raw["kind"]]
         bad = [k for k in kind_list if not isinstance(k, str) or k not in KINDS]
         if bad:
-            raise RuleError(
-                f"kind: unknown {shown(bad[0], 20)} (one of {', '.join(sorted(KINDS))})"
-            )
+            raise RuleError(f"kind: unknown {shown(bad[0], 8)} (one of {', '.join(sorted(KINDS))})")
         kinds = frozenset(kind_list)
     codes = None
     if "code" in raw:

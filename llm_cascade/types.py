@@ -7,6 +7,7 @@ fields `tool_calls`, `name` and `stop_reason` are additive and omitted when abse
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast
@@ -156,18 +157,60 @@ class ToolDefinition:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
 
+# A schema's name, as OpenAI's `json_schema.name` and Anthropic's tool names allow it.
+OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Keys that say nothing about the value: `{"type": "object", "title": ...}` is any object.
+_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "$comment"})
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """The shape the answer must have: a JSON document (`schema` None), or one that is valid
+    under a JSON Schema. `name` is the schema's name for the vendors that want one."""
+
+    schema: Mapping[str, Any] | None = None
+    name: str = "answer"
+
+    @property
+    def wire_schema(self) -> Mapping[str, Any] | None:
+        """The schema to send, or None to ask for JSON mode: for no schema, and for one that
+        only says "an object" (which every JSON mode gives); the answer is still checked
+        against `schema` locally."""
+        if self.schema is None or (
+            self.schema.get("type") == "object" and set(self.schema) - _ANNOTATIONS == {"type"}
+        ):
+            return None
+        return self.schema
+
+    @property
+    def capability(self) -> str:
+        """What an entry must support to be asked: `json` or `schema`."""
+        return "json" if self.wire_schema is None else "schema"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.schema is None:
+            return {"type": "json"}
+        return {"type": "json_schema", "name": self.name, "schema": self.schema}
+
+
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """The messages sent to a model, plus the tools it may call (None: no tools at all)."""
+    """The messages sent to a model, plus the tools it may call (None: no tools at all) and the
+    shape its answer must have (None: free text)."""
 
     messages: tuple[Message, ...]
     tools: tuple[ToolDefinition, ...] | None = None
+    output: OutputFormat | None = None
 
     def __init__(
-        self, messages: Iterable[Message], tools: Iterable[ToolDefinition] | None = None
+        self,
+        messages: Iterable[Message],
+        tools: Iterable[ToolDefinition] | None = None,
+        output: OutputFormat | None = None,
     ) -> None:
         object.__setattr__(self, "messages", tuple(messages))
         object.__setattr__(self, "tools", None if tools is None else tuple(tools))
+        object.__setattr__(self, "output", output)
 
     @classmethod
     def single_user_prompt(cls, text: str, system: str | None = None) -> Conversation:
@@ -175,7 +218,14 @@ class Conversation:
         return cls([*msgs, Message.user(text)])
 
     def with_tools(self, tools: Iterable[ToolDefinition]) -> Conversation:
-        return Conversation(self.messages, tools)
+        return Conversation(self.messages, tools, self.output)
+
+    def with_messages(self, messages: Iterable[Message]) -> Conversation:
+        """The same request (tools, output format) with other messages."""
+        return Conversation(messages, self.tools, self.output)
+
+    def with_output(self, output: OutputFormat | None) -> Conversation:
+        return Conversation(self.messages, self.tools, output)
 
     def tool_name_for(self, call_id: str | None) -> str | None:
         """The function name of the assistant tool call with this id, if any turn made it."""
@@ -189,6 +239,8 @@ class Conversation:
         out: dict[str, Any] = {"messages": [m.to_dict() for m in self.messages]}
         if self.tools is not None:
             out["tools"] = [t.to_dict() for t in self.tools]
+        if self.output is not None:
+            out["output"] = self.output.to_dict()
         return out
 
     @classmethod
@@ -324,6 +376,24 @@ def _parse_tool(raw: Any, where: str) -> ToolDefinition:
     )
 
 
+def _parse_output(raw: Any) -> OutputFormat:
+    obj = _obj(raw, "$.output")
+    kind = obj.get("type")
+    if kind == "json":
+        return OutputFormat()
+    if kind != "json_schema":
+        raise ConversationError(
+            "$.output.type", f"must be 'json' or 'json_schema', got {shown(kind, as_json=True)}"
+        )
+    schema = obj.get("schema")
+    if not isinstance(schema, Mapping):
+        raise ConversationError("$.output.schema", "must be a JSON Schema object")
+    name = _str(obj, "name", "$.output", default="answer")
+    if not OUTPUT_NAME.match(name):
+        raise ConversationError("$.output.name", "must be 1 to 64 letters, digits, '_' or '-'")
+    return OutputFormat(schema, name)
+
+
 def _parse_conversation(data: Any) -> Conversation:
     deep = too_deep(data)
     if deep is not None:
@@ -341,7 +411,8 @@ def _parse_conversation(data: Any) -> Conversation:
         if tools_raw is None
         else [_parse_tool(t, f"$.tools[{i}]") for i, t in enumerate(tools_raw)]
     )
-    conversation = Conversation(messages, tools)
+    output = _parse_output(obj["output"]) if obj.get("output") is not None else None
+    conversation = Conversation(messages, tools, output)
     try:  # a "\ud800" escape decodes to text that cannot be saved or sent
         json.dumps(conversation.to_dict(), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

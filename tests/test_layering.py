@@ -208,6 +208,16 @@ def test_help_does_not_import_the_server_stack():
     assert not SERVER_STACK & loaded, sorted(SERVER_STACK & loaded)
 
 
+def test_the_schema_validator_is_imported_only_where_answers_are_checked():
+    users = {name for name in MODULES if "jsonschema_rs" in third_party(name)}
+    assert users == {"llm_cascade.structured"}, users
+
+
+def test_pydantic_is_never_imported_it_is_the_callers_when_used():
+    users = {name for name in MODULES if "pydantic" in third_party(name)}
+    assert not users, users
+
+
 def test_keyring_is_imported_only_where_keys_are_read_and_its_backend_chosen():
     users = {name for name in MODULES if "keyring" in third_party(name)}
     assert users == {"llm_cascade.keys", "llm_cascade.keyring_choice"}, users
@@ -223,7 +233,7 @@ def test_importing_the_cli_does_not_import_the_engines_dependencies():
     )
     loaded = set(json.loads(done.stdout))
     assert "llm_cascade.cli" in loaded and "typer" in loaded  # the check is not vacuous
-    heavy = {"httpx", "keyring", "asyncio", "llm_cascade.cascade"}
+    heavy = {"httpx", "keyring", "asyncio", "llm_cascade.cascade", "jsonschema_rs"}
     assert not heavy & loaded, sorted(heavy & loaded)
 
 
@@ -240,6 +250,7 @@ def test_a_run_imports_only_what_a_plain_run_uses(tmp_path, sim):
     others = {f"llm_cascade.cli.{m}" for m in ("state", "failed_cmd", "setup_cmd", "key_cmd")}
     unused = others | {"llm_cascade.cli.config_cmd", "rich", "keyring", "tomli_w", "platformdirs"}
     unused |= SERVER_STACK
+    unused |= {"llm_cascade.structured", "jsonschema_rs", "pydantic"}  # only runs with a schema
     assert not unused & loaded, sorted(unused & loaded)
 
 

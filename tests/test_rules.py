@@ -102,6 +102,21 @@ def test_a_cancelled_attempt_stops_the_cascade_without_cooling_the_entry():
     assert chosen.cooldown_s(err, 3, POLICY) is None
 
 
+def test_an_answer_that_is_not_the_json_asked_for_fails_over_without_a_cooldown():
+    err = kind("invalid_output")
+    chosen = decide(err, "openai")
+    assert (chosen.name, chosen.action, chosen.retry) == ("invalid_output", "failover", False)
+    assert chosen.cooldown_s(err, 1, POLICY) is None
+
+
+@pytest.mark.parametrize("status", [400, 413])
+def test_a_prompt_over_the_context_window_fails_over_under_its_own_rule(status):
+    err = http(status, "context_length_exceeded")
+    chosen = decide(err, "openai")
+    assert (chosen.name, chosen.action) == ("context_length_exceeded", "failover")
+    assert chosen.cooldown_s(err, 1, POLICY) is None
+
+
 def test_every_error_kind_can_be_named_by_a_user_rule():
     for name in get_args(ErrorKind):
         assert parse_rule({"kind": name}, "r").kinds == frozenset({name})
@@ -138,6 +153,8 @@ def test_every_builtin_rule_is_reachable():
         (kind("missing_key"), "openai"),
         (kind("truncated"), "openai"),
         (kind("cancelled"), "openai"),
+        (kind("invalid_output"), "openai"),
+        (http(400, "context_length_exceeded"), "openai"),
         (http(200), "openai"),
     ]
     assert {decide(err, t).name for err, t in samples} == {r.name for r in BUILTIN_RULES}

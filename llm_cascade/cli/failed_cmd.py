@@ -209,7 +209,7 @@ def _emit(
         write_stdout(json.dumps({"id": saved.id, **result.to_dict()}, ensure_ascii=False) + "\n")
     else:
         say(f"{saved.id}: answered by {result.entry}")
-        write_stdout(render.answer_text(result.response, terminal=sys.stdout.isatty()) + "\n")
+        write_stdout(render.result_text(result, terminal=sys.stdout.isatty()) + "\n")
 
 
 @app.command("rm")

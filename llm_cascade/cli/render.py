@@ -49,6 +49,14 @@ def answer_text(response: LlmResponse, *, terminal: bool = False) -> str:
     return shown_text(response.text, terminal=terminal)
 
 
+def result_text(result: CascadeResult, *, terminal: bool = False) -> str:
+    """stdout for a plain run: the checked JSON document when one was asked for (`--schema`),
+    else the answer as `answer_text` shows it."""
+    if result.parsed is not None:
+        return dumps(result.parsed.value)
+    return answer_text(result.response, terminal=terminal)
+
+
 def failure_json(exc: CascadeFailed) -> dict[str, Any]:
     return {
         "ok": False,
@@ -66,7 +74,8 @@ def failure_hint(exc: CascadeFailed, now: float, wait_s: float | None = None) ->
 
     `wait_s` is the run's --wait-cooldown: when it was given, offering it again is no help;
     say how long the wait would have had to be."""
-    if not exc.attempts or any(a.outcome != "skipped" for a in exc.attempts):
+    considered = [a for a in exc.attempts if a.outcome != "skipped" or a.cooling]
+    if not considered or any(not a.cooling for a in considered):
         return None
     if exc.retry_after_s is None:
         return None
@@ -117,6 +126,8 @@ def _explain_one(a: Attempt) -> str:
         return (
             f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}{streamed}){tokens}{note}"
         )
+    if a.outcome == "skipped" and not a.cooling:
+        return f"skipped, cannot serve this request: {a.detail}"
     if a.outcome == "skipped":
         return f"skipped: {a.detail}"
     if a.outcome == "waited":

@@ -40,7 +40,7 @@ EXIT_TERMINATED = 143
 WAIT_COOLDOWN_DEFAULT = "300"
 _TAKES_VALUE = frozenset(
     {"-C", "--cascade", "-p", "--prompt", "-f", "--file", "-s", "--system", "-c", "--config"}
-    | {"--deadline"}
+    | {"--deadline", "--schema"}
 )
 
 
@@ -133,9 +133,8 @@ def build_conversation(prompt: str | None, file: str | None, system: str | None)
     if not conversation.messages:
         raise UsageError("the conversation has no messages")
     if system:
-        conversation = Conversation(
-            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages],
-            conversation.tools,
+        conversation = conversation.with_messages(
+            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages]
         )
     return conversation
 
@@ -186,6 +185,15 @@ def run(
     ignore_cooldown: Annotated[
         bool, typer.Option("--ignore-cooldown", help="Try entries even while they cool down.")
     ] = False,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            metavar="SCHEMA",
+            help="Answer with JSON valid under this JSON Schema (a file, or inline JSON):"
+            ' the document alone is printed. \'{"type":"object"}\' is any JSON object.',
+        ),
+    ] = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -203,6 +211,12 @@ def run(
     2 usage or config error, 130 interrupted (the prompt is saved).
     """
     conversation = build_conversation(prompt, file, system)
+    if schema is not None:
+        if stream:
+            raise UsageError("--schema prints the document once it is whole: drop --stream")
+        from ..structured import schema_argument
+
+        conversation = conversation.with_output(schema_argument(schema))
     wait_s = _parse_wait(wait_cooldown)
     if deadline is not None and deadline != deadline:  # nan passes the range check
         raise UsageError("--deadline: expected a number of seconds, got nan")
@@ -219,7 +233,7 @@ def run(
         defined = ", ".join(sorted(app_config.cascades)) or "none"
         raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
     terminal = sys.stdout.isatty()
-    streaming = terminal if stream is None else stream
+    streaming = (terminal and conversation.output is None) if stream is None else stream
     options = RunOptions(
         deadline_s=deadline,
         ignore_cooldown=ignore_cooldown,
@@ -249,7 +263,7 @@ def run(
         lambda: (
             render.result_json(result)
             if json_output
-            else render.answer_text(result.response, terminal=sys.stdout.isatty())
+            else render.result_text(result, terminal=sys.stdout.isatty())
         ),
     )
 

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .. import untrusted
 from ..types import (
     ContentBlock,
     Conversation,
     LlmResponse,
     Message,
+    OutputFormat,
     TextBlock,
     ToolCall,
     compact_json,
@@ -24,6 +26,7 @@ from .base import (
     arguments_object,
     count,
     deep_merge,
+    document_text,
     joined_system,
     merge_turns,
     names_in,
@@ -116,6 +119,45 @@ def _tools(conversation: Conversation) -> list[dict[str, Any]]:
     return out
 
 
+WRAPPED = "value"  # the one property of a tool input that wraps a document that is no object
+_DEFS = ("$defs", "definitions")
+
+
+def answer_tool(output: OutputFormat) -> tuple[dict[str, Any], bool]:
+    """The tool whose input is the answer (JSON mode by tool use, as Anthropic's tool-use guide
+    describes it), and whether the document is wrapped: a tool input is an object, so a schema
+    for anything else becomes the one property `value` (its `$defs` stay at the root, where
+    its `$ref`s point)."""
+    wire = output.wire_schema
+    schema = dict(wire) if wire is not None else {"type": "object"}
+    wrapped = schema.get("type") != "object"
+    if wrapped:
+        defs = {k: schema.pop(k) for k in _DEFS if k in schema}
+        schema = {"type": "object", "properties": {WRAPPED: schema}, "required": [WRAPPED], **defs}
+    tool = {
+        "name": output.name,
+        "description": "Give your answer as the input of this tool.",
+        "input_schema": schema,
+    }
+    return tool, wrapped
+
+
+def _document(value: Any, wrapped: bool) -> str:
+    """The answer tool's input as the document's text."""
+    if wrapped and isinstance(value, Mapping) and WRAPPED in value:
+        value = value[WRAPPED]
+    return document_text(value)
+
+
+def _unwrapped(text: str) -> str:
+    """A wrapped document's text without its wrapper; text that is no JSON stays as it is
+    (the check that follows says so)."""
+    try:
+        return _document(untrusted.loads(text), wrapped=True)
+    except ValueError:
+        return text
+
+
 def _parse_block(raw: Any) -> ContentBlock | None:
     block = obj(raw)
     if block.get("type") == "text":
@@ -127,6 +169,15 @@ def _parse_block(raw: Any) -> ContentBlock | None:
             str(block.get("id") or ""), str(block.get("name") or ""), compact_json(args or {})
         )
     return None  # thinking, redacted_thinking, server tool blocks: not mapped
+
+
+def _answer_blocks(content: list[Any], output: OutputFormat) -> list[ContentBlock]:
+    """The answer tool's input as the answer's only text, or nothing if it was not called."""
+    _, wrapped = answer_tool(output)
+    for block in map(obj, content):
+        if block.get("type") == "tool_use" and block.get("name") == output.name:
+            return [TextBlock(_document(block.get("input"), wrapped))]
+    return []
 
 
 def _usage(usage: Mapping[str, Any]) -> tuple[int | None, int | None]:
@@ -175,6 +226,10 @@ class AnthropicAdapter(Adapter):
             body["system"] = system
         if conversation.tools:
             body["tools"] = _tools(conversation)
+        if options.output is not None:  # the answer is the input of a tool it must call
+            tool, _ = answer_tool(options.output)
+            body["tools"] = [*body.get("tools", ()), tool]
+            body["tool_choice"] = {"type": "tool", "name": options.output.name}
         if options.temperature is not None:
             body["temperature"] = options.temperature
         body = with_stream(deep_merge(body, options.extra), stream)
@@ -187,13 +242,15 @@ class AnthropicAdapter(Adapter):
         content = data.get("content")
         if not isinstance(content, list):
             raise self.malformed("response has no content array")
-        parsed = (_parse_block(b) for b in content)
+        blocks = [b for b in map(_parse_block, content) if b is not None]
+        if options.output is not None:  # the answer tool's input is the answer
+            blocks = _answer_blocks(content, options.output) or blocks
         stop = data.get("stop_reason")
         stop_reason = stop if isinstance(stop, str) else None
         _check_stop(stop_reason)
         input_tokens, output_tokens = _usage(obj(data.get("usage")))
         response = LlmResponse(
-            content=tuple(b for b in parsed if b is not None),
+            content=tuple(blocks),
             model=str(data.get("model") or options.model),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -217,7 +274,7 @@ class AnthropicAdapter(Adapter):
     # --- streaming (SSE) ---------------------------------------------------------------------
 
     def stream_parser(self, options: CallOptions) -> StreamParser:
-        return AnthropicStreamParser(self)
+        return AnthropicStreamParser(self, options.output)
 
 
 class AnthropicStreamParser(StreamParser):
@@ -227,12 +284,18 @@ class AnthropicStreamParser(StreamParser):
     Only text and `tool_use` blocks are read (thinking, signatures, citations and server tools
     are not mapped, as in a whole reply). An `error` event stands for the HTTP status its type
     is documented with (`overloaded_error` is 529), so the same rules decide as for a reply.
+    With an output format, the answer tool's input streams as the answer's text (gathered
+    until its block ends when the document is wrapped, so the text is the document alone).
     """
 
-    def __init__(self, adapter: Adapter) -> None:
+    def __init__(self, adapter: Adapter, output: OutputFormat | None = None) -> None:
         super().__init__()
         self._adapter = adapter
         self._tool_blocks: set[int] = set()  # indexes of the tool_use blocks: their JSON is read
+        self._output = output
+        self._wrapped = output is not None and answer_tool(output)[1]
+        self._answer: int | None = None  # index of the answer tool's block
+        self._gathered: list[str] = []
 
     def feed(self, event: StreamEvent) -> list[Delta]:
         data = event_json(event)
@@ -254,6 +317,8 @@ class AnthropicStreamParser(StreamParser):
             return self._block_start(data)
         if kind == "content_block_delta":
             return self._block_delta(data)
+        if kind == "content_block_stop" and data.get("index") == self._answer and self._wrapped:
+            return [TextDelta(_unwrapped("".join(self._gathered)))]
         if kind == "message_delta":
             return self._message_delta(data)
         if kind == "message_stop":
@@ -268,6 +333,9 @@ class AnthropicStreamParser(StreamParser):
             text = block.get("text")
             return [TextDelta(text)] if isinstance(text, str) and text else []
         if block.get("type") != "tool_use":
+            return []
+        if self._output is not None and block.get("name") == self._output.name:
+            self._answer = index  # its input is the answer: read as text, below
             return []
         self._tool_blocks.add(index)
         start = block.get("input")  # `{}`: the input follows as input_json_delta pieces
@@ -289,6 +357,14 @@ class AnthropicStreamParser(StreamParser):
         if delta.get("type") == "text_delta":
             text = delta.get("text")
             return [TextDelta(text)] if isinstance(text, str) and text else []
+        if delta.get("type") == "input_json_delta" and index == self._answer:
+            piece = delta.get("partial_json")
+            if not isinstance(piece, str) or not piece:
+                return []
+            if self._wrapped:
+                self._gathered.append(piece)
+                return []
+            return [TextDelta(piece)]
         if delta.get("type") == "input_json_delta" and index in self._tool_blocks:
             piece = delta.get("partial_json")
             return [ToolCallDelta(index, arguments=piece)] if isinstance(piece, str) else []

@@ -11,6 +11,7 @@ that a model is served.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ProviderError
-from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition
+from ..types import Conversation, LlmResponse, Message, OutputFormat, ToolCall, ToolDefinition
 
 if TYPE_CHECKING:
     from .streaming import StreamParser
@@ -53,6 +54,9 @@ class CallOptions:
     # Vendor headers a gateway's client sent (anthropic-version...): sent over the adapter's
     # own, under the configured `headers`; not secrets, so never registered as such.
     passed_headers: Mapping[str, str] = field(default_factory=dict)
+    # The shape the answer must have (the conversation's `output`): each adapter asks for it
+    # in its vendor's own way and hands the document back as the answer's text.
+    output: OutputFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,28 @@ def json_or_text(text: str) -> Any:
         return text
 
 
+# The code every vendor's "the prompt is too long for this model" error is given, so one rule
+# matches them all (OpenAI sends it; the others say it only in words).
+CONTEXT_CODE = "context_length_exceeded"
+_CONTEXT_WORDS = re.compile(
+    r"prompt is too long|maximum context length|context length|context window"
+    r"|input token count .* exceeds|exceeds the maximum number of tokens",
+    re.IGNORECASE,
+)
+
+
+def context_code(message: str | None, code: str | None) -> str | None:
+    """`code`, or CONTEXT_CODE when the message says the prompt is over the context window."""
+    if code != CONTEXT_CODE and message and _CONTEXT_WORDS.search(message):
+        return CONTEXT_CODE
+    return code
+
+
+def document_text(value: Any) -> str:
+    """A JSON value as the text of an answer: compact, keys in the model's order."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def error_summary(data: Any) -> tuple[str | None, str | None]:
     """(message, code) from the common error shapes, or (None, None).
 
@@ -221,7 +247,8 @@ class Adapter(ABC):
 
     def parse_error(self, data: Any) -> tuple[str | None, str | None]:
         """(short message, vendor code) from a decoded error body."""
-        return error_summary(data)
+        message, code = error_summary(data)
+        return message, context_code(message, code)
 
     def retry_after(self, data: Any) -> float | None:
         """Seconds to wait named in an error body (for APIs that say it there, not in a header)."""

@@ -12,6 +12,7 @@ from ..types import (
     Conversation,
     LlmResponse,
     Message,
+    OutputFormat,
     TextBlock,
     ToolCall,
     compact_json,
@@ -22,6 +23,7 @@ from .base import (
     ProbeRequest,
     WireRequest,
     arguments_object,
+    context_code,
     count,
     deep_merge,
     error_summary,
@@ -58,6 +60,91 @@ BLOCKED_FINISH = frozenset(
     }
 )
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+# `responseSchema` is an OpenAPI 3.0 subset: these keys carry over from a JSON Schema, the rest
+# are dropped (the answer is checked against the whole schema locally anyway).
+SCHEMA_KEYS = frozenset(
+    {
+        "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+        "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "minimum",
+        "maximum", "required",
+    }
+)  # fmt: skip
+_MAX_REF_DEPTH = 32  # nested $ref expansions: deeper means a recursive schema
+
+
+class _Inexpressible(Exception):
+    """The schema needs what `responseSchema` cannot say (a recursive $ref, a free object)."""
+
+
+def response_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON Schema in `responseSchema`'s terms, or None if it cannot be said there: then only
+    JSON is asked for (`responseMimeType`) and the answer is checked locally."""
+    try:
+        return _openapi(schema, schema, 0)
+    except _Inexpressible:
+        return None
+
+
+def _resolve(node: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Mapping[str, Any]:
+    """`node` with a local `$ref` (`#/$defs/X`, `#/definitions/X`) replaced by its target."""
+    while "$ref" in node:
+        ref = node["$ref"]
+        if depth > _MAX_REF_DEPTH or not isinstance(ref, str) or not ref.startswith("#/"):
+            raise _Inexpressible
+        target: Any = root
+        for step in ref[2:].split("/"):
+            target = obj(target).get(step.replace("~1", "/").replace("~0", "~"))
+        if not isinstance(target, Mapping):
+            raise _Inexpressible
+        node, depth = target, depth + 1
+    return node
+
+
+def _openapi(node: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    node = _resolve(node, root, depth)
+    out: dict[str, Any] = {k: v for k, v in node.items() if k in SCHEMA_KEYS}
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    if "enum" in out and not all(isinstance(v, str) for v in out["enum"]):
+        del out["enum"]  # Gemini enums are strings
+    kind = node.get("type")
+    kinds = list(kind) if isinstance(kind, list) else [] if kind is None else [kind]
+    if "null" in kinds:
+        out["nullable"] = True
+        kinds.remove("null")
+    variants = node.get("anyOf", node.get("oneOf"))
+    if isinstance(variants, list):
+        out["anyOf"] = [_openapi(obj(v), root, depth + 1) for v in variants]
+    elif len(kinds) > 1:
+        out["anyOf"] = [_openapi({**node, "type": k}, root, depth + 1) for k in kinds]
+        return out
+    elif kinds and isinstance(kinds[0], str):
+        out["type"] = kinds[0].upper()
+    elif "properties" in node:
+        out["type"] = "OBJECT"
+    else:
+        raise _Inexpressible  # no type: any value goes
+    properties = obj(node.get("properties"))
+    if out.get("type") == "OBJECT":
+        if not properties:
+            raise _Inexpressible  # Gemini refuses an OBJECT without properties
+        out["properties"] = {k: _openapi(obj(v), root, depth + 1) for k, v in properties.items()}
+        out["propertyOrdering"] = list(properties)  # keep the schema's order in the answer
+    if out.get("type") == "ARRAY" and isinstance(node.get("items"), Mapping):
+        out["items"] = _openapi(node["items"], root, depth + 1)
+    return out
+
+
+def generation_output(output: OutputFormat) -> dict[str, Any]:
+    """The `generationConfig` fields that ask for JSON, and for the schema where it fits."""
+    config: dict[str, Any] = {"responseMimeType": "application/json"}
+    wire = output.wire_schema
+    schema = response_schema(wire) if wire is not None else None
+    if schema is not None:
+        config["responseSchema"] = schema
+    return config
 
 
 def model_path(model: str) -> str:
@@ -191,6 +278,8 @@ class GeminiAdapter(Adapter):
             config["maxOutputTokens"] = options.max_tokens
         if options.temperature is not None:
             config["temperature"] = options.temperature
+        if options.output is not None:
+            config.update(generation_output(options.output))
         if config:
             body["generationConfig"] = config
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -225,7 +314,7 @@ class GeminiAdapter(Adapter):
         message, code = error_summary(data)
         reason = _detail(data, "ErrorInfo").get("reason")
         if not isinstance(reason, str) or not reason:
-            return message, code
+            return message, context_code(message, code)
         text = obj(obj(data).get("error")).get("message")
         return (f"{reason}: {text}" if isinstance(text, str) else reason), reason
 

@@ -109,6 +109,9 @@ class OllamaAdapter(Adapter):
             model_options["temperature"] = options.temperature
         if model_options:
             body["options"] = model_options
+        if options.output is not None:  # "json", or the schema itself
+            schema = options.output.wire_schema
+            body["format"] = "json" if schema is None else dict(schema)
         # Ollama streams unless told not to.
         body = with_stream(deep_merge(body, options.extra), stream, say_no=True)
         return WireRequest(f"{options.base_url}/api/chat", body)

@@ -11,6 +11,7 @@ from ..types import (
     Conversation,
     LlmResponse,
     Message,
+    OutputFormat,
     TextBlock,
     ToolCall,
     compact_json,
@@ -62,6 +63,58 @@ def chat_body(conversation: Conversation, options: CallOptions) -> dict[str, Any
     if conversation.tools:  # an empty list is rejected by the API, so omit it
         body["tools"] = function_tools(conversation.tools)
     return body
+
+
+# JSON mode is refused unless a message says "json": this one is added when none does.
+JSON_HINT = "Answer with a JSON object."
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMAS = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
+def subschemas(schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The schemas directly inside `schema` (under properties, items, anyOf, $defs...)."""
+    found: list[Any] = []
+    for key in _SUBSCHEMA_MAPS:
+        found += list(obj(schema.get(key)).values())
+    for key in _SUBSCHEMA_LISTS:
+        value = schema.get(key)
+        found += value if isinstance(value, list) else []
+    found += [schema.get(key) for key in _SUBSCHEMAS]
+    return [s for s in found if isinstance(s, Mapping)]
+
+
+def strict_compatible(schema: Mapping[str, Any]) -> bool:
+    """Whether OpenAI's strict mode takes this schema: an object at the root, and every object
+    in it closed (`additionalProperties: false`) with all its properties required. Other
+    schemas are sent without `strict`: the answer is checked locally either way."""
+    if schema.get("type") != "object":
+        return False
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if node.get("type") == "object" or "properties" in node:
+            properties = obj(node.get("properties"))
+            required = node.get("required", [])
+            if node.get("additionalProperties") is not False or not isinstance(required, list):
+                return False
+            if set(required) != set(properties):
+                return False
+        stack += subschemas(node)
+    return True
+
+
+def response_format(output: OutputFormat) -> dict[str, Any]:
+    """`response_format`: JSON mode, or a named JSON Schema (strict when it qualifies)."""
+    if output.wire_schema is None:
+        return {"type": "json_object"}
+    schema = dict(output.wire_schema)
+    spec = {"name": output.name, "schema": schema, "strict": strict_compatible(schema)}
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _mentions_json(conversation: Conversation) -> bool:
+    return any("json" in m.content.lower() for m in conversation.messages)
 
 
 def _text(content: Any) -> str:
@@ -118,6 +171,10 @@ class OpenAIAdapter(Adapter):
             body["temperature"] = options.temperature
         if stream and options.stream_usage:
             body["stream_options"] = {"include_usage": True}  # else a stream has no usage
+        if options.output is not None:
+            body["response_format"] = response_format(options.output)
+            if options.output.wire_schema is None and not _mentions_json(conversation):
+                body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
         body = with_stream(deep_merge(body, options.extra), stream)
         return WireRequest(f"{options.base_url}/chat/completions", body, _auth(options))
 
@@ -134,6 +191,9 @@ class OpenAIAdapter(Adapter):
         text = _text(message_obj.get("content"))
         if text:
             blocks.append(TextBlock(text))
+        refusal = message_obj.get("refusal")  # structured outputs: a refusal instead of content
+        if not text and isinstance(refusal, str) and refusal:
+            raise self.empty(f"the model refused: {refusal}")
         calls = message_obj.get("tool_calls")
         blocks += [_tool_call(c) for c in calls] if isinstance(calls, list) else []
         input_tokens, output_tokens = _usage(data)

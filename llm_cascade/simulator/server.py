@@ -42,6 +42,7 @@ from .behaviours import (
     from_json,
     to_json,
 )
+from .documents import default_document
 from .playback import ClientGone, Connection, Player, Stopped, pieces
 from .probes import ProbeBook
 from .vendors import VENDORS, Invalid, SimRequest, Vendor
@@ -351,6 +352,9 @@ class _Handler(BaseHTTPRequestHandler):
         if text is None:
             echo = vendor.last_user_text(request.body)[:80]
             text = f"Simulated answer from {request.model}: {echo}"
+            wanted = vendor.answer_format(request)
+            if wanted is not None and not reply.tool_calls:  # a document of the shape asked for
+                text = json.dumps(default_document(wanted, text))
         if not vendor.streams(request):
             self._json(200, vendor.reply(reply, text, request, serial))
             return

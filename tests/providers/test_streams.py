@@ -662,7 +662,11 @@ def error_event(error_type: str, message: str, **details: str) -> tuple[str, dic
         (error_event("timeout_error", "Timed out"), 504, "server_error"),
         (error_event("authentication_error", "invalid x-api-key"), 401, "auth"),
         (error_event("billing_error", "Credit balance too low"), 402, "payment_required"),
-        (error_event("invalid_request_error", "prompt is too long"), 400, "caller_error"),
+        (
+            error_event("invalid_request_error", "prompt is too long"),
+            400,
+            "context_length_exceeded",
+        ),
         (error_event("a_future_error", "New"), 500, "server_error"),
     ],
 )

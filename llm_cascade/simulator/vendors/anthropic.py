@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from ..behaviours import Empty, Reply, Stream
+from ..behaviours import Empty, Reply, SimToolCall, Stream
+from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, StreamParts, cut
 from .base import SimRequest, Vendor, check_key, require
 
@@ -158,6 +160,60 @@ def _check_tools(tools: Any) -> None:
         )
 
 
+TOOL_CHOICES = ("auto", "any", "tool", "none")
+
+
+def _check_tool_choice(body: Mapping[str, Any]) -> None:
+    choice = body["tool_choice"]
+    require(isinstance(choice, Mapping), "tool_choice: Input should be an object")
+    kind = choice.get("type")
+    require(
+        kind in TOOL_CHOICES,
+        f"tool_choice: Input tag {kind!r} found using 'type' does not match any of the expected"
+        " tags: 'auto', 'any', 'tool', 'none'",
+    )
+    names = [t.get("name") for t in body.get("tools") or () if isinstance(t, Mapping)]
+    if kind in ("any", "tool"):
+        require(bool(names), "tool_choice: tools must be provided when tool_choice forces tool use")
+        thinking = obj_get(body, "thinking").get("type")
+        require(
+            thinking != "enabled", "Thinking may not be enabled when tool_choice forces tool use."
+        )
+    if kind == "tool":
+        name = choice.get("name")
+        require(isinstance(name, str), "tool_choice.tool.name: Field required")
+        require(name in names, f"tool_choice: Tool '{name}' not found in tools")
+
+
+def obj_get(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def forced_tool(body: Any) -> str | None:
+    """The tool a valid request forces (`tool_choice: {"type": "tool"}`), if any."""
+    choice = obj_get(body, "tool_choice") if isinstance(body, Mapping) else {}
+    name = choice.get("name")
+    return name if choice.get("type") == "tool" and isinstance(name, str) else None
+
+
+def _as_forced_call(reply: Reply, text: str, request: SimRequest) -> tuple[Reply, str]:
+    """A reply to a request that forces a tool: the text, if it is a JSON object, is that
+    tool's input (as the model must answer); any other text stays text."""
+    name = forced_tool(request.body)
+    if name is None or reply.tool_calls:
+        return reply, text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return reply, text
+    if not isinstance(value, dict):
+        return reply, text
+    stream = replace(reply.stream, pieces=None) if reply.stream is not None else None
+    forced = replace(reply, text="", tool_calls=(SimToolCall(name, value),), stream=stream)
+    return forced, ""
+
+
 def _check_system(system: Any) -> None:
     if isinstance(system, str):
         return
@@ -209,6 +265,8 @@ class AnthropicVendor(Vendor):
             _check_system(body["system"])
         if "tools" in body:
             _check_tools(body["tools"])
+        if "tool_choice" in body:
+            _check_tool_choice(body)
         if "temperature" in body:
             t = body["temperature"]
             require(
@@ -216,7 +274,15 @@ class AnthropicVendor(Vendor):
                 "temperature: Input should be less than or equal to 1",
             )
 
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        name = forced_tool(request.body)
+        for tool in request.body.get("tools") or () if name else ():
+            if tool.get("name") == name:
+                return JsonAnswer(tool.get("input_schema") or {"type": "object"})
+        return None
+
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
+        reply, text = _as_forced_call(reply, text, request)
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
         content += [
             {
@@ -245,6 +311,8 @@ class AnthropicVendor(Vendor):
         """`message_start`, a ping, a text block of `text_delta`s, one block per tool call
         (`tool_use` with `input: {}`, then `input_json_delta` pieces), `message_delta` with
         the stop reason and output tokens, `message_stop`."""
+        reply, text = _as_forced_call(reply, "".join(pieces), request)
+        pieces = pieces if text else []
         body: list[Event] = []
         blocks = 0
         if pieces:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, Framing, Sse, StreamParts
 
 
@@ -72,6 +73,10 @@ class Vendor(ABC):
         self, status: int, message: str, code: str | None, retry_after: str | None = None
     ) -> dict[str, Any]:
         """The vendor's error body for `status` (`retry_after` only if not sent as a header)."""
+
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        """The JSON (and schema) this valid request asks for, or None for free text."""
+        return None
 
     # --- streaming ---------------------------------------------------------------------------
 

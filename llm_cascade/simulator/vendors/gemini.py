@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import Event, Framing, JsonArray, Sse, StreamParts
 from .base import Invalid, SimRequest, Vendor, require
 
@@ -168,9 +169,89 @@ def _check_tools(tools: Any) -> None:
                 )
 
 
+MIME_TYPES = {
+    "text/plain",
+    "application/json",
+    "application/xml",
+    "application/yaml",
+    "text/x.enum",
+}
+# The OpenAPI subset `responseSchema` takes (`Schema` in the API reference).
+SCHEMA_FIELDS = {
+    "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+    "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+    "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum", "maximum",
+}  # fmt: skip
+SCHEMA_TYPES = {
+    "TYPE_UNSPECIFIED",
+    "STRING",
+    "NUMBER",
+    "INTEGER",
+    "BOOLEAN",
+    "ARRAY",
+    "OBJECT",
+    "NULL",
+}
+
+
+def _check_schema(schema: Any, where: str) -> None:
+    """A `responseSchema`: only the Schema object's fields, known types, OBJECTs with
+    properties (what the API refuses otherwise)."""
+    require(isinstance(schema, Mapping), f"* {where}: expected an object")
+    unknown = sorted(set(schema) - SCHEMA_FIELDS)
+    if unknown:
+        raise Invalid(
+            400,
+            f'Invalid JSON payload received. Unknown name "{unknown[0]}" at'
+            f" '{where}': Cannot find field.",
+        )
+    kind = schema.get("type")
+    if kind is not None:
+        require(
+            isinstance(kind, str) and kind.upper() in SCHEMA_TYPES,
+            f"Invalid value at '{where}.type' ({kind!r}): not a Type",
+        )
+        if kind.upper() == "OBJECT":
+            require(
+                bool(schema.get("properties")),
+                f"* {where}.properties: should be non-empty for OBJECT type",
+            )
+    for name, child in (schema.get("properties") or {}).items():
+        _check_schema(child, f"{where}.properties[{name}]")
+    if "items" in schema:
+        _check_schema(schema["items"], f"{where}.items")
+    for i, child in enumerate(schema.get("anyOf") or []):
+        _check_schema(child, f"{where}.any_of[{i}]")
+
+
+def _check_output(config: Mapping[str, Any]) -> None:
+    mime = config.get("responseMimeType")
+    if mime is not None:
+        require(
+            mime in MIME_TYPES,
+            f"* GenerateContentRequest.generation_config.response_mime_type: allowed mimetypes"
+            f" are {', '.join(sorted(MIME_TYPES))}; got {mime!r}",
+        )
+    for field in ("responseSchema", "responseJsonSchema"):
+        if field in config:
+            require(
+                mime in ("application/json", "text/x.enum"),
+                "* GenerateContentRequest.generation_config.response_mime_type: must be"
+                " application/json or text/x.enum when a response schema is set",
+            )
+    require(
+        not ("responseSchema" in config and "responseJsonSchema" in config),
+        "* GenerateContentRequest.generation_config: response_schema and"
+        " response_json_schema cannot both be set",
+    )
+    if "responseSchema" in config:
+        _check_schema(config["responseSchema"], "generation_config.response_schema")
+
+
 def _check_config(config: Any) -> None:
     require(isinstance(config, Mapping), "generationConfig: expected an object")
     _reject_unknown(config, CONFIG_FIELDS)
+    _check_output(config)
     if "maxOutputTokens" in config:
         n = config["maxOutputTokens"]
         require(isinstance(n, int) and n > 0, "max_output_tokens must be positive")
@@ -242,6 +323,12 @@ class GeminiVendor(Vendor):
             "index": 0,
         }
         return self._response(request, serial, [candidate], reply.input_tokens, reply.output_tokens)
+
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        config = request.body.get("generationConfig") or {}
+        if config.get("responseMimeType") != "application/json":
+            return None
+        return JsonAnswer(config.get("responseSchema") or config.get("responseJsonSchema"))
 
     def streams(self, request: SimRequest) -> bool:
         return request.path.endswith(STREAM_METHOD)

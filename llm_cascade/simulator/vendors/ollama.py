@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import Event, Framing, Ndjson, StreamParts
 from .base import SimRequest, Vendor, require
 
@@ -112,6 +113,18 @@ class OllamaVendor(Vendor):
             )
         if "options" in body:
             _check_options(body["options"])
+        if "format" in body:  # "json", or a JSON Schema object
+            fmt = body["format"]
+            require(
+                fmt in ("", "json") or isinstance(fmt, Mapping),
+                f'invalid format: {fmt!r}: expected "json" or a JSON schema',
+            )
+
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        fmt = request.body.get("format")
+        if fmt == "json":
+            return JsonAnswer()
+        return JsonAnswer(fmt) if isinstance(fmt, Mapping) else None
 
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text}

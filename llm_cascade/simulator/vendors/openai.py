@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import Event, StreamParts, cut
 from .base import Invalid, SimRequest, Vendor, check_key, require
 
@@ -101,6 +103,105 @@ def _check_stream(body: Mapping[str, Any]) -> None:
     )
 
 
+FORMAT_TYPES = ("text", "json_object", "json_schema")
+SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+JSON_SCHEMA_FIELDS = {"name", "description", "schema", "strict"}
+
+
+def _mentions_json(messages: list[Any]) -> bool:
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        parts = content if isinstance(content, list) else [content]
+        for part in parts:
+            text = part.get("text") if isinstance(part, Mapping) else part
+            if isinstance(text, str) and "json" in text.lower():
+                return True
+    return False
+
+
+def _strict_problem(schema: Any) -> str | None:
+    """What strict mode refuses in `schema`: a root that is no object, an object that is not
+    closed or does not require every property. (The API refuses more; these are the rules a
+    client has to know to choose `strict`.)"""
+    if not isinstance(schema, Mapping) or schema.get("type") != "object":
+        kind = schema.get("type") if isinstance(schema, Mapping) else None
+        return f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{kind}\"'."
+    stack: list[tuple[Mapping[str, Any], tuple[str, ...]]] = [(schema, ())]
+    while stack:
+        node, context = stack.pop()
+        properties = node.get("properties")
+        if node.get("type") == "object" or isinstance(properties, Mapping):
+            where = f"In context=({', '.join(repr(c) for c in context)})"
+            if node.get("additionalProperties") is not False:
+                return (
+                    f"{where}, 'additionalProperties' is required to be supplied and to be false."
+                )
+            names = list(properties) if isinstance(properties, Mapping) else []
+            listed = node.get("required")
+            required = listed if isinstance(listed, list) else []
+            missing = [n for n in names if n not in required]
+            if missing:
+                return (
+                    f"{where}, 'required' is required to be supplied and to be an array"
+                    f" including every key in properties. Missing '{missing[0]}'."
+                )
+        for key in ("properties", "$defs", "definitions"):
+            children = node.get(key)
+            if isinstance(children, Mapping):
+                stack += [
+                    (v, (*context, key, k)) for k, v in children.items() if isinstance(v, Mapping)
+                ]
+        for key in ("items", "anyOf"):
+            value = node.get(key)
+            for i, child in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(child, Mapping):
+                    stack.append((child, (*context, key, str(i))))
+    return None
+
+
+def _check_response_format(body: Mapping[str, Any]) -> None:
+    rf = body.get("response_format")
+    if rf is None:
+        return
+    require(isinstance(rf, Mapping), "Invalid type for 'response_format': expected an object.")
+    kind = rf.get("type")
+    require(
+        kind in FORMAT_TYPES,
+        f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object', and 'json_schema'.",
+    )
+    if kind == "json_object":
+        require(
+            _mentions_json(body.get("messages") or []),
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of"
+            " type 'json_object'.",
+        )
+    if kind != "json_schema":
+        return
+    spec = rf.get("json_schema")
+    require(isinstance(spec, Mapping), "Missing required parameter: 'response_format.json_schema'.")
+    unknown = sorted(set(spec) - JSON_SCHEMA_FIELDS)
+    require(not unknown, f"Unrecognized request argument supplied: {', '.join(unknown)}")
+    name = spec.get("name")
+    require(
+        isinstance(name, str) and bool(SCHEMA_NAME.match(name)),
+        "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a"
+        " string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+    )
+    schema = spec.get("schema")
+    require(
+        schema is None or isinstance(schema, Mapping),
+        "Invalid type for 'response_format.json_schema.schema': expected an object.",
+    )
+    strict = spec.get("strict", False)
+    require(
+        strict is None or isinstance(strict, bool),
+        "Invalid type for 'response_format.json_schema.strict': expected a boolean.",
+    )
+    if strict:
+        problem = _strict_problem(schema)
+        require(problem is None, f"Invalid schema for response_format '{name}': {problem}")
+
+
 def _usage(reply: Reply) -> dict[str, int]:
     return {
         "prompt_tokens": reply.input_tokens,
@@ -149,6 +250,7 @@ class OpenAIVendor(Vendor):
         )
         _check_messages(body.get("messages"))
         _check_stream(body)
+        _check_response_format(body)
         if "tools" in body:
             _check_tools(body["tools"])
         if "max_tokens" in body:
@@ -161,6 +263,14 @@ class OpenAIVendor(Vendor):
             require(
                 isinstance(t, int | float) and 0 <= t <= 2, "temperature must be between 0 and 2"
             )
+
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        rf = request.body.get("response_format") or {}
+        if rf.get("type") == "json_object":
+            return JsonAnswer()
+        if rf.get("type") == "json_schema":
+            return JsonAnswer(rf["json_schema"].get("schema") or {})
+        return None
 
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
         calls = [
