@@ -1,0 +1,120 @@
+"""Every `llm-cascade` line of README.md's shell blocks runs as written, against the simulator.
+
+The config the lines use is README's own TOML blocks merged, with each provider they name
+pointed at the simulator (key from SIM_KEY) and the state in the test's folder. The lines run
+in bash, in order, in a folder holding the files they name (`conversation.json`,
+`notes.txt`), with stdin at /dev/null; `key set openai` (a hidden prompt for a person) gets
+its key on stdin instead. `setup` and `setup -i` meet that existing config and leave it alone,
+as they do for a user who has one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from llm_cascade.providers import PROVIDER_TYPES
+
+from .support import SIM_KEY, cli_command
+
+README = Path(__file__).parent.parent / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+COMMENT = re.compile(r"\s+#\s.*$")
+
+
+def blocks(kind: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(README.read_text()) if lang == kind]
+
+
+def invocations() -> list[str]:
+    """The shell lines that run llm-cascade, without their trailing comments, and the
+    alternatives a comment offers (`# ..., or: printf %s "$KEY" | llm-cascade key set ...`)."""
+    lines = []
+    for body in blocks("sh"):
+        for raw in body.splitlines():
+            comment = COMMENT.search(raw)
+            alternative = re.search(r"\bor: (.*)$", comment.group()) if comment else None
+            for line in (COMMENT.sub("", raw), alternative.group(1) if alternative else ""):
+                if re.search(r"(^|\|\s*)llm-cascade\b", line.strip()):
+                    lines.append(line.strip())
+    return lines
+
+
+def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def readme_config(tmp_path: Path, sim: Any) -> Path:
+    doc: dict[str, Any] = {}
+    for body in blocks("toml"):
+        merge(doc, tomllib.loads(body))
+    providers = doc.setdefault("providers", {})
+    for cascade in doc["cascades"].values():
+        for item in cascade["entries"]:
+            name = item["provider"]
+            providers.setdefault(name, {"type": name if name in PROVIDER_TYPES else "openai"})
+    for table in providers.values():
+        table.update(base_url=sim.base_url(table["type"]), api_key_env="SIM_KEY")
+    doc["database"] = {"path": str(tmp_path / "state" / "db.sqlite")}
+    doc["failure_persistence"] = {"dir": str(tmp_path / "failed")}
+    path = tmp_path / "readme-config.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def test_the_readme_has_the_lines_this_test_runs():
+    lines = invocations()
+    assert len(lines) >= 20, lines  # not vacuous: the blocks were found
+    for expected in (
+        'llm-cascade run -C fast_task -p "Hello"',
+        'cat notes.txt | llm-cascade run "Summarise"',
+        'llm-cascade run -m ollama/llama3 -m openai/gpt-4o-mini "hi"',
+        "llm-cascade failed retry --all --answers-dir ~/answers",
+        'printf %s "$KEY" | llm-cascade key set openai',
+    ):
+        assert expected in lines
+
+
+def test_every_invocation_in_the_readme_runs_as_written(tmp_path, sim):
+    cfg = readme_config(tmp_path, sim)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "conversation.json").write_text(
+        '{"messages": [{"role": "user", "content": "from a file"}]}'
+    )
+    (work / "notes.txt").write_text("Notes to summarise.\n")
+    env = {
+        **os.environ,
+        "LLM_CASCADE_CONFIG": str(cfg),
+        "PATH": f"{Path(cli_command()[0]).parent}:{os.environ['PATH']}",
+        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+        "SIM_KEY": SIM_KEY,
+        "KEY": "sk-readme-0123456789",
+    }
+    failures = []
+    for line in invocations():
+        stdin = "sk-readme-0123456789\n" if line == "llm-cascade key set openai" else ""
+        done = subprocess.run(
+            ["bash", "-c", line],
+            cwd=work,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0 or "Traceback" in done.stderr:
+            failures.append(f"{line}\n  exit {done.returncode}: {done.stderr.strip()}")
+    assert not failures, "\n".join(failures)
+    assert sim.count() >= 8  # the runs reached the simulator
