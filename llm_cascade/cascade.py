@@ -19,7 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
-from . import policy
+from . import policy, telemetry
 from . import rules as rules_mod
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
@@ -29,7 +29,7 @@ from .events import Done, EntryStarted, Reset, StreamEvent, Switched, Text, Tool
 from .failures import FailureStore, PendingPrompt, PromptKeeper
 from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
-from .providers import get_adapter, streaming
+from .providers import get_adapter
 from .providers.base import Adapter, Budget, CallOptions
 from .results import CascadeResult, RunOptions
 from .store import EntryState, Store, StoreError
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     import httpx
 
     from .providers._http import Reply
-    from .providers.streaming import Delta
 
 __all__ = ["Answer", "Attempt", "Cascade", "CascadeResult", "RunOptions", "run_cascade"]
 
@@ -289,6 +288,7 @@ class _Run:
             engine.config.cooldown,
             remaining=self._remaining,
         )
+        self.trace = telemetry.RunTrace(cascade.name, self.id)  # OpenTelemetry, if tracing
 
     async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """The run: its events (deltas only when streaming), then `Done`; or CascadeFailed."""
@@ -297,19 +297,24 @@ class _Run:
             async with aclosing(self._passes()) as passes:
                 async for event in passes:
                     yield event
-        except BaseException:  # Ctrl-C, cancellation, a caller that stopped: the prompt stays
+        except BaseException as exc:
+            # Ctrl-C, cancellation, a caller that stopped: the prompt stays
+            self.trace.end(exc)
             saved = self.keeper.keep("interrupted", self.journal.errors())
             where = f"saved in {saved.path}" if saved.path else f"NOT saved: {saved.error}"
             logger.warning("interrupted; the prompt is %s", where)
             raise
         if self.result is None:
-            raise CascadeFailed(
+            failed = CascadeFailed(
                 self.cascade.name,
                 self.journal.message(),
                 attempts=self.journal.attempts,
                 saved=self.keeper.keep("failed", self.journal.errors()),
                 retry_after_s=self._retry_after(),
             )
+            self.trace.end(failed)
+            raise failed
+        self.trace.end()
         yield Done(self.result, Answer(self.result, self.keeper))
 
     async def _passes(self) -> AsyncGenerator[StreamEvent, None]:
@@ -400,6 +405,9 @@ class _Run:
             has_tool_calls=partial.has_tool_calls,
         )
         if mode == "continue" and partial.text.strip():
+            # Vendors refuse a prefill that ends in whitespace (Anthropic: a 400); the model
+            # writes the space itself, so the shown text is kept up to its last word.
+            partial.text = partial.text.rstrip()
             messages = [*self.conversation.messages, Message.assistant(partial.text)]
             picked = Conversation(messages, self.conversation.tools)
             return picked, Switched(partial.entry, entry.key, partial.reason)
@@ -418,7 +426,7 @@ class _Run:
         opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
-        call = _call_options(entry, provider, key)
+        call = policy.call_options(entry, provider, key.value)
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""
         if told is not None:
@@ -436,8 +444,11 @@ class _Run:
             yield EntryStarted(entry.key, try_number, probe)
             sent = _Exchange(self.e.clock.monotonic())
             try:
+                span = self.trace.attempt(
+                    provider.type, entry.key, call.model, call.base_url, try_number
+                )
                 async with aclosing(
-                    self._send(client, adapter, conversation, call, budget, sent)
+                    self._traced(span, client, adapter, conversation, call, budget, sent)
                 ) as deltas:
                     async for event in deltas:
                         yield event
@@ -463,6 +474,27 @@ class _Run:
             self._answered(entry, sent, try_number, probe, note, state, prefix)
             return
 
+    async def _traced(
+        self,
+        span: telemetry.AttemptSpan,
+        client: httpx.AsyncClient,
+        adapter: Adapter,
+        conversation: Conversation,
+        call: CallOptions,
+        budget: Budget,
+        sent: _Exchange,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """`_send` as an OpenTelemetry span: the seam for tracing (a no-op unless the process
+        traces, see telemetry.py)."""
+        with span:
+            async with aclosing(
+                self._send(client, adapter, conversation, call, budget, sent)
+            ) as deltas:
+                async for event in deltas:
+                    yield event
+            if sent.reply is not None:
+                span.answered(sent.reply.response, sent.reply.status)
+
     async def _send(
         self,
         client: httpx.AsyncClient,
@@ -479,11 +511,21 @@ class _Run:
         if not self.streaming:
             sent.reply = await _http.send(client, adapter, conversation, call, budget, now)
             return
+        from .providers.streaming import TextDelta as TextPiece
+        from .providers.streaming import ToolCallDelta as CallPiece
+
         async with _http.open_stream(client, adapter, conversation, call, budget, now) as stream:
+            sent.arrived = lambda: stream.text  # what a break leaves, without a second copy
             async for delta in stream:
-                event = sent.add(delta, self.e.clock.monotonic())
-                if event is not None:
-                    yield event
+                if isinstance(delta, TextPiece):
+                    event: StreamEvent = Text(delta.text)
+                elif isinstance(delta, CallPiece):
+                    event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
+                    sent.has_tool_calls = True
+                else:
+                    continue
+                sent.content(self.e.clock.monotonic())
+                yield event
             sent.reply = _http.Reply(stream.response(), stream.status)
 
     def _failed(
@@ -617,8 +659,12 @@ class _Exchange:
     reply: Reply | None = None
     ttft_ms: int | None = None
     chunks: int | None = None
-    text: str = ""
+    arrived: Callable[[], str] = lambda: ""  # the text a stream has passed on so far
     has_tool_calls: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.arrived()
 
     @property
     def content_started(self) -> bool:
@@ -627,20 +673,11 @@ class _Exchange:
     def latency_ms(self, now: float) -> int:
         return _ms(now - self.started)
 
-    def add(self, delta: Delta, now: float) -> StreamEvent | None:
-        """Note a stream delta; the event to pass on, for content."""
-        if isinstance(delta, streaming.TextDelta):
-            event: StreamEvent = Text(delta.text)
-            self.text += delta.text
-        elif isinstance(delta, streaming.ToolCallDelta):
-            event = ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments)
-            self.has_tool_calls = True
-        else:
-            return None
+    def content(self, now: float) -> None:
+        """Count a content event (the first one's time is the time to first token)."""
         if self.ttft_ms is None:
             self.ttft_ms, self.chunks = self.latency_ms(now), 0
         self.chunks = (self.chunks or 0) + 1
-        return event
 
 
 def _continued(prefix: str, response: LlmResponse) -> LlmResponse:
@@ -656,21 +693,6 @@ def _ignored(state: EntryState, now: float) -> str | None:
     if state.is_half_open(now):
         return "was half-open; tried without claiming the probe"
     return None
-
-
-def _call_options(entry: CascadeEntry, provider: ProviderConfig, key: ResolvedKey) -> CallOptions:
-    opts = entry.options
-    return CallOptions(
-        model=entry.model,
-        base_url=provider.effective_base_url,
-        api_key=key.value,
-        max_tokens=opts.max_tokens,
-        temperature=opts.temperature,
-        extra=opts.extra,
-        headers=opts.headers,
-        max_response_bytes=opts.max_response_bytes,
-        stream_usage=opts.stream_usage,
-    )
 
 
 def _ms(seconds: float) -> int:

@@ -355,6 +355,15 @@ class FailureStore:
                 found.append(saved)
         return found
 
+    def count_waiting(self) -> int:
+        """How many saved prompts wait for a retry: files no running run holds. Counted by
+        name, without reading them, so a dashboard can ask every second."""
+        try:
+            names = [e.name for e in os.scandir(self.dir) if e.name.endswith(".json")]
+        except OSError:  # no folder yet
+            return 0
+        return sum(1 for n in names if not n.startswith(".") and not files.is_locked(self.dir / n))
+
     def load(self, path: Path) -> SavedPrompt | None:
         """The saved prompt in `path`, or None if it is not one. Only a regular file of at most
         MAX_SAVED_BYTES is read: a FIFO, a device or a huge file is skipped with a warning."""

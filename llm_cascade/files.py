@@ -172,10 +172,12 @@ def create_new(path: Path, data: bytes, *, locked: bool = False, durable: bool =
     return fd
 
 
-def replace_file(path: Path, data: bytes) -> None:
-    """Write `data` over `path` (0600) atomically: temp file, fsync, rename."""
+def replace_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write `data` over `path` (0600 unless told) atomically: temp file, fsync, rename."""
     temp, fd = _temp_beside(path)
     try:
+        if mode != 0o600:
+            os.fchmod(fd, mode)
         write_all(fd, data)
         os.fsync(fd)
     finally:

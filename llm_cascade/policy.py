@@ -10,15 +10,31 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .config import Options
+from .config import CascadeEntry, Options, ProviderConfig
 from .errors import ProviderError
-from .providers.base import Budget
+from .providers.base import Budget, CallOptions
 from .rules import Rule
 
 Midstream = Literal["restart", "continue", "fail"]
 MIDSTREAM_POLICIES: tuple[Midstream, ...] = ("restart", "continue", "fail")
 PROBE_LEASE_SLACK_S = 5.0
 DEADLINE_SLACK_S = 0.05  # timers fire a little early or late; this close to the end, it is spent
+
+
+def call_options(entry: CascadeEntry, provider: ProviderConfig, api_key: str | None) -> CallOptions:
+    """What one request to this entry carries besides the conversation."""
+    opts = entry.options
+    return CallOptions(
+        model=entry.model,
+        base_url=provider.effective_base_url,
+        api_key=api_key,
+        max_tokens=opts.max_tokens,
+        temperature=opts.temperature,
+        extra=opts.extra,
+        headers=opts.headers,
+        max_response_bytes=opts.max_response_bytes,
+        stream_usage=opts.stream_usage,
+    )
 
 
 def attempt_budget(opts: Options, remaining: float | None) -> Budget:

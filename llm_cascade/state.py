@@ -6,14 +6,16 @@ creates a database: where there is none yet, there is nothing to show.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .clock import json_time
 from .config import AppConfig
-from .errors import UsageError
-from .store import AttemptRow, EntryState, Phase, Store
+from .errors import LlmCascadeError, UsageError
+from .store import DEFAULT_BUSY_TIMEOUT_S, AttemptRow, EntryState, Phase, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +48,26 @@ def has_database(config: AppConfig) -> bool:
     return config.database_path.exists()
 
 
-def _open(config: AppConfig) -> Store | None:
-    return Store(config.database_path) if has_database(config) else None
+class DatabaseUnreadable(LlmCascadeError):
+    """The database exists but cannot be read now (locked, corrupt, unreadable)."""
+
+
+@contextmanager
+def opened(
+    config: AppConfig, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+) -> Iterator[Store | None]:
+    """The config's database for one view or edit; None when there is none yet. Any SQLite
+    error inside becomes one line naming the database, instead of a traceback."""
+    if not has_database(config):
+        yield None
+        return
+    with Store(config.database_path, busy_timeout_s=busy_timeout_s) as store:
+        try:
+            yield store
+        except sqlite3.Error as exc:
+            raise DatabaseUnreadable(
+                f"cannot use the database '{config.database_path}': {exc}"
+            ) from None
 
 
 def configured_keys(config: AppConfig) -> list[str]:
@@ -58,11 +78,8 @@ def configured_keys(config: AppConfig) -> list[str]:
 def entry_views(config: AppConfig, now: float) -> list[EntryView]:
     """The config's entries, then any other entry the database knows, with their breakers."""
     keys = configured_keys(config)
-    store = _open(config)
-    found: dict[str, EntryState] = {}
-    if store is not None:
-        with store:
-            found = {s.key: s for s in store.all_states()}
+    with opened(config) as store:
+        found = {s.key: s for s in store.all_states()} if store is not None else {}
     views = []
     for key in dict.fromkeys([*keys, *found]):
         state = found.get(key, EntryState(key))
@@ -72,20 +89,14 @@ def entry_views(config: AppConfig, now: float) -> list[EntryView]:
 
 def recent_attempts(config: AppConfig, limit: int, cascade: str | None = None) -> list[AttemptRow]:
     """The newest attempt rows, oldest first (none when there is no database yet)."""
-    store = _open(config)
-    if store is None:
-        return []
-    with store:
-        return store.recent_attempts(limit, cascade)
+    with opened(config) as store:
+        return [] if store is None else store.recent_attempts(limit, cascade)
 
 
 def prune_log(config: AppConfig, older_than_days: float, now: float) -> int:
     """Delete attempt rows older than the given age; returns how many."""
-    store = _open(config)
-    if store is None:
-        return 0
-    with store:
-        return store.prune(now - older_than_days * 86400)
+    with opened(config) as store:
+        return 0 if store is None else store.prune(now - older_than_days * 86400)
 
 
 def reset_entries(config: AppConfig, keys: Sequence[str] | None) -> int | None:
@@ -95,13 +106,13 @@ def reset_entries(config: AppConfig, keys: Sequence[str] | None) -> int | None:
     (a typo would otherwise reset nothing and say it was done).
     """
     known = set(configured_keys(config))
-    store = _open(config)
-    if store is None:
+    with opened(config) as store:
+        if store is not None:
+            known |= {s.key for s in store.all_states()}
         _check_known(keys, known)
-        return None
-    with store:
-        _check_known(keys, known | {s.key for s in store.all_states()})
-        return store.clear_cooldowns(None if keys is None else list(keys))
+        return (
+            None if store is None else store.clear_cooldowns(None if keys is None else list(keys))
+        )
 
 
 def _check_known(keys: Sequence[str] | None, known: set[str]) -> None:
@@ -127,10 +138,9 @@ def _unknown_entry(key: str, known: set[str]) -> str:
 
 def clear_auth_cooldowns(config: AppConfig, provider: str) -> list[str]:
     """Reopen the entries of `provider` that a rejected key (401/403) put on cooldown."""
-    store = _open(config)
-    if store is None:
-        return []
-    with store:
+    with opened(config) as store:
+        if store is None:
+            return []
         keys = [
             s.key
             for s in store.all_states()

@@ -17,11 +17,12 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from . import rollup
 from .clock import format_ts, json_time, parse_ts
 from .errors import LlmCascadeError
 from .paths import ensure_private_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the aggregates of rollup.py
 # No instant written is later than this (9999-12-31T00:00:00Z): past year 9999 no timestamp
 # can be formatted, so an absurd cooldown or lease is clamped here instead of crashing.
 LATEST_INSTANT = 253_402_214_400.0
@@ -270,6 +271,7 @@ class Store:
                 "CREATE INDEX IF NOT EXISTS attempt_log_entry_time"
                 " ON attempt_log (provider_model, timestamp)"
             )
+            rollup.install(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- reads ---------------------------------------------------------------------------
@@ -400,11 +402,12 @@ class Store:
         return until, level
 
     def prune(self, before: float) -> int:
-        """Delete attempt rows older than `before` (epoch seconds); returns how many."""
+        """Delete attempt rows older than `before` (epoch seconds), and the hourly aggregates
+        of the hours before it; returns how many rows. The all-time totals stay."""
+        stamp = format_ts(before)
         with self._write() as conn:
-            return conn.execute(
-                "DELETE FROM attempt_log WHERE timestamp < ?", (format_ts(before),)
-            ).rowcount
+            rollup.prune_hourly(conn, stamp[:13])
+            return conn.execute("DELETE FROM attempt_log WHERE timestamp < ?", (stamp,)).rowcount
 
     def clear_cooldowns(self, keys: Iterable[str] | None = None) -> int:
         """Close the breaker of the given entries (all when None); returns how many rows."""

@@ -56,7 +56,10 @@ def loads(text: str, max_depth: int = MAX_NESTING) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise NestedTooDeep(max_depth) from None
-    if text.count("[") + text.count("{") > max_depth or _MAYBE_SURROGATE.search(text):
+    deep = text.count("[") + text.count("{") > max_depth
+    # A surrogate comes from a \u escape or sits in the text (then it is not ASCII): test
+    # those cheaply before the search (this runs once per stream event).
+    if deep or (("\\u" in text or not text.isascii()) and _MAYBE_SURROGATE.search(text)):
         value = _clean(value, max_depth)
     return value
 

@@ -221,3 +221,18 @@ def test_a_run_imports_only_what_a_plain_run_uses(tmp_path, sim):
     }
     unused = others | {"llm_cascade.cli.config_cmd", "rich", "keyring", "tomli_w", "platformdirs"}
     assert not unused & loaded, sorted(unused & loaded)
+
+
+CLI_MODULES = sorted(m for m in MODULES if in_area(m, "cli"))
+
+
+@pytest.mark.parametrize("name", CLI_MODULES)
+def test_the_cli_opens_no_database_or_prompt_folder_itself(name):
+    """Workflows live in the library: the CLI calls functions, it builds no store."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    built = {
+        node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+    }
+    assert not built & {"Store", "FailureStore", "PromptKeeper"}, name

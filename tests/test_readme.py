@@ -1,11 +1,14 @@
 """Every `llm-cascade` line of README.md's shell blocks runs as written, against the simulator.
 
 The config the lines use is README's own TOML blocks merged, with each provider they name
-pointed at the simulator (key from SIM_KEY) and the state in the test's folder. The lines run
-in bash, in order, in a folder holding the files they name (`conversation.json`,
-`notes.txt`), with stdin at /dev/null; `key set openai` (a hidden prompt for a person) gets
-its key on stdin instead. `setup` and `setup -i` meet that existing config and leave it alone,
-as they do for a user who has one.
+pointed at the simulator (key from SIM_KEY, every model in its listings) and the state in the
+test's folder. The lines run in bash, in order, in a folder holding the files they name
+(`conversation.json`, `notes.txt`), with stdin at /dev/null. Three need what a person or a
+host gives: `key set openai` (a hidden prompt) gets its key on stdin; `top` (a live view)
+runs in a pseudo-terminal and is quit with `q`; `metrics --textfile` writes into
+node_exporter's folder under /var/lib, which a test does not create: the same line runs with
+that folder moved into the test's. `setup` and `setup -i` meet the existing config and leave
+it alone, as they do for a user who has one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import tomli_w
 
 from llm_cascade.providers import PROVIDER_TYPES
+from llm_cascade.simulator import Reply
 
 from .support import SIM_KEY, cli_command
 
@@ -65,6 +69,9 @@ def readme_config(tmp_path: Path, sim: Any) -> Path:
             providers.setdefault(name, {"type": name if name in PROVIDER_TYPES else "openai"})
     for table in providers.values():
         table.update(base_url=sim.base_url(table["type"]), api_key_env="SIM_KEY")
+    for cascade in doc["cascades"].values():
+        for item in cascade["entries"]:
+            sim.script_probe(item["model"], Reply())  # `health` finds it in the listing
     doc["database"] = {"path": str(tmp_path / "state" / "db.sqlite")}
     doc["failure_persistence"] = {"dir": str(tmp_path / "failed")}
     path = tmp_path / "readme-config.toml"
@@ -101,8 +108,14 @@ def test_every_invocation_in_the_readme_runs_as_written(tmp_path, sim):
         "SIM_KEY": SIM_KEY,
         "KEY": "sk-readme-0123456789",
     }
+    textfile = "/var/lib/node_exporter/textfile/"
+    (tmp_path / "textfile").mkdir()
     failures = []
     for line in invocations():
+        if line == "llm-cascade top":
+            failures += _top(work, env)
+            continue
+        line = line.replace(textfile, f"{tmp_path}/textfile/")
         stdin = "sk-readme-0123456789\n" if line == "llm-cascade key set openai" else ""
         done = subprocess.run(
             ["bash", "-c", line],
@@ -118,3 +131,26 @@ def test_every_invocation_in_the_readme_runs_as_written(tmp_path, sim):
             failures.append(f"{line}\n  exit {done.returncode}: {done.stderr.strip()}")
     assert not failures, "\n".join(failures)
     assert sim.count() >= 8  # the runs reached the simulator
+    assert (tmp_path / "textfile" / "llm_cascade.prom").exists()
+
+
+def _top(work: Path, env: dict[str, str]) -> list[str]:
+    """`llm-cascade top` in a pseudo-terminal, quit with `q` as a person quits it."""
+    import pexpect
+
+    child = pexpect.spawn(
+        "bash",
+        ["-c", "llm-cascade top"],
+        cwd=str(work),
+        env={**env, "TERM": "xterm"},
+        dimensions=(30, 200),
+        timeout=20,
+        encoding="utf-8",
+    )
+    try:
+        child.expect("groq/llama-3.3-70b-versatile")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    return [] if child.exitstatus == 0 else [f"llm-cascade top\n  exit {child.exitstatus}"]

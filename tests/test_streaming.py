@@ -245,6 +245,16 @@ def test_continue_hands_the_partial_answer_to_an_entry_that_takes_a_prefill(tmp_
     assert events[-1].result.text == "alpha beta gamma delta"
 
 
+def test_a_prefill_never_ends_in_whitespace_which_vendors_refuse(tmp_path, sim):
+    pieces = ("alpha ", "beta ", "gamma")
+    sim.script("a", Reply("".join(pieces), stream=Stream(pieces=pieces, drop_after=2)))
+    sim.script("c", Reply(" gamma"))
+    cfg = config(tmp_path, sim, [entry("openai", "a"), entry("anthropic", "c")])
+    events = collect(cfg, on_midstream="continue")
+    assert sim.requests[-1].body["messages"][-1]["content"] == "alpha beta"
+    assert events[-1].result.text == "alpha beta gamma"
+
+
 def test_continue_restarts_on_an_entry_that_takes_no_prefill(tmp_path, sim):
     sim.script("a", BROKEN)
     sim.script("b", Reply("fresh"))

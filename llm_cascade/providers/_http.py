@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -154,15 +155,27 @@ def _request(
     *,
     stream: bool,
 ) -> httpx.Request:
-    redaction.register(options.api_key, *options.headers.values())  # whatever we send
     wire = adapter.build_request(conversation, options, stream=stream)
+    return _built(client, "POST", wire.url, wire.headers, options, budget, wire.body)
+
+
+def _built(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    wire_headers: dict[str, str],
+    options: CallOptions,
+    budget: Budget,
+    body: dict[str, Any] | None = None,
+) -> httpx.Request:
+    redaction.register(options.api_key, *options.headers.values())  # whatever we send
     headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
-    headers.update(wire.headers)
+    headers.update(wire_headers)
     headers.update(options.headers)
     return client.build_request(
-        "POST",
-        wire.url,
-        json=wire.body,
+        method,
+        url,
+        json=body,
         headers=headers,
         timeout=httpx.Timeout(budget.total, connect=budget.connect),
     )
@@ -193,6 +206,15 @@ async def send(
 ) -> Reply:
     """POST one request within `budget` and parse it; raises ProviderError on any failure."""
     request = _request(client, adapter, conversation, options, budget, stream=False)
+    response, body = await _exchange(client, request, budget, options.max_response_bytes)
+    return _interpret(adapter, options, response, body, now)
+
+
+async def _exchange(
+    client: httpx.AsyncClient, request: httpx.Request, budget: Budget, limit: int
+) -> tuple[httpx.Response, bytes | None]:
+    """Send and read the whole body (None: over `limit`) within `budget`; transport failures
+    and timeouts become ProviderErrors."""
     try:
         with _transport_errors():
             async with asyncio.timeout(budget.total) as total_cm:
@@ -200,7 +222,7 @@ async def send(
                     async with asyncio.timeout(budget.first_byte) as first_cm:
                         response = await client.send(request, stream=True, follow_redirects=False)
                     try:
-                        body = await _read_body(response, options.max_response_bytes)
+                        body = await _read_body(response, limit)
                     finally:
                         await response.aclose()
                 except TimeoutError:
@@ -212,7 +234,7 @@ async def send(
                     raise
     except TimeoutError:
         raise ProviderError("timeout", f"no complete response within {budget.total:g} s") from None
-    return _interpret(adapter, options, response, body, now)
+    return response, body
 
 
 @asynccontextmanager
@@ -300,6 +322,10 @@ class WholeReply:
     def response(self) -> LlmResponse:
         return self._reply.response
 
+    @property
+    def text(self) -> str:
+        return self._reply.response.text
+
     async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
         response = self._reply.response
         yield streaming.ModelDelta(response.model)
@@ -328,6 +354,11 @@ class StreamReply:
         self._options = options
         self._limits = limits
         self._assembler = streaming.StreamAssembler()
+
+    @property
+    def text(self) -> str:
+        """The text that has arrived so far."""
+        return self._assembler.text
 
     def response(self) -> LlmResponse:
         """The answer the deltas made (after the stream was read to its end)."""
@@ -389,10 +420,11 @@ class StreamReply:
         return exc
 
 
-def _interpret(
+def _payload(
     adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes | None, now: float
-) -> Reply:
-    """Turn a status and a body (None: larger than allowed) into a Reply or a ProviderError."""
+) -> Any:
+    """The decoded JSON of a 2xx; a redirect, an error status or a body that is no JSON we
+    accept (or larger than allowed: `body` None) raises the ProviderError that says so."""
     status = response.status_code
     if 300 <= status < 400:
         target = response.headers.get("location", "?")
@@ -422,14 +454,27 @@ def _interpret(
         raise ProviderError(
             "invalid_response", f"HTTP {status} body {why}: {scrub(message)}", status=status
         )
+    return data
+
+
+def _interpret(
+    adapter: Adapter, options: CallOptions, response: httpx.Response, body: bytes | None, now: float
+) -> Reply:
+    """Turn a status and a body (None: larger than allowed) into a Reply or a ProviderError."""
+    data = _payload(adapter, options, response, body, now)
     try:
         reply = adapter.parse_response(data, options)
         _check_arguments(reply)
     except ProviderError as exc:
-        exc.status = status
-        exc.message = scrub(exc.message)
-        raise
-    return Reply(reply, status)
+        raise _at(exc, response.status_code) from None
+    return Reply(reply, response.status_code)
+
+
+def _at(exc: ProviderError, status: int) -> ProviderError:
+    """An adapter's verdict on a 2xx body, with the status it came with and a safe message."""
+    exc.status = status
+    exc.message = scrub(exc.message)
+    return exc
 
 
 def _check_arguments(response: LlmResponse) -> None:
@@ -444,3 +489,50 @@ def _check_arguments(response: LlmResponse) -> None:
             ) from None
         except ValueError:
             pass  # not JSON: kept as the model wrote it
+
+
+# --- health probes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """What a health probe found: the status of the request that decided, and whether the
+    model is served (False: a listing that does not name it)."""
+
+    status: int
+    found: bool
+    listing: bool  # the decision came from a listing
+
+
+async def probe(
+    client: httpx.AsyncClient,
+    adapter: Adapter,
+    options: CallOptions,
+    budget: Budget,
+    now: float,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Probed:
+    """GET what the adapter names for a probe, all within `budget`: the model's own page,
+    and on a 404 the next request (a listing). Raises ProviderError as `send` does: a 404
+    from the last one means the model does not exist."""
+    requests = adapter.probe_requests(options)
+    started = monotonic()
+    for number, wire in enumerate(requests, start=1):
+        left = _less(budget, monotonic() - started)
+        request = _built(client, "GET", wire.url, wire.headers, options, left)
+        response, body = await _exchange(client, request, left, options.max_response_bytes)
+        if response.status_code == 404 and number < len(requests):
+            continue
+        data = _payload(adapter, options, response, body, now)
+        try:
+            found = adapter.listed(data, options) if wire.listing else True
+        except ProviderError as exc:
+            raise _at(exc, response.status_code) from None
+        return Probed(response.status_code, found, wire.listing)
+    raise AssertionError("an adapter names at least one probe request")  # pragma: no cover
+
+
+def _less(budget: Budget, spent: float) -> Budget:
+    """What is left of `budget` after `spent` seconds."""
+    total = max(budget.total - spent, 0.0)
+    return Budget(total, min(budget.connect, total), min(budget.first_byte, total), budget.idle)

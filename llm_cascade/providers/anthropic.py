@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ..types import (
     ContentBlock,
@@ -18,12 +19,14 @@ from ..types import (
 from .base import (
     Adapter,
     CallOptions,
+    ProbeRequest,
     WireRequest,
     arguments_object,
     count,
     deep_merge,
     joined_system,
     merge_turns,
+    names_in,
     obj,
     with_stream,
 )
@@ -147,6 +150,13 @@ def _input_tokens(usage: Mapping[str, Any]) -> int | None:
     return count(base + sum(cached))
 
 
+def _headers(options: CallOptions) -> dict[str, str]:
+    headers = {"anthropic-version": API_VERSION}
+    if options.api_key:
+        headers["x-api-key"] = options.api_key
+    return headers
+
+
 class AnthropicAdapter(Adapter):
     """The Messages API."""
 
@@ -167,11 +177,8 @@ class AnthropicAdapter(Adapter):
             body["tools"] = _tools(conversation)
         if options.temperature is not None:
             body["temperature"] = options.temperature
-        headers = {"anthropic-version": API_VERSION}
-        if options.api_key:
-            headers["x-api-key"] = options.api_key
         body = with_stream(deep_merge(body, options.extra), stream)
-        return WireRequest(f"{options.base_url}/v1/messages", body, headers)
+        return WireRequest(f"{options.base_url}/v1/messages", body, _headers(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -195,6 +202,17 @@ class AnthropicAdapter(Adapter):
         if not response.has_content():
             raise self.empty(f"no text or tool calls (stop_reason: {stop_reason})")
         return response
+
+    # --- health probes ---------------------------------------------------------------------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """`GET /v1/models/{id}` (it resolves aliases), else the listing of compatibles."""
+        own = f"{options.base_url}/v1/models/{quote(options.model, safe='')}"
+        listing = f"{options.base_url}/v1/models?limit=1000"
+        return ProbeRequest(own, _headers(options)), ProbeRequest(listing, _headers(options), True)
+
+    def listed(self, data: Any, options: CallOptions) -> bool:
+        return options.model in names_in(data, "data", "id")
 
     # --- streaming (SSE) ---------------------------------------------------------------------
 

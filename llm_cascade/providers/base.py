@@ -4,6 +4,8 @@ An adapter does no I/O. `_http.send` posts what `build_request` returns and hand
 reply to `parse_response` (or the error body to `parse_error`), so timeouts, status handling and
 Retry-After live in one place for every provider. A streamed reply is framed as `stream_format`
 says and read by the adapter's `stream_parser` (see `streaming.py`).
+`probe_requests` and `listed` are the same kind of translation for `health`: which GET shows
+that a model is served.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ class WireRequest:
     headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """A GET that tells whether a model is served: its own page, or a listing to search."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    listing: bool = False  # True: a 2xx body lists models; `Adapter.listed` finds ours in it
+
+
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """`base` with `extra` laid over it; nested tables merge instead of being replaced."""
     out = dict(base)
@@ -91,6 +102,14 @@ def count(value: Any) -> int | None:
     """A token count: a non-negative integer SQLite can store, else None."""
     ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
     return value if ok else None
+
+
+def names_in(data: Any, list_key: str, *fields: str) -> set[str]:
+    """The names a model listing gives (`fields` of each item of `data[list_key]`)."""
+    items = obj(data).get(list_key)
+    if not isinstance(items, list):
+        raise ProviderError("invalid_response", f"the model listing has no '{list_key}' array")
+    return {v for item in items for f in fields if isinstance(v := obj(item).get(f), str)}
 
 
 def joined_system(conversation: Conversation) -> str | None:
@@ -216,6 +235,19 @@ class Adapter(ABC):
                 f"error in a 2xx response: {message or code}",
                 code=code,
             )
+
+    # --- health probes: a cheap request that says whether the entry could answer ----------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """What `health` asks, in order: the next one only if the previous answered 404 (a
+        compatible server without the model's own page may still list it)."""
+        raise NotImplementedError(f"{self.type_name} has no model listing")
+
+    def listed(self, data: Any, options: CallOptions) -> bool:
+        """Whether a decoded listing names `options.model`; raise if it is no listing."""
+        raise NotImplementedError(f"{self.type_name} has no model listing")
+
+    # --- small helpers ------------------------------------------------------------------
 
     @staticmethod
     def empty(reason: str) -> ProviderError:

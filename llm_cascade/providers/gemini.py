@@ -19,6 +19,7 @@ from ..types import (
 from .base import (
     Adapter,
     CallOptions,
+    ProbeRequest,
     WireRequest,
     arguments_object,
     count,
@@ -165,6 +166,11 @@ def _answer_blocks(candidate: Mapping[str, Any]) -> list[ContentBlock]:
     return [b for b in parsed if b is not None]
 
 
+def _auth(options: CallOptions) -> dict[str, str]:
+    # The key goes in a header: a URL ends up in logs and error texts.
+    return {"x-goog-api-key": options.api_key} if options.api_key else {}
+
+
 class GeminiAdapter(Adapter):
     """Gemini generateContent, v1beta."""
 
@@ -187,11 +193,9 @@ class GeminiAdapter(Adapter):
             config["temperature"] = options.temperature
         if config:
             body["generationConfig"] = config
-        # The key goes in a header: a URL ends up in logs and error texts.
-        headers = {"x-goog-api-key": options.api_key} if options.api_key else {}
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         url = f"{options.base_url}/v1beta/{model_path(options.model)}:{method}"
-        return WireRequest(url, deep_merge(body, options.extra), headers)
+        return WireRequest(url, deep_merge(body, options.extra), _auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -229,6 +233,13 @@ class GeminiAdapter(Adapter):
         """A 429 names its wait as RetryInfo.retryDelay (e.g. "37s") in the body."""
         match = _DURATION.match(str(_detail(data, "RetryInfo").get("retryDelay", "")))
         return float(match.group(1)) if match else None
+
+    # --- health probes ---------------------------------------------------------------------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """`GET /v1beta/models/{model}`: 404 when the model does not exist."""
+        url = f"{options.base_url}/v1beta/{model_path(options.model)}"
+        return (ProbeRequest(url, _auth(options)),)
 
     # --- streaming (SSE) ---------------------------------------------------------------------
 

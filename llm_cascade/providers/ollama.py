@@ -22,11 +22,13 @@ from ..types import (
 from .base import (
     Adapter,
     CallOptions,
+    ProbeRequest,
     WireRequest,
     arguments_object,
     count,
     deep_merge,
     function_tools,
+    names_in,
     new_call_id,
     obj,
     tool_name,
@@ -135,6 +137,18 @@ class OllamaAdapter(Adapter):
         if not response.has_content():
             raise self.empty(f"no text or tool calls (done_reason: {stop_reason})")
         return response
+
+    # --- health probes ---------------------------------------------------------------------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """`GET /api/tags`: the models pulled into this server."""
+        return (ProbeRequest(f"{options.base_url}/api/tags", listing=True),)
+
+    def listed(self, data: Any, options: CallOptions) -> bool:
+        """`llama3` is pulled as `llama3:latest`."""
+        names = names_in(data, "models", "name", "model")
+        wanted = options.model if ":" in options.model else f"{options.model}:latest"
+        return bool({options.model, wanted} & names)
 
     # --- streaming (NDJSON) ------------------------------------------------------------------
 

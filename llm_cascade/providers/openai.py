@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ..types import (
     ContentBlock,
@@ -17,10 +18,12 @@ from ..types import (
 from .base import (
     Adapter,
     CallOptions,
+    ProbeRequest,
     WireRequest,
     count,
     deep_merge,
     function_tools,
+    names_in,
     obj,
     with_stream,
 )
@@ -98,6 +101,10 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _auth(options: CallOptions) -> dict[str, str]:
+    return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+
+
 class OpenAIAdapter(Adapter):
     type_name = "openai"
 
@@ -112,8 +119,7 @@ class OpenAIAdapter(Adapter):
         if stream and options.stream_usage:
             body["stream_options"] = {"include_usage": True}  # else a stream has no usage
         body = with_stream(deep_merge(body, options.extra), stream)
-        headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
-        return WireRequest(f"{options.base_url}/chat/completions", body, headers)
+        return WireRequest(f"{options.base_url}/chat/completions", body, _auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -142,6 +148,17 @@ class OpenAIAdapter(Adapter):
         if not response.has_content():
             raise self.empty(f"no text or tool calls (finish_reason: {stop})")
         return response
+
+    # --- health probes ---------------------------------------------------------------------
+
+    def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
+        """`GET /models/{id}`; servers without it (vLLM, some proxies) answer the listing."""
+        own = f"{options.base_url}/models/{quote(options.model, safe='')}"
+        listing = f"{options.base_url}/models"
+        return ProbeRequest(own, _auth(options)), ProbeRequest(listing, _auth(options), True)
+
+    def listed(self, data: Any, options: CallOptions) -> bool:
+        return options.model in names_in(data, "data", "id")
 
     # --- streaming (SSE) ---------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import probes
 from .behaviours import (
     Behaviour,
     Close,
@@ -42,6 +43,7 @@ from .behaviours import (
     to_json,
 )
 from .playback import ClientGone, Connection, Player, Stopped, pieces
+from .probes import ProbeBook
 from .vendors import VENDORS, Invalid, SimRequest, Vendor
 from .wire import Event
 
@@ -75,6 +77,7 @@ class Simulator:
         self._released = threading.Event()
         self._server = _Server((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
+        self.probes = ProbeBook()  # `health`'s model pages and listings (probes.py)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -115,6 +118,15 @@ class Simulator:
         with self._lock:
             self._state.scripts[model] = list(behaviours)
 
+    def script_probe(self, model: str, *behaviours: Behaviour) -> None:
+        """Answer health probes of `model` (`*`: of a whole listing) with these in turn."""
+        self.probes.script(model, *behaviours)
+
+    def scripted(self) -> list[str]:
+        """The models the chat scripts name."""
+        with self._lock:
+            return list(self._state.scripts)
+
     def require_key(self, api_key: str | None) -> None:
         """Accept only this key (None: any non-empty key)."""
         with self._lock:
@@ -124,6 +136,7 @@ class Simulator:
         with self._lock:
             self._state.scripts.clear()
             self._state.requests.clear()
+        self.probes.reset()
         self._released.clear()
 
     def release(self) -> None:
@@ -250,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for r in self.sim.requests
             ]
             self._json(200, data)
-        else:
+        elif not probes.serve(self):
             self._json(404, {"error": {"message": f"no route GET {self.path}"}})
 
     def _control(self, raw: bytes) -> None:

@@ -241,6 +241,11 @@ def _result(call_id: str = "t1") -> dict[str, object]:
         ),
         ({"tools": [{"name": "f", "parameters": {}}]}, HEADERS, "input_schema: Field required"),
         ({"temperature": 1.5}, HEADERS, "temperature"),
+        (
+            {"messages": [*_ok_messages(), {"role": "assistant", "content": "Sure, "}]},
+            HEADERS,
+            "final assistant content cannot end with trailing whitespace",
+        ),
         ({"stream_mode": "x"}, HEADERS, "stream_mode: Extra inputs are not permitted"),
         ({}, {"x-api-key": "k"}, "anthropic-version: header is required"),
     ],

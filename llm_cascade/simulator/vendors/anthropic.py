@@ -114,6 +114,11 @@ def _check_messages(messages: Any) -> None:
             f"messages.{i}: all messages must have non-empty content except for the optional"
             " final assistant message",
         )
+        if final_assistant and blocks and blocks[-1].get("type") == "text":
+            text = str(blocks[-1].get("text", ""))
+            require(
+                text == text.rstrip(), "final assistant content cannot end with trailing whitespace"
+            )
         kinds = [b.get("type") for b in blocks]
         results = [str(b.get("tool_use_id")) for b in blocks if b.get("type") == "tool_result"]
         leading = kinds[: len(results)] == ["tool_result"] * len(results)
@@ -177,11 +182,14 @@ class AnthropicVendor(Vendor):
         model = body.get("model") if isinstance(body, Mapping) else None
         return model if isinstance(model, str) else ""
 
-    def validate(self, request: SimRequest, api_key: str | None) -> None:
+    def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         check_key(request.headers.get("x-api-key"), api_key)
         require(
             bool(request.headers.get("anthropic-version")), "anthropic-version: header is required"
         )
+
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        self.check_auth(request, api_key)
         body = request.body
         require(isinstance(body, Mapping), "the body must be a JSON object")
         unknown = sorted(set(body) - KNOWN_FIELDS)

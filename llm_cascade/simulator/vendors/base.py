@@ -55,6 +55,10 @@ class Vendor(ABC):
         `api_key` is the key the simulator requires, or None to accept any non-empty key.
         """
 
+    def check_auth(self, request: SimRequest, api_key: str | None) -> None:
+        """Raise Invalid unless the headers every request needs (the key) are right."""
+        return None  # a vendor without keys (Ollama) takes every request
+
     @abstractmethod
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
         """A successful response body carrying `text` and the reply's tool calls."""

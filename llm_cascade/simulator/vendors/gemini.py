@@ -192,7 +192,7 @@ class GeminiVendor(Vendor):
         name = unquote(match.group(2))
         return name if match.group(1) == "models" else f"tunedModels/{name}"
 
-    def validate(self, request: SimRequest, api_key: str | None) -> None:
+    def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         query = parse_qs(urlsplit(request.target).query)
         key = request.headers.get("x-goog-api-key") or next(iter(query.get("key", [])), None)
         if not key:
@@ -204,6 +204,9 @@ class GeminiVendor(Vendor):
             )
         if api_key is not None and key != api_key:
             raise Invalid(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        self.check_auth(request, api_key)
         alt = _alt(request)
         require(
             alt in ("json", "sse"),

@@ -131,11 +131,14 @@ class OpenAIVendor(Vendor):
         model = body.get("model") if isinstance(body, Mapping) else None
         return model if isinstance(model, str) else ""
 
-    def validate(self, request: SimRequest, api_key: str | None) -> None:
+    def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         auth = request.headers.get("authorization", "")
         check_key(
             auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None, api_key
         )
+
+    def validate(self, request: SimRequest, api_key: str | None) -> None:
+        self.check_auth(request, api_key)
         body = request.body
         require(isinstance(body, Mapping), "the body must be a JSON object")
         unknown = sorted(set(body) - KNOWN_FIELDS)
