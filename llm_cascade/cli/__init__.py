@@ -2,7 +2,8 @@
 
 Each command group lives in its own module and imports heavy things (httpx, keyring, rich)
 only when it runs, so `--help` and short commands start fast. `main()` is the console
-script: it turns every expected error into one line on stderr and an exit status.
+script: it turns every expected error into one line on stderr (and, after a usage error, the
+hint to the command's help on a second) and an exit status, the parser's errors included.
 """
 
 from __future__ import annotations
