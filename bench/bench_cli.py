@@ -1,6 +1,6 @@
 """Start-up, per-request overhead and failover latency, as ratios to baselines of the same run.
 
-    python bench/bench_cli.py [--runs N] [--peers-venv DIR]
+    python bench/bench_cli.py [--runs N] [--peers-venv DIR] [--compare-cli PATH]
 
 Every command is a real process; the simulator runs on 127.0.0.1 in this process. Commands
 are timed in rounds (one of each per round) so a change of machine load hits all of them
@@ -73,8 +73,12 @@ class Case:
         if self.before:
             self.before()
         start = time.perf_counter()
-        done = subprocess.run(
-            self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        done = subprocess.run(  # stdin as for cron: a run with a prompt reads a piped stdin
+            self.command,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         self.times.append(time.perf_counter() - start)
         if done.returncode != self.exit_status:
@@ -102,7 +106,7 @@ async def per_request(sim: Simulator, config_path: Path, n: int) -> tuple[float,
     return statistics.median(bare), statistics.median(engine_times)
 
 
-def cases(work: Path, peers: Path | None) -> list[Case]:
+def cases(work: Path, peers: Path | None, other_cli: Path | None = None) -> list[Case]:
     env = {
         **os.environ,
         "BENCH_KEY": "bench-key",
@@ -146,6 +150,13 @@ def cases(work: Path, peers: Path | None) -> list[Case]:
         Case("llm-cascade run: skip a cooling entry", [*run, "failover"], env, before=cooling),
         Case("llm-cascade run: all cooling, fail fast", [*run, "down"], env, cooling, 1),
     ]
+    if other_cli:  # another build (say, the previous commit's venv), timed in the same rounds
+        other = str(other_cli)
+        found += [
+            Case("compare: --version", [other, "--version"], env),
+            Case("compare: --help", [other, "--help"], env),
+            Case("compare: run, one entry answers", [other, "run", "-p", "hi", "-C", "one"], env),
+        ]
     if peers:
         found += [
             Case("peer: llm --version", [str(peers / "bin" / "llm"), "--version"], env),
@@ -166,6 +177,12 @@ def main() -> int:
         type=Path,
         help="a venv with `llm` and `litellm` installed, to time their start-up in the same run",
     )
+    parser.add_argument(
+        "--compare-cli",
+        type=Path,
+        help="another llm-cascade executable (e.g. a venv of an older commit) to time"
+        " --version, --help and a plain run of in the same rounds",
+    )
     args = parser.parse_args()
     os.environ["BENCH_KEY"] = "bench-key"
     # Installed packages come with .pyc files; an editable install under
@@ -179,7 +196,7 @@ def main() -> int:
         for keyring in ("false", "true"):
             text = CONFIG.format(url=sim.base_url("openai"), dir=work, keyring=keyring)
             (work / f"config-{keyring}.toml").write_text(text)
-        timed = cases(work, args.peers_venv)
+        timed = cases(work, args.peers_venv, args.compare_cli)
         for case in timed:  # warm the OS caches once
             case.run_once()
             case.times.clear()

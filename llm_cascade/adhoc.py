@@ -1,5 +1,5 @@
 """Cascades given as a list instead of a config table: `LLMCascade([("openai", "gpt-4o")])`
-in Python, `-m openai/gpt-4o` on the command line.
+in Python, `-m openai/gpt-4o` on the command line (one resolution for both).
 
 Each entry names a provider of the config (if there is one) or else a provider *type*, which
 then gets its type's defaults: base URL, the vendor's key variable (`OPENAI_API_KEY`... used, as
@@ -18,14 +18,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import OPTION_KEYS, AppConfig, CascadeConfig, ProviderConfig, _Parser, parse_config
+from .config import (
+    OPTION_KEYS,
+    AppConfig,
+    CascadeConfig,
+    CascadeEntry,
+    ProviderConfig,
+    _Parser,
+    parse_config,
+)
 from .providers import PROVIDER_TYPES
 from .types import shown
 
 # Fields of a provider an entry's options may set; everything else is an entry option.
 PROVIDER_FIELDS = ("type", "base_url", "api_key_env", "api_key_service", "name")
 Spec = str | Sequence[Any]
-DEFAULT_NAME = "library"
+DEFAULT_NAME = "library"  # the cascade LLMCascade makes, in the log and on saved prompts
+ADHOC_CASCADE = "adhoc"  # the cascade `run -m` makes
 
 
 def adhoc_config(
@@ -48,9 +57,9 @@ def adhoc_config(
     parser = _Parser(None, label=label)
     providers = dict(config.providers)
     made: dict[str, ProviderConfig] = {}
-    entries = []
+    entries: list[CascadeEntry] = []
     for i, spec in enumerate(specs):
-        where = f"entries[{i}]"
+        where = shown(spec) if isinstance(spec, str) else f"entries[{i}]"
         provider, model, options = _split(parser, spec, where)
         fields = {k: options.pop(k) for k in PROVIDER_FIELDS if k in options}
         _check_known(parser, options, where)
@@ -64,7 +73,10 @@ def adhoc_config(
             )
         made[chosen.name] = providers[chosen.name] = chosen
         table = {"provider": chosen.name, "model": model, **options}
-        entries.append(parser.entry(where, table, providers))
+        entry = parser.entry(where, table, providers)
+        if any(e.key == entry.key for e in entries):
+            raise parser.fail(where, f"{entry.key} is given twice")
+        entries.append(entry)
     if not entries:
         raise parser.fail("entries", "give at least one (provider, model) entry")
     return replace(
@@ -78,10 +90,12 @@ def adhoc_config(
 
 def _split(parser: _Parser, spec: Any, where: str) -> tuple[str, str, dict[str, Any]]:
     """(provider, model, options) from `"p/m"`, `(p, m)` or `(p, m, {options})`."""
-    if isinstance(spec, str):
-        provider, _, model = spec.partition("/")
+    if isinstance(spec, str):  # split at the first `/`: `openrouter/meta-llama/llama-3` is one
+        provider, _, model = (part.strip() for part in spec.partition("/"))
         if not provider or not model:
-            raise parser.fail(where, f"expected 'provider/model', got {shown(spec)}")
+            raise parser.fail(
+                where, "expected PROVIDER/MODEL, e.g. openai/gpt-4o-mini or ollama/llama3"
+            )
         return provider, model, {}
     ok = isinstance(spec, Sequence) and len(spec) in (2, 3)
     if ok and len(spec) == 3 and not isinstance(spec[2], Mapping):

@@ -1,6 +1,7 @@
 """What a run did, entry by entry, and the one text that sums up a run that got no answer.
 
-A leaf module (no package imports), so the exception tree can name `Attempt` without a cycle.
+A leaf module (it imports only the clock's formatting), so the exception tree can name
+`Attempt` without a cycle.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Literal
+
+from .clock import json_time
 
 Outcome = Literal[
     "ok",  # answered
@@ -56,8 +59,10 @@ class Attempt:
         return self.outcome == "skipped" and self.rule != CAPABILITY
 
     def to_dict(self) -> dict[str, Any]:
-        """The set fields, for JSON output and the saved prompt's `errors` list."""
+        """The set fields, for JSON output and the saved prompt's `errors` list (instants in
+        RFC 3339, as every JSON output has them)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["cooldown_until"] = json_time(self.cooldown_until)
         return {k: v for k, v in values.items() if v is not None and v is not False}
 
     def error_text(self) -> str:

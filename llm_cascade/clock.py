@@ -91,6 +91,21 @@ def parse_ts(text: str) -> float | None:
     return parsed.timestamp()
 
 
+def json_time(value: float | str | None) -> str | None:
+    """An instant as every JSON output writes it: RFC 3339 UTC (`format_ts`), from an epoch or
+    from any timestamp text a database or saved prompt holds (the original's forms included).
+    Text that is no timestamp is kept as it is; None stays None."""
+    if value is None or isinstance(value, bool):
+        return None
+    epoch = parse_ts(value) if isinstance(value, str) else value
+    if epoch is None:
+        return str(value)
+    try:
+        return format_ts(epoch)
+    except (OverflowError, OSError, ValueError):  # a number no calendar has (a hand-edited file)
+        return str(value)
+
+
 def format_human(epoch: float) -> str:
     """A readable UTC instant for messages: `2026-01-01 12:04:31Z`."""
     moment = datetime.fromtimestamp(epoch, UTC)

@@ -7,8 +7,10 @@ suggest the key that was probably meant.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -22,6 +24,8 @@ from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import DEFAULT_MAX_RESPONSE_BYTES, deep_merge
 from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
+from .templates import OPTION_KEYS as TEMPLATE_OPTION_KEYS
+from .templates import Template, syntax_problem
 from .types import path_text, shown, too_deep
 from .untrusted import MAX_NESTING
 
@@ -124,18 +128,27 @@ class AppConfig:
     cooldown: CooldownPolicy = field(default_factory=CooldownPolicy)
     rules: tuple[Rule, ...] = ()
     warnings: tuple[str, ...] = ()
+    default_cascade: str | None = None  # what `run` uses without -C
+    templates: Mapping[str, Template] = field(default_factory=dict)
 
 
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path | None = None) -> AppConfig:
-    """Load and validate the config at `path` (default: `default_config_path()`)."""
+def load_config(path: str | Path | None = None, *, optional: bool = False) -> AppConfig:
+    """Load and validate the config at `path` (default: `default_config_path()`).
+
+    With `optional`, a missing file at the platform default (no `path`, no
+    $LLM_CASCADE_CONFIG) is an empty config, whose state lives in the platform data dir: what
+    a run of provider types needs (`run -m openai/gpt-4o-mini`).
+    """
     config_path = Path(path).expanduser() if path is not None else paths.default_config_path()
     config_path = config_path.absolute()
     try:
         text = files.read_bounded(config_path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
+        if optional and path is None and not os.environ.get(paths.CONFIG_ENV, "").strip():
+            return parse_config({})
         hint = "run `llm-cascade setup` to create one, or pass -c/--config"
         raise ConfigError(f"no config file at '{config_path}': {hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -171,11 +184,14 @@ TOP_KEYS = {
     "keyring",
     "cooldown",
     "rules",
+    "default_cascade",
+    "templates",
 }
 PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
 OPTION_KEYS = {f for f in Options.__dataclass_fields__}
 ENTRY_KEYS = {"provider", "model"}
 CASCADE_KEYS = {"entries", "deadline", "on_midstream"}
+TEMPLATE_KEYS = {"system", "prompt", "cascade", "schema", *TEMPLATE_OPTION_KEYS}
 CAPABILITIES = ("tools", "json", "schema", "vision", "stream", "prefill")
 MIDSTREAM = ("restart", "continue", "fail")
 
@@ -327,17 +343,28 @@ def _host_problem(host: str) -> str | None:
     return None
 
 
+def model_problem(model: Any) -> str | None:
+    """Why `model` cannot name a model (it may go in a URL), or None."""
+    if not isinstance(model, str) or not model.strip():
+        return "must be a non-empty model id"
+    if len(model) > MAX_MODEL_CHARS or not model.isprintable():
+        return f"must be one line of at most {MAX_MODEL_CHARS} characters"
+    return None
+
+
 class _Parser:
     """Walks the raw TOML once, collecting warnings and raising the first error."""
 
-    def __init__(self, path: Path | None, label: str = "config") -> None:
+    def __init__(self, path: Path | None, label: str | None = None) -> None:
+        """`label` names what is parsed in messages when it is not a file (`-m`,
+        `LLMCascade`...)."""
         self.path = path
-        self.label = label  # what errors name when there is no file (`LLMCascade`...)
+        self.label = label
         self.base_dir = path.parent if path else Path.cwd()
         self.warnings: list[str] = []
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        where = f"'{self.path}'" if self.path else self.label
+        where = self.label or (f"'{self.path}'" if self.path else "config")
         return ConfigError(f"{where}: {key}: {problem}")
 
     def check_keys(self, table: Mapping[str, Any], known: set[str], prefix: str) -> None:
@@ -345,7 +372,7 @@ class _Parser:
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                where = self.path.name if self.path else "config"
+                where = self.label or (self.path.name if self.path else "config")
                 self.warnings.append(f"{where}: unknown key '{prefix}{key}' ignored{hint}")
 
     def table(self, value: Any, key: str) -> Mapping[str, Any]:
@@ -387,6 +414,17 @@ class _Parser:
             name: self.cascade(name, value, providers)
             for name, value in self.table(raw.get("cascades"), "cascades").items()
         }
+        default_cascade = self.string(raw, "default_cascade", "")
+        if default_cascade is not None and default_cascade not in cascades:
+            raise self.fail(
+                "default_cascade",
+                f"{shown(default_cascade)} is not defined under [cascades]"
+                f" (defined: {', '.join(sorted(cascades)) or 'none'})",
+            )
+        templates = {
+            name: self.template(name, value, cascades)
+            for name, value in self.table(raw.get("templates"), "templates").items()
+        }
         return AppConfig(
             providers=providers,
             cascades=cascades,
@@ -401,7 +439,50 @@ class _Parser:
             cooldown=self.cooldown(self.table(raw.get("cooldown"), "cooldown")),
             rules=self.rules(raw.get("rules"), "rules"),
             warnings=tuple(self.warnings),
+            default_cascade=default_cascade,
+            templates=templates,
         )
+
+    def template(self, name: str, value: Any, cascades: Mapping[str, CascadeConfig]) -> Template:
+        prefix = f"templates.{name}."
+        table = self.table(value, f"templates.{name}")
+        self.check_keys(table, TEMPLATE_KEYS, prefix)
+        texts: dict[str, str | None] = {}
+        for key in ("system", "prompt"):
+            text = self.string(table, key, prefix)
+            problem = syntax_problem(text) if text is not None else None
+            if problem:
+                raise self.fail(f"{prefix}{key}", problem)
+            texts[key] = text
+        cascade = self.string(table, "cascade", prefix)
+        if cascade is not None and cascade not in cascades:
+            raise self.fail(
+                f"{prefix}cascade",
+                f"{shown(cascade)} is not defined under [cascades]"
+                f" (defined: {', '.join(sorted(cascades)) or 'none'})",
+            )
+        options = {k: table[k] for k in TEMPLATE_OPTION_KEYS if k in table}
+        return Template(
+            name,
+            texts["system"],
+            texts["prompt"],
+            cascade,
+            self.options(options, prefix),
+            self.template_schema(table.get("schema"), f"{prefix}schema"),
+        )
+
+    def template_schema(self, value: Any, key: str) -> str | None:
+        """A template's `schema`: a table (the schema itself), inline JSON, or a file path
+        (taken from the config's folder). It is checked as a schema when a run uses it."""
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            return json.dumps(value)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "must be a JSON Schema: a table, inline JSON or a file path")
+        if value.lstrip().startswith("{"):
+            return value
+        return str(paths.resolve(value, self.base_dir))
 
     def cooldown(self, table: Mapping[str, Any]) -> CooldownPolicy:
         self.check_keys(table, {"base", "cap", "long"}, "cooldown.")
@@ -533,11 +614,34 @@ class _Parser:
                 f"{shown(provider)} is not defined under [providers] (defined: {defined})",
             )
         model = table.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise self.fail(f"{where}.model", "must be a non-empty model id")
-        if len(model) > MAX_MODEL_CHARS or not model.isprintable():  # it may go in the URL
-            raise self.fail(
-                f"{where}.model", f"must be one line of at most {MAX_MODEL_CHARS} characters"
-            )
+        problem = model_problem(model)
+        if problem:
+            raise self.fail(f"{where}.model", problem)
+        assert isinstance(model, str)
         options = providers[provider].options.merged(self.options(table, f"{where}."))
         return CascadeEntry(provider, model.strip(), options)
+
+
+# --- entries given outside a file ----------------------------------------------------------
+
+
+def type_provider(type_name: str) -> ProviderConfig:
+    """A provider named after its type, with the type's defaults: its vendor's base URL, the
+    key from the keyring (username: the type name) or the vendor's variable (OPENAI_API_KEY...)."""
+    return ProviderConfig(
+        name=type_name,
+        type=type_name,
+        options=Options(supports=PROVIDER_TYPES[type_name].supports),
+    )
+
+
+def parse_entry(
+    label: str, raw: Mapping[str, Any], providers: Mapping[str, ProviderConfig]
+) -> CascadeEntry:
+    """A cascade entry given outside a config file (`{provider, model, options...}`), checked
+    exactly as one in `[cascades]` is; errors start with `label`."""
+    parser = _Parser(None, label)
+    entry = parser.entry("entry", raw, providers)
+    for warning in parser.warnings:
+        logger.warning("%s", warning)
+    return entry

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files
-from .clock import format_ts
+from .clock import format_ts, json_time
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
 from .types import MAX_CONVERSATION_BYTES, Conversation, compact_json, too_deep
@@ -72,6 +72,13 @@ def _unprintable(envelope: dict[str, Any]) -> str | None:
     except UnicodeEncodeError:  # a "\ud800" escape decodes to text no output can hold
         return "holds text that is not valid Unicode (a lone \\uD800-\\uDFFF escape)"
     return None
+
+
+def _json_instants(data: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {
+        k: json_time(v) if k in keys and isinstance(v, str | int | float) else v
+        for k, v in data.items()
+    }
 
 
 def write_private(path: Path, data: Mapping[str, Any]) -> None:
@@ -134,6 +141,20 @@ class SavedPrompt:
 
     def conversation(self) -> Conversation:
         return Conversation.from_dict(self.envelope.get("conversation"))
+
+    def json_errors(self) -> list[dict[str, Any]]:
+        """`errors` as JSON output shows them: instants in RFC 3339, whoever wrote the file."""
+        return [_json_instants(e, ("cooldown_until",)) for e in self.errors]
+
+    def json_envelope(self) -> dict[str, Any]:
+        """The file as `failed show --json` prints it: instants in RFC 3339 and tool-call
+        arguments as JSON text, as this version writes them, also in files others wrote."""
+        out = _json_instants(self.envelope, ("timestamp", "last_tried"))
+        if "errors" in out:
+            out["errors"] = self.json_errors()
+        with contextlib.suppress(ConversationError):  # else as it is: `failed show` says why
+            out["conversation"] = self.conversation().to_dict()
+        return out
 
 
 class PendingPrompt:

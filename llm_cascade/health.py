@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import policy
 from . import rules as rules_mod
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, json_time
 from .config import AppConfig, CascadeEntry, ProviderConfig
 from .errors import ProviderError, UsageError
 from .journal import NO_STATE
@@ -81,7 +81,7 @@ class ProbeResult:
             "status": self.status,
             "rule": self.rule,
             "reason": self.reason,
-            "cooldown_until": self.cooldown_until,
+            "cooldown_until": json_time(self.cooldown_until),  # RFC 3339, as in every JSON
         }
 
 

@@ -45,8 +45,7 @@ class CascadeResult:
             "ok": True,
             "text": r.text,
             "tool_calls": [
-                {"id": c.id, "name": c.name, "arguments": c.parsed_arguments()}
-                for c in r.tool_calls
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in r.tool_calls
             ],
             "cascade": self.cascade_name,
             "entry": self.entry,

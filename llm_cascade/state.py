@@ -7,13 +7,14 @@ creates a database: where there is none yet, there is nothing to show.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .clock import json_time
 from .config import AppConfig
-from .errors import LlmCascadeError
+from .errors import LlmCascadeError, UsageError
 from .store import DEFAULT_BUSY_TIMEOUT_S, AttemptRow, EntryState, Phase, Store
 
 
@@ -35,7 +36,7 @@ class EntryView:
         return {
             "entry": s.key,
             "state": self.phase,
-            "cooldown_until": s.cooldown_until,
+            "cooldown_until": json_time(s.cooldown_until),
             "retry_after": self.retry_after,
             "failures": s.failures,
             "reason": s.reason,
@@ -98,12 +99,41 @@ def prune_log(config: AppConfig, older_than_days: float, now: float) -> int:
         return 0 if store is None else store.prune(now - older_than_days * 86400)
 
 
-def reset_entries(config: AppConfig, keys: Iterable[str] | None) -> int | None:
-    """Close the breakers of `keys` (all when None); None when there is no database yet."""
+def reset_entries(config: AppConfig, keys: Sequence[str] | None) -> int | None:
+    """Close the breakers of `keys` (all when None); None when there is no database yet.
+
+    A key that is neither an entry of the config nor known to the database is a UsageError
+    (a typo would otherwise reset nothing and say it was done).
+    """
+    known = set(configured_keys(config))
     with opened(config) as store:
+        if store is not None:
+            known |= {s.key for s in store.all_states()}
+        _check_known(keys, known)
         return (
             None if store is None else store.clear_cooldowns(None if keys is None else list(keys))
         )
+
+
+def _check_known(keys: Sequence[str] | None, known: set[str]) -> None:
+    for key in keys or ():
+        if key not in known:
+            raise UsageError(_unknown_entry(key, known))
+
+
+def _unknown_entry(key: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    if "/" not in key:
+        return (
+            f"'{key}' is not an entry: name it as provider/model (see `llm-cascade status`){hint}"
+        )
+    return (
+        f"unknown entry '{key}': no cascade of the config has it and the database knows no"
+        f" cooldown for it (see `llm-cascade status`){hint}"
+    )
 
 
 def clear_auth_cooldowns(config: AppConfig, provider: str) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import rollup
-from .clock import format_ts, parse_ts
+from .clock import format_ts, json_time, parse_ts
 from .errors import LlmCascadeError
 from .paths import ensure_private_dir
 
@@ -173,7 +173,11 @@ class AttemptRow:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The row for `log --json`: its instants in RFC 3339 whatever form the writer used."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["timestamp"] = json_time(self.timestamp)
+        values["cooldown_until"] = json_time(self.cooldown_until)
+        return values
 
 
 class Store:

@@ -101,6 +101,7 @@ class Answers:
 
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
     cascades: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    default_cascade: str | None = None  # what `run` uses without -C
 
 
 # --- single answers: pure, each returns the value or raises ValueError with the fix ----------
@@ -301,6 +302,23 @@ def define_cascades(io: Prompter, answers: Answers) -> None:
     while name is not None:
         define_cascade(io, answers, name)
         name = _ask_until_valid(io, "Another cascade name (Enter to finish): ", parse_next)
+    choose_default_cascade(io, answers)
+
+
+def choose_default_cascade(io: Prompter, answers: Answers) -> None:
+    """Step E: the cascade `run` uses without -C (Enter: the first one)."""
+    names = list(answers.cascades)
+
+    def parse(answer: str) -> str:
+        if not answer:
+            return names[0]
+        if answer not in names:
+            raise ValueError(f"Choose one of the cascades: {', '.join(names)}.")
+        return answer
+
+    answers.default_cascade = _ask_until_valid(
+        io, f"Default cascade, used when `run` has no -C [{names[0]}]: ", parse
+    )
 
 
 def ask_keys(io: Prompter, lookups: Sequence[KeyLookup], backend: str) -> dict[str, str]:
@@ -323,7 +341,8 @@ def ask_keys(io: Prompter, lookups: Sequence[KeyLookup], backend: str) -> dict[s
 
 
 def run_wizard(io: Prompter, answers: Answers | None = None) -> Answers:
-    """Steps B-D: providers, custom providers, cascades. Keys are asked by the caller."""
+    """Steps B-E: providers, custom providers, cascades, the default one. Keys are asked by
+    the caller."""
     answers = answers or Answers()
     choose_providers(io, answers)
     add_custom_providers(io, answers)
@@ -332,8 +351,11 @@ def run_wizard(io: Prompter, answers: Answers | None = None) -> Answers:
 
 
 def build_document(answers: Answers, db_path: str, failure_dir: str) -> dict[str, Any]:
-    """The TOML document: providers sorted by name, cascades in the order given."""
+    """The TOML document: the default cascade, providers sorted by name, cascades in the
+    order given."""
+    default = {"default_cascade": answers.default_cascade} if answers.default_cascade else {}
     return {
+        **default,
         "providers": {name: dict(answers.providers[name]) for name in sorted(answers.providers)},
         "cascades": {
             name: {"entries": [{"provider": p, "model": m} for p, m in entries]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -84,6 +85,18 @@ def write_config(
     return path
 
 
+HELP_HINT = re.compile(r"Try 'llm-cascade( [a-z]+)* -h' for help\.")
+
+
+def error_line(stderr: str) -> str:
+    """The `Error: ...` line of a command that failed, checked for the one style every command
+    has: that one line, then, for a usage error, the hint to the command's help; nothing else."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[0].startswith("Error: "), stderr
+    assert len(lines) == 1 or (len(lines) == 2 and HELP_HINT.fullmatch(lines[1])), stderr
+    return lines[0]
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -134,11 +147,15 @@ def run_cli(
     cwd: Path | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `llm-cascade ARGS` in a subprocess; a traceback on stderr fails the test."""
+    """Run `llm-cascade ARGS` in a subprocess; a traceback on stderr fails the test.
+
+    Without `stdin`, stdin is /dev/null, as for a cron job: never the test runner's own.
+    """
     full_env = {**os.environ, "SIM_KEY": SIM_KEY, **(env or {})}
     done = subprocess.run(
         [*cli_command(), *args],
         input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True,
         text=True,
         env=full_env,

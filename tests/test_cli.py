@@ -18,7 +18,7 @@ import pytest
 from llm_cascade._version import __version__
 from llm_cascade.simulator import Fail, Reply, SimToolCall
 
-from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
+from .support import SIM_KEY, RawServer, cli_command, entry, error_line, run_cli, write_config
 
 PROVIDER_A = '[providers.a]\ntype = "openai"\n[cascades.x]\n'
 
@@ -161,9 +161,12 @@ def test_json_output_carries_tool_calls_tokens_and_attempts(tmp_path, sim):
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "weather?", "--json")
     data = json.loads(done.stdout)
     assert data["ok"] is True
+    # One shape for arguments in every JSON output: the JSON text the model sent, as in
+    # `response` (the original's shape), never an object in one place and a string in another.
     assert data["tool_calls"] == [
-        {"id": "call_1", "name": "get_weather", "arguments": {"city": "Oslo"}}
+        {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'}
     ]
+    assert data["response"]["content"][0]["arguments"] == data["tool_calls"][0]["arguments"]
     assert (data["input_tokens"], data["output_tokens"], data["stop_reason"]) == (
         11,
         7,
@@ -236,12 +239,12 @@ def test_failure_json_carries_retry_after(tmp_path, sim):
             None,
             "Cascade 'nope' not found in configuration (defined: x)",
         ),
-        (["run", "-C", "x", "-f", "missing.json"], None, "Error reading file 'missing.json'"),
+        (["run", "-C", "x", "-f", "missing.json"], None, "Error: reading file 'missing.json'"),
         (["run", "-C", "x", "-f", "-"], '{"messages": [{"role": "robot"}]}', "$.messages[0].role"),
         (["run", "-C", "x", "-f", "-"], "not json", "not valid JSON"),
         (["run", "-C", "x", "-p", "  "], None, "the prompt is empty"),
         (["run", "-C", "x", "-p", "hi", "--wait-cooldown=soon"], None, "--wait-cooldown"),
-        (["run", "-p", "hi"], None, "Missing option"),
+        (["run", "-p", "hi"], None, "no cascade: give -C NAME or set default_cascade"),
         (["run", "-C", "x", "-p", "hi", "--bogus"], None, "No such option"),
     ],
 )
@@ -249,7 +252,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, sim, args, stdin, mess
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     done = run_cli(*args, "-c", str(cfg), stdin=stdin, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert message in done.stderr
+    assert message in error_line(done.stderr)
     assert sim.count() == 0
     assert not (tmp_path / "state").exists()  # nothing written before the input is known good
 
@@ -278,7 +281,7 @@ def test_invalid_config_names_file_and_key_and_exits_2(tmp_path, toml, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert str(cfg) in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert error_line(done.stderr)
 
 
 def test_missing_config_says_how_to_create_one(tmp_path):
@@ -462,8 +465,8 @@ def test_a_deeply_nested_conversation_file_is_a_usage_error(tmp_path, sim):
     conv.write_text('{"messages": ' + DEEP_JSON + "}")
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-f", str(conv))
     assert done.returncode == 2
-    assert done.stderr.startswith(f"Error parsing conversation JSON from '{conv}'")
-    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith(f"Error: parsing conversation JSON from '{conv}'")
+    assert error_line(done.stderr)
     assert sim.count() == 0
 
 
@@ -534,7 +537,7 @@ def test_an_answer_that_cannot_be_written_keeps_the_prompt(tmp_path, sim):
     assert "internal error" not in done.stderr
     [saved] = (tmp_path / "failed").glob("*.json")
     assert f"the prompt and the answer are saved in {saved}" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert error_line(done.stderr)
     envelope = json.loads(saved.read_text())
     assert envelope["status"] == "undelivered"
     assert envelope["conversation"]["messages"] == [{"role": "user", "content": "keep me"}]
@@ -568,7 +571,7 @@ def test_text_that_is_not_utf8_is_a_usage_error(tmp_path, sim, args, stdin, mess
     )
     stderr = done.stderr.decode()
     assert done.returncode == 2, stderr
-    assert message in stderr and len(stderr.splitlines()) == 1
+    assert message in stderr and error_line(stderr)
     assert sim.count() == 0
     assert not (tmp_path / "state").exists()
 

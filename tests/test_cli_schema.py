@@ -68,7 +68,8 @@ def test_bad_schemas_are_one_line_and_exit_2_before_anything_is_sent(tmp_path, s
     for value, problem in cases:
         done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--schema", value)
         assert done.returncode == 2, (value, done.stderr)
-        assert problem in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        first, *rest = done.stderr.strip().splitlines()
+        assert problem in first and rest == ["Try 'llm-cascade run -h' for help."]
     stream = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--schema", "{}", "--stream")
     assert stream.returncode == 2 and "drop --stream" in stream.stderr
     assert sim.count() == 0

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from keyrings.alt.file import PlaintextKeyring
 
 from llm_cascade import redaction
+from llm_cascade.clock import parse_ts
 from llm_cascade.config import load_config
 from llm_cascade.keys import lookup_for, resolve_key
 from llm_cascade.simulator import Fail, Reply
@@ -89,7 +91,8 @@ def test_an_oversized_answer_fails_over_and_is_logged(tmp_path, sim):
     first = result["attempts"][0]
     assert first["rule"] == "response_too_large"
     assert first["detail"].startswith("response larger than 1 MiB")
-    assert first["cooldown_until"] > 0  # backoff: a broken endpoint is not asked again at once
+    # backoff: a broken endpoint is not asked again at once (an RFC 3339 instant, as everywhere)
+    assert (parse_ts(first["cooldown_until"]) or 0) > time.time()
     assert attempt_rows(tmp_path)[0][:4] == (
         "raw/m",
         "failed",
@@ -203,13 +206,13 @@ def tool_call_reply(call: dict[str, Any]) -> bytes:
                 {"id": f"c{LONE}", "function": {"name": f"f{LONE}", "arguments": f'"{LONE}"'}}
             ),
             '"name": "f\ufffd"',
-            '"arguments": "\ufffd"',
+            '"arguments": "\\"\ufffd\\""',
         ),
         (  # an escape inside the arguments string becomes a surrogate only when parsed: the
-            # string is kept as sent (plain ASCII), its parsed form is clean
+            # string is kept as sent (plain ASCII), in every output alike
             tool_call_reply({"function": {"name": "f", "arguments": json.dumps({"q": LONE})}}),
             r'"arguments": "{\"q\": \"\\ud800\"}"',
-            '"arguments": {\n        "q": "\ufffd"',
+            r'"arguments": "{\"q\": \"\\ud800\"}"',
         ),
     ],
     ids=["text", "model", "tool-call", "escaped-in-arguments"],

@@ -174,7 +174,7 @@ def test_a_config_found_at_the_default_path_names_the_providers(tmp_path, sim):
     [
         ([], "give at least one (provider, model) entry"),
         ([("openai",)], "expected (provider, model)"),
-        (["gpt-4o"], "expected 'provider/model'"),
+        (["gpt-4o"], "expected PROVIDER/MODEL"),
         ([("opnai", "gpt-4o")], "'opnai' is neither a provider of the config"),
         ([("openai", "gpt-4o", {"retries": 99})], "LLMCascade: entries[0].retries: must be"),
         (

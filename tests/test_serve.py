@@ -466,7 +466,8 @@ TOKEN = "gateway-token-0123456789abcdef"
 def test_binding_beyond_loopback_needs_a_token(tmp_path, sim):
     done = run_cli("serve", "-c", str(sim_config(tmp_path, sim)), "--host", "0.0.0.0")
     assert done.returncode == 2
-    assert "LLM_CASCADE_SERVE_TOKEN" in done.stderr and len(done.stderr.splitlines()) == 1
+    first, *rest = done.stderr.splitlines()
+    assert "LLM_CASCADE_SERVE_TOKEN" in first and rest == ["Try 'llm-cascade serve -h' for help."]
 
 
 def test_the_token_is_required_everywhere_but_healthz(tmp_path, sim):

@@ -54,7 +54,8 @@ def test_without_a_terminal_top_refuses_with_a_hint(tmp_path, sim):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "Error: top needs a terminal; use `llm-cascade status` or `llm-cascade stats`"
-        " (or `llm-cascade top --once` for one frame)"
+        " (or `llm-cascade top --once` for one frame)",
+        "Try 'llm-cascade top -h' for help.",
     ]
 
 

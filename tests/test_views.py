@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llm_cascade.simulator import Fail, Reply, Simulator
 
-from .support import entry, run_cli, write_config
+from .support import entry, error_line, run_cli, write_config
 from .test_store import ORIGINAL_DDL
 
 
@@ -125,7 +125,7 @@ def test_stats_bad_input_is_one_line_and_exit_2(tmp_path, sim, args, message):
     cfg = write_config(tmp_path, sim, {"main": ["primary"]})
     done = run_cli("stats", "-c", str(cfg), *args)
     assert done.returncode == 2
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr and error_line(done.stderr)
 
 
 def test_stats_on_a_locked_database_is_one_line_and_exit_1(tmp_path, sim):
@@ -142,7 +142,7 @@ def test_stats_on_a_locked_database_is_one_line_and_exit_1(tmp_path, sim):
         holder.close()
     assert done.returncode == 1
     assert "database is locked" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert error_line(done.stderr)
 
 
 # --- metrics -----------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_metrics_textfile_in_a_directory_that_cannot_be_written_keeps_the_old_fi
         done = run_cli("metrics", "-c", str(cfg), "--textfile", str(target))
     assert done.returncode == 1
     assert f"cannot write the metrics to '{target}'" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert error_line(done.stderr)
     assert target.read_text() == "old\n"
 
 

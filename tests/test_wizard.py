@@ -128,6 +128,7 @@ class Scripted:
 def test_the_dialogue_builds_a_config_that_loads():
     providers = ["openai,ollama", "y", "local", "http://127.0.0.1:8000/v1", "", "n"]
     cascades = ["", "local:qwen", "openai:gpt-4o-mini", "", "fast", "ollama:llama3", "", ""]
+    cascades += ["fast"]  # the default cascade
     io = Scripted([*providers, *cascades])
     answers = run_wizard(io)
     doc = build_document(answers, "~/db.sqlite", "~/failed")
@@ -140,6 +141,8 @@ def test_the_dialogue_builds_a_config_that_loads():
         "openai/gpt-4o-mini",
     ]
     assert [e.key for e in config.cascades["fast"].entries] == ["ollama/llama3"]
+    assert config.default_cascade == "fast"
+    assert any("Default cascade, used when `run` has no -C [default]" in ln for ln in io.lines)
 
 
 def test_closed_input_ends_the_dialogue_instead_of_asking_forever():
@@ -229,6 +232,7 @@ def test_wizard_happy_path_writes_config_folders_and_key(paths):
         ("Entry 2 (provider:model, Enter to finish): ", "openai:gpt-4o-mini"),
         ("Entry 3 (provider:model, Enter to finish): ", ""),
         ("Another cascade name (Enter to finish): ", ""),
+        ("Default cascade, used when `run` has no -C", ""),
         ("Store API keys in the keyring now (file PlaintextKeyring)? [y/N]: ", "yes"),
         ("API key for my-llm (or set MY_LLM_API_KEY later): ", ""),
         ("API key for openai (or set OPENAI_API_KEY later): ", f"  {SECRET}  "),
@@ -253,7 +257,8 @@ def test_wizard_happy_path_writes_config_folders_and_key(paths):
     assert PlaintextKeyring().get_password("llm-cascade", "my-llm") is None
     # It shows what it wrote and what to run next.
     assert '{ provider = "ollama", model = "llama3:8b" }' in out
-    assert 'llm-cascade run -C default -p "Hello"' in out
+    assert config["default_cascade"] == "default"  # Enter: the first cascade
+    assert 'llm-cascade run "Hello"           the default cascade, default' in out
     assert "my-llm: run `llm-cascade key set my-llm` or set MY_LLM_API_KEY" in out
     assert run_cli("config", "check").returncode == 0
 
@@ -270,6 +275,7 @@ def test_the_written_config_refers_only_to_files_installed_with_the_package(path
         ("Entry 1 (provider:model, e.g. ollama:llama3): ", "ollama:llama3"),
         ("Entry 2 (provider:model, Enter to finish): ", ""),
         ("Another cascade name (Enter to finish): ", ""),
+        ("Default cascade, used when `run` has no -C", ""),
     )
     out = finish(child)
     assert child.exitstatus == 0, out
@@ -325,6 +331,9 @@ def test_wizard_explains_a_bad_answer_and_accepts_the_correction(paths):
         ("Another cascade name (Enter to finish): ", "main"),
         ("There is already a cascade called 'main'.", None),
         ("Another cascade name (Enter to finish): ", ""),
+        ("Default cascade, used when `run` has no -C [main]: ", "fast"),
+        ("Choose one of the cascades: main.", None),
+        ("Default cascade, used when `run` has no -C [main]: ", "main"),
         ("Store API keys in the keyring now", "n"),
     )
     out = finish(child)
@@ -342,6 +351,7 @@ ONE_CASCADE = [
     ("Entry 1 (provider:model, e.g. openai:gpt-4o-mini): ", "openai:gpt-4o"),
     ("Entry 2 (provider:model, Enter to finish): ", ""),
     ("Another cascade name (Enter to finish): ", ""),
+    ("Default cascade, used when `run` has no -C", ""),
     ("Store API keys in the keyring now", "y"),
 ]
 
@@ -380,6 +390,7 @@ def test_wizard_ctrl_c_after_a_key_was_typed_writes_and_stores_nothing(paths):
         ("Entry 1 (provider:model, e.g. anthropic:claude-sonnet-4-20250514): ", "groq:llama"),
         ("Entry 2 (provider:model, Enter to finish): ", ""),
         ("Another cascade name (Enter to finish): ", ""),
+        ("Default cascade, used when `run` has no -C", ""),
         ("Store API keys in the keyring now", "y"),
         ("API key for anthropic (or set ANTHROPIC_API_KEY later): ", SECRET),
     )

@@ -13,6 +13,39 @@ import typer
 from .. import redaction, untrusted
 from ..errors import EXIT_PIPE, EXIT_USAGE, LlmCascadeError, UsageError
 
+
+# Shell completion of names from the config: these run only while the shell completes a word,
+# and import the code that reads the config only then.
+def complete_cascades(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion import config_names
+
+    return config_names(ctx, "cascades", incomplete)
+
+
+def complete_templates(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion import config_names
+
+    return config_names(ctx, "templates", incomplete)
+
+
+def complete_providers(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion import config_names
+
+    return config_names(ctx, "providers", incomplete)
+
+
+def complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion import model_specs
+
+    return model_specs(ctx, incomplete)
+
+
+def complete_entries(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion import entry_keys
+
+    return entry_keys(ctx, incomplete)
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(

@@ -99,6 +99,8 @@ def _print(report: Report, now: float) -> None:
 
 
 def _as_json(report: Report, now: float) -> dict[str, Any]:
+    from ..clock import json_time
+
     backend = report.keyring
     return {
         "runnable": report.runnable,
@@ -120,7 +122,7 @@ def _as_json(report: Report, now: float) -> dict[str, Any]:
                         "key": e.key_status.source,
                         "env_var": e.key_status.lookup.env_var,
                         "cooling": e.state.is_cooling(now),
-                        "cooldown_until": e.state.cooldown_until
+                        "cooldown_until": json_time(e.state.cooldown_until)
                         if e.state.is_cooling(now)
                         else None,
                         "failures": e.state.failures,

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..clock import json_time
 from ..errors import EXIT_FAILED, UsageError
 from ..text import shorten
 from ._common import (
     ConfigOption,
     JsonOption,
     VerboseOption,
+    complete_cascades,
     echo,
     format_table,
     say,
@@ -58,11 +60,11 @@ def _summary(saved: SavedPrompt) -> dict[str, Any]:
         "id": saved.id,
         "path": str(saved.path),
         "cascade": saved.cascade_name,
-        "saved_at": saved.timestamp,
+        "saved_at": json_time(saved.timestamp),
         "status": saved.status,
         "retries": saved.retries,
         "size": saved.size,
-        "errors": saved.errors,
+        "errors": saved.json_errors(),
     }
 
 
@@ -73,6 +75,9 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
     saved = store.list()
     if json_output:
         echo(json.dumps([_summary(s) for s in saved], indent=2))
+        return
+    if not saved:
+        say(f"no saved prompts in {app_config.failure_dir}")
         return
     rows = [
         [
@@ -91,8 +96,6 @@ def list_(config: ConfigOption = None, json_output: JsonOption = False) -> None:
             ["ID", "CASCADE", "SAVED (UTC)", "STATUS", "RETRIES", "BYTES", "LAST ERROR"], rows, 2
         )
     )
-    if not saved:
-        say(f"(no saved prompts in {app_config.failure_dir})")
 
 
 @app.command()
@@ -107,7 +110,7 @@ def show(
     _, store = _store(config)
     saved = store.find(ident)
     if json_output:
-        echo(json.dumps(saved.envelope, indent=2, ensure_ascii=False))
+        echo(json.dumps(saved.json_envelope(), indent=2, ensure_ascii=False))
         return
     echo(f"id:       {saved.id}\npath:     {saved.path}\ncascade:  {saved.cascade_name}")
     echo(f"saved at: {saved.timestamp}\nstatus:   {saved.status}")
@@ -131,7 +134,12 @@ def retry(
     all_prompts: Annotated[bool, typer.Option("--all", help="Retry every saved prompt.")] = False,
     cascade: Annotated[
         str | None,
-        typer.Option("--cascade", "-C", help="Use this cascade instead of the saved one."),
+        typer.Option(
+            "--cascade",
+            "-C",
+            help="Use this cascade instead of the saved one.",
+            autocompletion=complete_cascades,
+        ),
     ] = None,
     answers_dir: Annotated[
         Path | None,

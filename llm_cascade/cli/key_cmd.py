@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, ConfigError, LlmCascadeError, UsageError
-from ._common import ConfigOption, JsonOption, echo, format_table, say
+from ._common import ConfigOption, JsonOption, complete_providers, echo, format_table, say
 
 if TYPE_CHECKING:
     from ..config import AppConfig, ProviderConfig
@@ -27,7 +27,10 @@ key_app = typer.Typer(
 )
 
 ProviderArg = Annotated[
-    str, typer.Argument(help="Provider name from the config.", metavar="PROVIDER")
+    str,
+    typer.Argument(
+        help="Provider name from the config.", metavar="PROVIDER", autocompletion=complete_providers
+    ),
 ]
 
 
@@ -243,6 +246,9 @@ def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> N
             ],
         }
         echo(json.dumps(data, indent=2))
+        return
+    if not statuses:
+        say(f"no providers in {app_config.path}: add a [providers.NAME] table")
         return
     rows = [
         [

@@ -21,6 +21,9 @@ from ._common import (
     StdoutClosed,
     StdoutFailed,
     VerboseOption,
+    complete_cascades,
+    complete_models,
+    complete_templates,
     echo,
     say,
     setup_logging,
@@ -34,13 +37,14 @@ if TYPE_CHECKING:  # imported inside the command, so `--help` does not pay for t
     from ..cascade import Answer, RunOptions
     from ..config import AppConfig
     from ..results import CascadeResult
+    from ..templates import Template
     from ..types import Conversation
 
 EXIT_TERMINATED = 143
 WAIT_COOLDOWN_DEFAULT = "300"
 _TAKES_VALUE = frozenset(
     {"-C", "--cascade", "-p", "--prompt", "-f", "--file", "-s", "--system", "-c", "--config"}
-    | {"--deadline", "--schema"}
+    | {"-m", "--model", "-t", "--template", "--var", "--deadline", "--schema"}
 )
 
 
@@ -49,7 +53,7 @@ def with_optional_values(args: list[str]) -> list[str]:
 
     The option parser typer ships has no options with an optional value: without this, a bare
     `--wait-cooldown` is an error at the end of the line and swallows the next option
-    (`--wait-cooldown -p hi`) elsewhere.
+    (`--wait-cooldown -p hi`) or the positional prompt elsewhere.
     """
     if args[:1] != ["run"]:
         return args
@@ -61,10 +65,20 @@ def with_optional_values(args: list[str]) -> list[str]:
         if (
             out[i] == "--wait-cooldown"
             and out[i - 1] not in _TAKES_VALUE
-            and (following is None or following.startswith("-"))
+            and (following is None or following.startswith("-") or not _is_number(following))
         ):
             out[i] = f"--wait-cooldown={WAIT_COOLDOWN_DEFAULT}"
     return out
+
+
+def _is_number(text: str) -> bool:
+    """A word after a bare `--wait-cooldown` is its MAX only if it is a number: otherwise it
+    is the positional prompt (`run --wait-cooldown "Summarise this"`)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_stdin() -> str:
@@ -115,28 +129,56 @@ def _read_conversation(file: str) -> Conversation:
         raise UsageError(f"Error parsing conversation JSON from '{where}': {exc}") from None
 
 
-def build_conversation(prompt: str | None, file: str | None, system: str | None) -> Conversation:
-    """The conversation from -p, -f or stdin; checked before anything touches disk."""
-    from ..types import Conversation, Message
+def _piped_text() -> str | None:
+    """stdin when it is not a terminal (a pipe, a file, /dev/null), read to its end."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    return _read_stdin()
 
-    if prompt is not None and file is not None:
-        raise UsageError("-p/--prompt and -f/--file cannot be used together")
+
+def build_conversation(
+    prompt: str | None,
+    file: str | None,
+    system: str | None,
+    template: Template | None = None,
+    values: dict[str, str] | None = None,
+) -> Conversation:
+    """The conversation from -p (or the positional prompt), -f or stdin, through a template.
+
+    A prompt (`-p -` aside) and piped stdin make one message: the prompt, then the piped text.
+    Everything is checked before anything touches disk or the network.
+    """
+    from ..invocation import input_text, prompt_conversation
+    from ..types import Message
+
     if file is not None:
+        if template is not None:
+            raise UsageError(
+                "-t/--template takes a prompt (-p, positional or stdin), not -f/--file"
+            )
         conversation = _read_conversation(file)
+        if not conversation.messages:
+            raise UsageError("the conversation has no messages")
+        if system:  # with_messages keeps the tools and the output format
+            conversation = conversation.with_messages(
+                [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages]
+            )
+        return conversation
+    if prompt == "-":
+        text: str | None = _read_stdin()
     else:
-        if prompt is None and (sys.stdin is None or sys.stdin.isatty()):
-            raise UsageError("no prompt: give -p TEXT, -f FILE, or pipe the prompt on stdin")
-        text = _read_stdin() if prompt in (None, "-") else _check_utf8(prompt, "-p/--prompt")
-        if not text.strip():
-            raise UsageError("the prompt is empty")
-        conversation = Conversation([Message.user(text)])
-    if not conversation.messages:
-        raise UsageError("the conversation has no messages")
-    if system:
-        conversation = conversation.with_messages(
-            [Message.system(_check_utf8(system, "-s/--system")), *conversation.messages]
+        given = None if prompt is None else _check_utf8(prompt, "-p/--prompt")
+        text = input_text(given, _piped_text())
+    if text is None and template is None:  # a template may need no input at all
+        raise UsageError(
+            "no prompt: give it as an argument or with -p TEXT, -f FILE, or pipe it on stdin"
         )
-    return conversation
+    return prompt_conversation(
+        text,
+        system=None if system is None else _check_utf8(system, "-s/--system"),
+        template=template,
+        values=values,
+    )
 
 
 def _parse_wait(value: str | None) -> float | None:
@@ -152,7 +194,24 @@ def _parse_wait(value: str | None) -> float | None:
 
 
 def run(
-    cascade: Annotated[str, typer.Option("--cascade", "-C", help="Cascade name from the config.")],
+    positional: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PROMPT]",
+            help="The prompt, as with -p ('-': read stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    cascade: Annotated[
+        str | None,
+        typer.Option(
+            "--cascade",
+            "-C",
+            help="Cascade from the config (default: its default_cascade).",
+            autocompletion=complete_cascades,
+            show_default=False,
+        ),
+    ] = None,
     prompt: Annotated[
         str | None, typer.Option("--prompt", "-p", help="The prompt ('-': read stdin).")
     ] = None,
@@ -160,6 +219,37 @@ def run(
         str | None, typer.Option("--file", "-f", help="A JSON conversation file ('-': stdin).")
     ] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="A system message.")] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="PROVIDER/MODEL",
+            help="Run just these entries, in order (repeatable): a provider of the config or a"
+            " provider type (openai, anthropic, gemini, ollama) with its defaults.",
+            autocompletion=complete_models,
+            show_default=False,
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            "-t",
+            help="A [templates.NAME] of the config: its system, prompt, cascade and options.",
+            autocompletion=complete_templates,
+            show_default=False,
+        ),
+    ] = None,
+    variables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--var",
+            metavar="NAME=VALUE",
+            help="Set the template's $NAME (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
     explain: Annotated[
@@ -207,31 +297,48 @@ def run(
 ) -> None:
     """Send a prompt through a cascade and print the answer.
 
+    The prompt is the argument or -p TEXT. Piped into, with a prompt, the run sends one
+    message: the prompt, a blank line, then the piped text (`cat doc | llm-cascade run
+    "Summarise"`). Piped into without a prompt, stdin is the prompt; `-f -` reads a JSON
+    conversation from stdin. In a script whose stdin stays open, add `</dev/null`.
+
+    Without -C: the template's cascade, else the config's default_cascade. -m
+    PROVIDER/MODEL (repeatable) runs just those entries instead.
+
     Exit status: 0 answered, 1 every entry failed (the prompt is saved; stderr says where),
     2 usage or config error, 130 interrupted (the prompt is saved).
     """
-    conversation = build_conversation(prompt, file, system)
-    if schema is not None:
-        if stream:
-            raise UsageError("--schema prints the document once it is whole: drop --stream")
-        from ..structured import schema_argument
-
-        conversation = conversation.with_output(schema_argument(schema))
+    if positional is not None and prompt is not None:
+        raise UsageError("give the prompt once: as an argument or with -p/--prompt, not both")
+    prompt = positional if prompt is None else prompt
+    if prompt is not None and file is not None:
+        raise UsageError("a prompt (-p or positional) and -f/--file cannot be used together")
+    if models and cascade is not None:
+        raise UsageError("-m/--model and -C/--cascade cannot be used together")
     wait_s = _parse_wait(wait_cooldown)
     if deadline is not None and deadline != deadline:  # nan passes the range check
         raise UsageError("--deadline: expected a number of seconds, got nan")
+    from ..config import load_config
+    from ..invocation import choose_cascade, find_template
+    from ..templates import parse_vars
+
+    values = parse_vars(variables or [])
+    app_config = load_config(config, optional=bool(models))
+    chosen = None if template is None else find_template(app_config, template)
+    conversation = build_conversation(prompt, file, system, chosen, values)
+    schema = schema if schema is not None else (chosen.schema if chosen else None)
+    if schema is not None:
+        conversation = _with_schema(conversation, schema, stream)
+    app_config, cascade = choose_cascade(
+        app_config, cascade=cascade, models=models or (), template=chosen
+    )
     setup_logging(verbose)
     spinner = not verbose and stderr_is_tty()
     import asyncio
 
     from ..cascade import RunOptions
-    from ..config import load_config
     from . import render
 
-    app_config = load_config(config)
-    if cascade not in app_config.cascades:
-        defined = ", ".join(sorted(app_config.cascades)) or "none"
-        raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
     terminal = sys.stdout.isatty()
     streaming = (terminal and conversation.output is None) if stream is None else stream
     options = RunOptions(
@@ -266,6 +373,16 @@ def run(
             else render.result_text(result, terminal=sys.stdout.isatty())
         ),
     )
+
+
+def _with_schema(conversation: Conversation, schema: str, stream: bool | None) -> Conversation:
+    """The conversation asking for a document valid under `schema` (from --schema or the
+    template); the validator is imported only here."""
+    if stream:
+        raise UsageError("--schema prints the document once it is whole: drop --stream")
+    from ..structured import schema_argument
+
+    return conversation.with_output(schema_argument(schema))
 
 
 def _stream(

@@ -170,7 +170,7 @@ def _next_steps(app_config: AppConfig) -> None:
     lookups = [lookup_for(app_config.providers[n]) for n in sorted(app_config.providers)]
     statuses, _ = key_statuses(lookups, use_keyring=app_config.keyring)
     missing = [s.lookup for s in statuses if s.source == "missing"]
-    cascade = next(iter(app_config.cascades), None)
+    default = app_config.default_cascade
     echo()
     echo(f"Setup complete. Edit '{app_config.path}' to customize providers and cascades.")
     if missing:
@@ -180,5 +180,7 @@ def _next_steps(app_config: AppConfig) -> None:
             echo(f"  {lookup.provider}: {key_fix(lookup, use_keyring=in_use)}")
     echo("Next:")
     echo("  llm-cascade config check        which cascades can run, and why not")
-    if cascade:
-        echo(f'  llm-cascade run -C {cascade} -p "Hello"')
+    if default:
+        echo('  llm-cascade run "Hello"           the default cascade, ' + default)
+    elif app_config.cascades:
+        echo(f'  llm-cascade run -C {next(iter(app_config.cascades))} "Hello"')

@@ -9,7 +9,15 @@ import typer
 
 from ..text import shorten
 from ..untrusted import escape_controls
-from ._common import ConfigOption, JsonOption, echo, format_table, say
+from ._common import (
+    ConfigOption,
+    JsonOption,
+    complete_cascades,
+    complete_entries,
+    echo,
+    format_table,
+    say,
+)
 
 
 def status(config: ConfigOption = None, json_output: JsonOption = False) -> None:
@@ -24,6 +32,9 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
     views = entry_views(app_config, time.time())
     if json_output:
         echo(json.dumps([v.to_dict() for v in views], indent=2))
+        return
+    if not views:
+        say("no entries yet: the config defines no cascades")
         return
     rows = []
     for v in views:
@@ -41,7 +52,10 @@ def log(
         int, typer.Option("--limit", "-n", help="How many rows.", min=1, max=1_000_000_000)
     ] = 20,
     cascade: Annotated[
-        str | None, typer.Option("--cascade", "-C", help="Only this cascade.")
+        str | None,
+        typer.Option(
+            "--cascade", "-C", help="Only this cascade.", autocompletion=complete_cascades
+        ),
     ] = None,
     json_output: JsonOption = False,
     prune: Annotated[
@@ -70,6 +84,9 @@ def log(
     if json_output:
         echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
+    if not rows:
+        say(f"no attempts yet{f' for cascade {cascade!r}' if cascade else ''}")
+        return
     table = [
         [
             str(r.timestamp)[:19].replace("T", " "),
@@ -89,7 +106,8 @@ def log(
 
 def reset(
     entries: Annotated[
-        list[str] | None, typer.Argument(help="Entry keys (provider/model).")
+        list[str] | None,
+        typer.Argument(help="Entry keys (provider/model).", autocompletion=complete_entries),
     ] = None,
     all_entries: Annotated[bool, typer.Option("--all", help="Reset every entry.")] = False,
     config: ConfigOption = None,

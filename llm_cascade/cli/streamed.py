@@ -49,7 +49,7 @@ def event_json(event: StreamEvent) -> dict[str, Any]:
             "index": event.index,
             "id": event.id,
             "name": event.name,
-            "arguments": event.arguments,
+            "arguments": event.arguments,  # a piece of the JSON text `done` has whole
         }
     if isinstance(event, Reset):
         return {"event": "reset", "entry": event.entry, "reason": event.reason}

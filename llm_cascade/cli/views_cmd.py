@@ -9,14 +9,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._common import ConfigOption, JsonOption, echo, format_table, say
+from ._common import ConfigOption, JsonOption, complete_cascades, echo, format_table, say
 
 if TYPE_CHECKING:
     from ..health import ProbeResult
     from ..stats import CascadeStats, StatsReport
 
 CascadeOption = Annotated[
-    str | None, typer.Option("--cascade", "-C", help="Only this cascade.", show_default=False)
+    str | None,
+    typer.Option(
+        "--cascade",
+        "-C",
+        help="Only this cascade.",
+        show_default=False,
+        autocompletion=complete_cascades,
+    ),
 ]
 
 
