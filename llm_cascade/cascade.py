@@ -21,7 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
-from . import policy, telemetry
+from . import images, policy, telemetry
 from . import rules as rules_mod
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
@@ -207,11 +207,18 @@ class Cascade:
             )
         if not conversation.messages:
             raise UsageError("the conversation has no messages")
+        conversation = images.inline(conversation)  # files read in before the prompt is saved
         opts = options or RunOptions()
         if opts.entry_options:
             cascade = _with_options(cascade, opts.entry_options)
         needs = policy.needs_of(conversation)
-        unfit = {e.key: policy.unfit(e.options, needs) for e in cascade.entries}
+        unfit = {
+            e.key: policy.unfit(e.options, needs)
+            or images.unfit(
+                conversation.images, self.config.providers[e.provider].type, e.options.supports
+            )
+            for e in cascade.entries
+        }
         if all(unfit.values()):  # before anything is saved or sent
             reasons = [(key, why) for key, why in unfit.items() if why]
             raise UsageError(policy.none_can_serve(cascade.name, reasons))
@@ -510,7 +517,12 @@ class _Run:
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
         adapter = get_adapter(provider.type)
         call = policy.call_options(
-            entry, provider, key.value, self.opts, output=self.conversation.output
+            entry,
+            provider,
+            key.value,
+            self.opts,
+            output=self.conversation.output,
+            region=key.region or provider.region,
         )
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""

@@ -77,6 +77,8 @@ class ProviderConfig:
     base_url: str | None = None
     options: Options = field(default_factory=Options)
     rules: tuple[Rule, ...] = ()
+    api_version: str | None = None  # azure: the `api-version` query parameter
+    region: str | None = None  # bedrock: the AWS region (else AWS_REGION, AWS_DEFAULT_REGION)
 
     @property
     def effective_base_url(self) -> str:
@@ -87,6 +89,14 @@ class ProviderConfig:
     def uses_default_base_url(self) -> bool:
         default = PROVIDER_TYPES[self.type].default_base_url.rstrip("/")
         return self.effective_base_url == default
+
+    @property
+    def uses_vendor_url(self) -> bool:
+        """True if the requests go to the vendor itself: its default URL or one of its hosts
+        (an Azure resource), so its usual key variable may be sent."""
+        hosts = PROVIDER_TYPES[self.type].vendor_hosts
+        host = urlsplit(self.effective_base_url).hostname or ""
+        return self.uses_default_base_url or any(host.endswith(h) for h in hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +275,7 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SETTING = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
@@ -539,7 +550,6 @@ class _Parser:
     def provider(self, name: str, value: Any, prefix: str | None = None) -> ProviderConfig:
         prefix = prefix or f"providers.{name}."
         table = self.table(value, prefix.rstrip("."))
-        self.check_keys(table, PROVIDER_KEYS | OPTION_KEYS, prefix)
         if "/" in name or not name.strip():
             raise self.fail(prefix.rstrip("."), "a provider name must not be empty or contain '/'")
         type_name = table.get("type")
@@ -550,6 +560,9 @@ class _Parser:
             raise self.fail(f"{prefix}type", f"must be a string ({expected})")
         if type_name not in PROVIDER_TYPES:
             raise self.fail(f"{prefix}type", f"unknown {shown(type_name)} ({expected})")
+        self.check_keys(
+            table, PROVIDER_KEYS | OPTION_KEYS | PROVIDER_TYPES[type_name].settings, prefix
+        )
         api_key_env = self.string(table, "api_key_env", prefix)
         if api_key_env is not None and not _ENV_NAME.match(api_key_env):
             # Often the key itself pasted in the wrong field: never repeat the value.
@@ -562,17 +575,27 @@ class _Parser:
         problem = _url_problem(base_url) if base_url is not None else None
         if problem:
             raise self.fail(f"{prefix}base_url", problem)
+        kind = PROVIDER_TYPES[type_name]
+        if base_url is None and not kind.default_base_url:
+            raise self.fail(f"{prefix}base_url", f"is required for type {type_name}")
         return ProviderConfig(
             name=name,
             type=type_name,
             api_key_service=self.string(table, "api_key_service", prefix),
             api_key_env=api_key_env,
             base_url=base_url.rstrip("/") if base_url else None,
-            options=Options(supports=PROVIDER_TYPES[type_name].supports).merged(
-                self.options(table, prefix)
-            ),
+            options=Options(supports=kind.supports).merged(self.options(table, prefix)),
             rules=self.rules(table.get("rules"), f"{prefix}rules"),
+            api_version=self.setting(table, "api_version", prefix),
+            region=self.setting(table, "region", prefix),
         )
+
+    def setting(self, table: Mapping[str, Any], key: str, prefix: str) -> str | None:
+        """A type's own provider key (`api_version`, `region`): one word it puts in a URL."""
+        value = self.string(table, key, prefix)
+        if value is not None and not _SETTING.match(value):
+            raise self.fail(f"{prefix}{key}", "must be letters, digits, '.', '_' and '-' only")
+        return value
 
     def cascade(
         self, name: str, value: Any, providers: Mapping[str, ProviderConfig]

@@ -191,6 +191,10 @@ class PendingPrompt:
         self._close()
         self._close = weakref.finalize(self, os.close, fd)
 
+    def release(self) -> None:
+        """Give the prompt back as it was, unsent (a retry that could not be routed)."""
+        self._release()
+
     def _release(self) -> None:
         self._close()  # once: later calls do nothing
 

@@ -237,10 +237,10 @@ class Prober:
         from .providers import _http  # httpx is imported only when a probe is sent
 
         budget = policy.attempt_budget(entry.options, max(self._left(), 0.0))
-        call = policy.call_options(entry, provider, key.value)
+        call = policy.call_options(entry, provider, key.value, region=key.region or provider.region)
         adapter = get_adapter(provider.type)
         assert self.client is not None
-        if self.options.deep:
+        if self.options.deep or not adapter.probe_requests(call):
             reply = await _http.send(
                 self.client, adapter, PING, replace(call, max_tokens=1), budget, self.clock.now()
             )

@@ -174,7 +174,7 @@ class Journal:
             key,
             outcome,
             detail,
-            kind="missing_key" if outcome == "missing_key" else "timeout",
+            kind={"missing_key": "missing_key", "deadline": "timeout"}.get(outcome),
             rule=outcome,
             latency_ms=latency_ms,
             try_number=try_number,

@@ -14,12 +14,12 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from . import redaction
 from .config import ProviderConfig
-from .providers import PROVIDER_TYPES
+from .providers import AWS_KEY_VARS, AWS_REGION_VARS, AWS_TYPES, PROVIDER_TYPES, aws_key_parts
 from .text import shorten
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class KeyLookup:
     env_var: str | None
     # A type-default variable deliberately not used because base_url is a third party.
     withheld_env_var: str | None = None
+    # AWS credentials (`ID:SECRET[:TOKEN]` in the keyring or `api_key_env`, else the AWS_*
+    # variables) and the region they are used in; no region means they cannot be used.
+    aws: bool = False
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ class ResolvedKey:
     env_var: str | None = None
     warning: str | None = None  # e.g. the keyring failed and the env var was used
     keyring_failed: bool = False  # the keyring itself failed (not just: no entry)
+    region: str | None = None  # AWS: the region the credentials are used in
 
 
 def lookup_for(provider: ProviderConfig) -> KeyLookup:
@@ -74,9 +79,13 @@ def lookup_for(provider: ProviderConfig) -> KeyLookup:
     if default_env is None:
         return KeyLookup(provider.name, False, None, None)
     user = provider.api_key_service or provider.name
+    if provider.type in AWS_TYPES:  # SigV4 never sends the secret: any base_url may sign
+        region = provider.region or next(filter(None, map(read_env, AWS_REGION_VARS)), None)
+        env = provider.api_key_env or default_env
+        return KeyLookup(provider.name, True, user, env, aws=True, region=region)
     if provider.api_key_env:
         return KeyLookup(provider.name, True, user, provider.api_key_env)
-    if provider.uses_default_base_url:
+    if provider.uses_vendor_url:
         return KeyLookup(provider.name, True, user, default_env)
     return KeyLookup(provider.name, True, user, None, withheld_env_var=default_env)
 
@@ -87,6 +96,40 @@ def read_env(var: str | None) -> str | None:
         return None
     value = os.environ.get(var, "").strip()
     return value or None
+
+
+def env_value(lookup: KeyLookup) -> str | None:
+    """The key the environment holds for this lookup: its variable, or for AWS without
+    `api_key_env` the AWS_* variables joined as `ID:SECRET[:TOKEN]`."""
+    if not (lookup.aws and lookup.env_var == AWS_KEY_VARS[0]):
+        return read_env(lookup.env_var)
+    key_id, secret, token = map(read_env, AWS_KEY_VARS)
+    if not (key_id and secret):
+        return None
+    return ":".join(p for p in (key_id, secret, token) if p)
+
+
+def env_names(lookup: KeyLookup) -> str | None:
+    """The variables to set, in words: `X_API_KEY`, or the two AWS ones."""
+    if lookup.aws and lookup.env_var == AWS_KEY_VARS[0]:
+        return f"{AWS_KEY_VARS[0]} and {AWS_KEY_VARS[1]} (+ {AWS_KEY_VARS[2]})"
+    return lookup.env_var
+
+
+def check_key(lookup: KeyLookup, secret: str) -> str:
+    """`secret` cleaned (see clean_secret), and for AWS in its `ID:SECRET[:TOKEN]` form.
+    Raises ValueError naming the problem."""
+    value = clean_secret(secret)
+    if lookup.aws and aws_key_parts(value) is None:
+        raise ValueError(
+            "AWS credentials are ACCESS_KEY_ID:SECRET_ACCESS_KEY (or"
+            " ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN for temporary ones)"
+        )
+    return value
+
+
+def _usable(lookup: KeyLookup, value: str) -> bool:
+    return fits_a_header(value) and (not lookup.aws or aws_key_parts(value) is not None)
 
 
 def _with_timeout(call: Callable[[], T], timeout_s: float) -> T:
@@ -278,34 +321,48 @@ def resolve_key(lookup: KeyLookup, *, use_keyring: bool = True) -> ResolvedKey:
             warnings.append(f"keyring unavailable for '{lookup.provider}' ({exc}); using env var")
             logger.debug("keyring lookup failed for %s: %s", lookup.provider, exc)
         else:
-            if value and not fits_a_header(value):
+            if value and not _usable(lookup, value):
                 warnings.append(_unusable("the keyring", lookup.provider))
             elif value:
                 logger.debug("key for %s found in the keyring", lookup.provider)
-                redaction.register(value)
-                return ResolvedKey("keyring", value)
-    value = read_env(lookup.env_var)
-    if value and not fits_a_header(value):
-        warnings.append(_unusable(f"env var {lookup.env_var}", lookup.provider))
+                redaction.register(value, *value.split(":"))
+                return _found(lookup, ResolvedKey("keyring", value, region=lookup.region))
+    value = env_value(lookup)
+    if value and not _usable(lookup, value):
+        warnings.append(_unusable(f"env var {env_names(lookup)}", lookup.provider))
         value = None
     warning = "; ".join(warnings) or None
     if value:
-        redaction.register(value)
-        return ResolvedKey("env", value, lookup.env_var, warning, keyring_failed)
+        redaction.register(value, *value.split(":"))
+        found = ResolvedKey("env", value, lookup.env_var, warning, keyring_failed, lookup.region)
+        return _found(lookup, found)
     return ResolvedKey("missing", None, lookup.env_var, warning, keyring_failed)
+
+
+def _found(lookup: KeyLookup, key: ResolvedKey) -> ResolvedKey:
+    """A key that was found, or missing after all: AWS credentials without a region."""
+    if lookup.aws and not lookup.region:
+        return replace(key, source="missing", value=None)
+    return key
 
 
 def missing_key_message(lookup: KeyLookup, *, use_keyring: bool = True) -> str:
     """Say where the key was looked for and how to provide one."""
+    if lookup.aws:
+        what = "AWS credentials" if lookup.region else "AWS region"
+        message = f"{what} not configured for provider '{lookup.provider}'"
+        return f"{message}: {key_fix(lookup, use_keyring=use_keyring)}"
     message = f"API key not configured for provider '{lookup.provider}'"
     return f"{message}: {key_fix(lookup, use_keyring=use_keyring)}"
 
 
 def key_fix(lookup: KeyLookup, *, use_keyring: bool = True) -> str:
     """How to give a provider its key: `run `llm-cascade key set x` or set X_API_KEY`."""
+    if lookup.aws and not lookup.region:  # asked first: without it no credential can sign
+        return f"set `region` in [providers.{lookup.provider}] or {AWS_REGION_VARS[0]}"
     fixes = [f"run `llm-cascade key set {lookup.provider}`"] if use_keyring else []
     if lookup.env_var:
-        fixes.append(f"set {lookup.env_var}")
+        fixes.append(f"set {env_names(lookup)}")
     elif lookup.withheld_env_var:
         fixes.append(
             f"set api_key_env for it ({lookup.withheld_env_var} is not sent to a custom base_url)"
@@ -326,7 +383,7 @@ class KeyStatus:
     def where(self) -> str:
         """`keyring`, `env var NAME`, `missing` or `not needed`."""
         if self.source == "env":
-            return f"env var {self.lookup.env_var}"
+            return f"env var {env_names(self.lookup)}"
         return {"keyring": "keyring", "missing": "missing"}.get(self.source, "not needed")
 
 
@@ -357,8 +414,10 @@ def key_statuses(
             except KeyringUnavailable as exc:
                 state = failed = "error"
                 warning = f"keyring unavailable ({exc}); only env vars are used"
-        env_set = None if lookup.env_var is None else read_env(lookup.env_var) is not None
+        env_set = None if lookup.env_var is None else env_value(lookup) is not None
         source: Source = "keyring" if state == "set" else "env" if env_set else "missing"
+        if lookup.aws and not lookup.region:  # credentials without a region cannot sign
+            source = "missing"
         statuses.append(KeyStatus(lookup, state, env_set, source))
     return statuses, warning
 

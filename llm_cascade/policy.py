@@ -33,6 +33,7 @@ def call_options(
     run: RunOptions | None = None,
     *,
     output: OutputFormat | None = None,
+    region: str | None = None,
 ) -> CallOptions:
     """What one request to this entry carries besides the conversation.
 
@@ -53,6 +54,8 @@ def call_options(
         stream_usage=opts.stream_usage,
         passed_headers=run.vendor_headers.get(provider.type, {}),
         output=output,
+        api_version=provider.api_version,
+        region=region or provider.region,
     )
 
 
@@ -164,7 +167,7 @@ def estimate_tokens(conversation: Conversation) -> int:
     """
     size = 0
     for msg in conversation.messages:
-        size += len(msg.content.encode("utf-8", "surrogatepass"))
+        size += len(msg.text.encode("utf-8", "surrogatepass"))
         size += sum(
             len(c.name) + len(c.arguments.encode("utf-8", "surrogatepass")) for c in msg.tool_calls
         )
@@ -207,8 +210,11 @@ def none_can_serve(cascade: str, reasons: Iterable[tuple[str, str]]) -> str:
     """The error when no entry of a cascade can serve the request: what was missing where."""
     listed = list(reasons)
     distinct = {reason for _, reason in listed}
-    if len(distinct) == 1:
-        why = f"no entry {distinct.pop().replace('does not support', 'supports')}"
-        return f"cascade '{cascade}' cannot serve this request, nothing was sent: {why}"
-    each = "; ".join(f"{key} {reason}" for key, reason in listed)
-    return f"cascade '{cascade}' cannot serve this request, nothing was sent: {each}"
+    lacks = "does not support "
+    if len(distinct) == 1 and (only := distinct.pop()).startswith(lacks):
+        why = f"no entry supports {only.removeprefix(lacks)}"
+    elif len(listed) > 1 and len(distinct) == 1:
+        why = f"every entry: {only}"
+    else:
+        why = "; ".join(f"{key}: {reason}" for key, reason in listed)
+    return f"cascade '{cascade}' cannot serve this request, nothing was sent: {why}"

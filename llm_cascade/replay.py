@@ -110,6 +110,10 @@ async def replay(
             last = exc.message.splitlines()[-1]
             yield Replayed(saved, "failing", detail=f"{saved.id}: still failing ({last})")
             continue
+        except UsageError as exc:  # this cascade cannot take it (images, no vision): the next
+            claim.release()
+            yield Replayed(saved, "unroutable", detail=f"{saved.id}: cannot be sent: {exc}")
+            continue
         try:
             deliver(saved, answer.result)
         except Exception as exc:  # the answer could not be written: keep it with the prompt

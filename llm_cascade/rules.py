@@ -106,11 +106,35 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         cooldown="long",
         hint="the account is out of quota or credits; check billing for {provider}",
     ),
+    Rule(
+        "cohere_trial_limit",
+        statuses=frozenset({429}),
+        codes=frozenset({"trial_key_monthly_limit"}),
+        provider_types=frozenset({"cohere"}),
+        cooldown="long",
+        hint="the Cohere trial key's monthly calls are spent; use a production key",
+    ),
+    # Bedrock: a model still loading answers 429 ModelNotReadyException; the SDKs retry it in
+    # place, so do we (retries allowing), with the ordinary backoff since it names no wait.
+    Rule(
+        "model_not_ready",
+        statuses=frozenset({429}),
+        codes=frozenset({"modelnotreadyexception"}),
+        provider_types=frozenset({"bedrock"}),
+        retry=True,
+    ),
     Rule("rate_limited", statuses=frozenset({429}), retry=True, honor_retry_after=True),
     Rule("overloaded", statuses=frozenset({529}), retry=True, honor_retry_after=True),
     Rule("unavailable", statuses=frozenset({503}), retry=True, honor_retry_after=True),
     Rule("server_error", statuses=_codes(500, 599), retry=True),
     Rule("request_timeout", statuses=frozenset({408}), retry=True),
+    # Cohere's 499 "request cancelled" (we did not cancel): its docs say to try again.
+    Rule(
+        "cohere_cancelled",
+        statuses=frozenset({499}),
+        provider_types=frozenset({"cohere"}),
+        retry=True,
+    ),
     Rule("conflict", statuses=frozenset({409}), retry=True),
     Rule("auth", statuses=frozenset({401, 403}), cooldown="long", hint=_KEY_HINT),
     # Gemini answers a wrong key with 400 INVALID_ARGUMENT; only its ErrorInfo reason tells.
@@ -133,6 +157,24 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         "context_length_exceeded",
         statuses=frozenset({400, 413}),
         codes=frozenset({"context_length_exceeded"}),
+        cooldown="none",
+    ),
+    # Bedrock's account quota for the model (a 400, "resubmit your request later"): a
+    # throttle, not the caller's mistake, so the entry backs off.
+    Rule(
+        "bedrock_service_quota",
+        statuses=frozenset({400}),
+        codes=frozenset({"servicequotaexceededexception"}),
+        provider_types=frozenset({"bedrock"}),
+    ),
+    # Bedrock's 424 ModelErrorException: the model failed on its side, as a 5xx would.
+    Rule("model_error", statuses=frozenset({424}), provider_types=frozenset({"bedrock"})),
+    # Azure's content filter refused the prompt: the entry is fine and another vendor's may
+    # answer, so fail over without a cooldown, under a name that says why.
+    Rule(
+        "content_filtered",
+        statuses=frozenset({400}),
+        codes=frozenset({"content_filter"}),
         cooldown="none",
     ),
     Rule("caller_error", statuses=frozenset({400, 404, 413, 422}), cooldown="none"),

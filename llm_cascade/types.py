@@ -1,11 +1,14 @@
 """Conversations in, responses out: frozen values and their JSON form (no I/O).
 
 The JSON shape is the original's, so its conversation files load unchanged; the
-fields `tool_calls`, `name` and `stop_reason` are additive and omitted when absent.
+fields `tool_calls`, `name` and `stop_reason` are additive and omitted when absent. A message's
+`content` is a string, as there, or a list of parts (text and images) in a user turn.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -107,22 +110,100 @@ ContentBlock = TextBlock | ToolCall
 
 
 @dataclass(frozen=True, slots=True)
+class TextPart:
+    """Text inside a message whose content is a list of parts."""
+
+    text: str
+    type: ClassVar[str] = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a user turn: inline base64 `data` with its `media_type`, or a `url` the
+    vendor fetches. `path` is a local file not read yet: `images.inline` replaces it with its
+    data before anything is saved or sent."""
+
+    media_type: str | None = None
+    data: str | None = field(default=None, repr=False)
+    url: str | None = None
+    path: str | None = None
+    type: ClassVar[str] = "image"
+
+    @property
+    def data_url(self) -> str:
+        """The image as one URL: its own, or a `data:` URL of the inline bytes."""
+        return self.url or f"data:{self.media_type};base64,{self.data}"
+
+    @property
+    def size(self) -> int:
+        """Bytes of the inline image (from the base64 length; 0 for a URL)."""
+        data = self.data or ""
+        return len(data) * 3 // 4 - data[-2:].count("=")
+
+    @property
+    def format(self) -> str:
+        """`png`, `jpeg`, `gif` or `webp`: the media type's subtype (Bedrock's `format`)."""
+        return (self.media_type or "").rpartition("/")[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.url is not None:
+            return {"type": "image", "url": self.url}
+        if self.path is not None:
+            return {"type": "image", "path": self.path}
+        return {"type": "image", "media_type": self.media_type, "data": self.data}
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One turn. Assistant turns may carry `tool_calls`; tool turns answer one by `tool_call_id`."""
+    """One turn. Assistant turns may carry `tool_calls`; tool turns answer one by `tool_call_id`.
+
+    `content` is a string, or (user turns with images) a tuple of text and image parts;
+    `text` is the text either way.
+    """
 
     role: Role
-    content: str
+    content: str | tuple[ContentPart, ...]
     tool_call_id: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     name: str | None = None  # tool turns: the function's name (Gemini needs it)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.content, list):  # a list given by a caller: keep it immutable
+            object.__setattr__(self, "content", tuple(self.content))
 
     @classmethod
     def system(cls, text: str) -> Message:
         return cls("system", text)
 
     @classmethod
-    def user(cls, text: str) -> Message:
-        return cls("user", text)
+    def user(cls, text: str | Sequence[ContentPart]) -> Message:
+        return cls("user", text if isinstance(text, str) else tuple(text))
+
+    @property
+    def text(self) -> str:
+        """The message's text: its string content, or its text parts joined by newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        if isinstance(self.content, str):
+            return ()
+        return tuple(p for p in self.content if isinstance(p, ImagePart))
+
+    @property
+    def parts(self) -> tuple[ContentPart, ...]:
+        """The content as parts, in order; a string is one text part (none if empty)."""
+        if isinstance(self.content, str):
+            return (TextPart(self.content),) if self.content else ()
+        return self.content
 
     @classmethod
     def assistant(cls, text: str, tool_calls: Iterable[ToolCall] = ()) -> Message:
@@ -133,7 +214,11 @@ class Message:
         return cls("tool", text, tool_call_id=tool_call_id, name=name)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        content = self.content
+        out: dict[str, Any] = {
+            "role": self.role,
+            "content": content if isinstance(content, str) else [p.to_dict() for p in content],
+        }
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
         if self.tool_calls:
@@ -227,6 +312,11 @@ class Conversation:
     def with_output(self, output: OutputFormat | None) -> Conversation:
         return Conversation(self.messages, self.tools, output)
 
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """Every image of every message, in order."""
+        return tuple(image for m in self.messages for image in m.images)
+
     def tool_name_for(self, call_id: str | None) -> str | None:
         """The function name of the assistant tool call with this id, if any turn made it."""
         for msg in self.messages:
@@ -245,7 +335,10 @@ class Conversation:
 
     @classmethod
     def from_dict(cls, data: Any) -> Conversation:
-        """Validate a decoded JSON document; errors name the offending path."""
+        """Validate a decoded JSON document; errors name the offending path.
+
+        An image given by `path` stays a path (`ImagePart.path`) until `images.inline` reads it.
+        """
         return _parse_conversation(data)
 
     @classmethod
@@ -355,8 +448,10 @@ def _parse_message(raw: Any, where: str) -> Message:
     if not isinstance(calls_raw, list):
         raise ConversationError(f"{where}.tool_calls", "must be an array")
     calls = tuple(_parse_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls_raw))
-    # An assistant turn that only calls tools may have null content (OpenAI's own shape).
-    content = _str(obj, "content", where, default="" if calls else None)
+    if isinstance(obj.get("content"), list):
+        content: str | tuple[ContentPart, ...] = _parse_parts(obj["content"], role, where)
+    else:  # An assistant turn that only calls tools may have null content (OpenAI's own shape).
+        content = _str(obj, "content", where, default="" if calls else None)
     return Message(
         role=cast(Role, role),
         content=content,
@@ -364,6 +459,78 @@ def _parse_message(raw: Any, where: str) -> Message:
         tool_calls=calls,
         name=_opt_str(obj, "name", where),
     )
+
+
+IMAGE_SOURCES = ("url", "path", "data")
+
+
+def _parse_parts(raw: list[Any], role: str, where: str) -> tuple[ContentPart, ...]:
+    """Content parts: `{"type": "text", "text"}` and, in user turns, `{"type": "image"}` with
+    one of `url`, `path` or `data` (+ `media_type`); OpenAI's `image_url` parts are read too."""
+    parts: list[ContentPart] = []
+    for i, item in enumerate(raw):
+        at = f"{where}.content[{i}]"
+        part = _obj(item, at)
+        kind = part.get("type")
+        if kind == "text":
+            parts.append(TextPart(_str(part, "text", at)))
+            continue
+        if kind not in ("image", "image_url"):
+            raise ConversationError(
+                f"{at}.type", f"must be 'text' or 'image', got {shown(kind, as_json=True)}"
+            )
+        if role != "user":
+            raise ConversationError(at, "images are allowed only in user messages")
+        parts.append(_openai_image(part, at) if kind == "image_url" else _parse_image(part, at))
+    return tuple(parts)
+
+
+def _parse_image(part: Mapping[str, Any], where: str) -> ImagePart:
+    given = [key for key in IMAGE_SOURCES if part.get(key) is not None]
+    if len(given) != 1:
+        raise ConversationError(where, "an image needs exactly one of url, path or data")
+    value = _str(part, given[0], where)
+    if given[0] == "url":
+        return _image_url(value, f"{where}.url")
+    if given[0] == "path":
+        if not value:
+            raise ConversationError(f"{where}.path", "is empty")
+        return ImagePart(path=value)
+    media_type = _str(part, "media_type", where)
+    return inline_image(media_type, value, f"{where}.data")
+
+
+def _openai_image(part: Mapping[str, Any], where: str) -> ImagePart:
+    """OpenAI's `{"type": "image_url", "image_url": {"url": ...}}` (or a bare string)."""
+    value = part.get("image_url")
+    url = value.get("url") if isinstance(value, Mapping) else value
+    if not isinstance(url, str):
+        raise ConversationError(f"{where}.image_url", "must hold a url string")
+    return _image_url(url, f"{where}.image_url")
+
+
+def _image_url(url: str, where: str) -> ImagePart:
+    """An http(s) URL, or a `data:` URL split into its media type and base64 data."""
+    if url.startswith("data:"):
+        head, comma, data = url.partition(",")
+        media_type, _, encoding = head.removeprefix("data:").partition(";")
+        if not comma or encoding != "base64":
+            raise ConversationError(where, "a data: URL must be data:<type>;base64,<data>")
+        return inline_image(media_type, data, where)
+    if not url.startswith(("https://", "http://")) or any(c.isspace() for c in url):
+        raise ConversationError(where, "must be an http(s) URL or a data: URL")
+    return ImagePart(url=url)
+
+
+def inline_image(media_type: str, data: str, where: str) -> ImagePart:
+    """An inline image whose base64 is checked now, so no vendor is sent what cannot decode."""
+    if not media_type.startswith("image/"):
+        raise ConversationError(where, f"media type {shown(media_type)} is not an image type")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConversationError(where, "is not valid base64") from None
+    return ImagePart(media_type=media_type, data=data)
 
 
 def _parse_tool(raw: Any, where: str) -> ToolDefinition:

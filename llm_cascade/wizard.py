@@ -11,17 +11,18 @@ validated as they come: names `[A-Za-z0-9_-]+`, non-empty models, http(s) base U
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import tomli_w
 
-from .keys import KeyLookup, clean_secret
+from .keys import KeyLookup, check_key, env_names
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 FIRST_CASCADE = "default"
 
 
@@ -46,6 +47,15 @@ class Prompter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Question:
+    """A setting a preset cannot know (an Azure resource's URL, an AWS region)."""
+
+    key: str
+    prompt: str
+    parse: Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
 class Preset:
     """A provider the wizard offers by name."""
 
@@ -53,9 +63,20 @@ class Preset:
     label: str
     table: Mapping[str, str]
     example_model: str
+    questions: tuple[Question, ...] = ()
 
 
-PRESETS: tuple[Preset, ...] = (  # sorted by name
+def parse_region(answer: str) -> str:
+    """An AWS region such as `us-east-1`; empty is `us-east-1`."""
+    region = answer.strip() or "us-east-1"
+    if not REGION_RE.fullmatch(region):
+        raise ValueError("An AWS region looks like us-east-1 or eu-west-3.")
+    return region
+
+
+# The first five keep the numbers they always had (answers may be scripted); the native
+# types added later follow, sorted by name.
+PRESETS: tuple[Preset, ...] = (
     Preset(
         "anthropic",
         "Anthropic (claude-sonnet-4, ...)",
@@ -90,6 +111,44 @@ PRESETS: tuple[Preset, ...] = (  # sorted by name
         "OpenAI (gpt-4o, gpt-4o-mini, ...)",
         {"type": "openai", "api_key_service": "openai", "api_key_env": "OPENAI_API_KEY"},
         "gpt-4o-mini",
+    ),
+    Preset(
+        "azure",
+        "Azure OpenAI (model = your deployment's name)",
+        {"type": "azure", "api_key_service": "azure", "api_key_env": "AZURE_OPENAI_API_KEY"},
+        "gpt-4o",
+        (
+            Question(
+                "base_url",
+                "  Azure resource URL (https://RESOURCE.openai.azure.com, or .../openai/v1): ",
+                lambda answer: check_base_url(answer),  # defined below
+            ),
+        ),
+    ),
+    Preset(
+        "bedrock",
+        "AWS Bedrock (AWS credentials and a region)",
+        {"type": "bedrock", "api_key_service": "bedrock"},
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        (Question("region", "  AWS region [us-east-1]: ", parse_region),),
+    ),
+    Preset(
+        "cohere",
+        "Cohere (command-a, ...)",
+        {"type": "cohere", "api_key_service": "cohere", "api_key_env": "CO_API_KEY"},
+        "command-a-03-2025",
+    ),
+    Preset(
+        "mistral",
+        "Mistral (mistral-large-latest, ...)",
+        {"type": "mistral", "api_key_service": "mistral", "api_key_env": "MISTRAL_API_KEY"},
+        "mistral-large-latest",
+    ),
+    Preset(
+        "openai_responses",
+        "OpenAI Responses API (same key as openai)",
+        {"type": "openai_responses", "api_key_service": "openai", "api_key_env": "OPENAI_API_KEY"},
+        "gpt-4.1",
     ),
 )
 _EXAMPLES = {p.name: p.example_model for p in PRESETS}
@@ -221,7 +280,12 @@ def choose_providers(io: Prompter, answers: Answers) -> None:
     )
     for preset in PRESETS:
         if preset.name in chosen:
-            answers.providers[preset.name] = dict(preset.table)
+            table = dict(preset.table)
+            if preset.questions:
+                io.say(f"{preset.name}:")
+            for question in preset.questions:
+                table[question.key] = _ask_until_valid(io, question.prompt, question.parse)
+            answers.providers[preset.name] = table
 
 
 def add_custom_provider(io: Prompter, answers: Answers) -> None:
@@ -328,13 +392,15 @@ def ask_keys(io: Prompter, lookups: Sequence[KeyLookup], backend: str) -> dict[s
         return {}
     io.say("  Input is hidden; press Enter to skip a provider.")
 
-    def parse(answer: str) -> str | None:
-        return clean_secret(answer) if answer.strip() else None
-
     keys: dict[str, str] = {}
     for lookup in needing:
-        via = f" (or set {lookup.env_var} later)" if lookup.env_var else ""
-        value = _ask_until_valid(io, f"  API key for {lookup.provider}{via}: ", parse, secret=True)
+
+        def parse(answer: str, lookup: KeyLookup = lookup) -> str | None:
+            return check_key(lookup, answer) if answer.strip() else None
+
+        via = f" (or set {env_names(lookup)} later)" if lookup.env_var else ""
+        what = "AWS credentials ID:SECRET[:TOKEN]" if lookup.aws else "API key"
+        value = _ask_until_valid(io, f"  {what} for {lookup.provider}{via}: ", parse, secret=True)
         if value is not None:
             keys[lookup.provider] = value
     return keys

@@ -11,9 +11,22 @@ import pytest
 from llm_cascade.clock import ManualClock
 from llm_cascade.simulator import Simulator
 
-from .support import SIM_KEY, MemoryKeyring
+from .support import SIM_AWS_KEY, SIM_KEY, MemoryKeyring
 
-KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GROQ_API_KEY")
+KEY_VARS = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GOOGLE_API_KEY",
+    "GROQ_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "MISTRAL_API_KEY",
+    "CO_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +46,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryKeyri
     for var in KEY_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SIM_KEY", SIM_KEY)
+    monkeypatch.setenv("SIM_AWS_KEY", SIM_AWS_KEY)
     memory = MemoryKeyring()
     keyring.set_keyring(memory)
     return memory

@@ -20,11 +20,32 @@ from llm_cascade.cascade import Cascade, CascadeResult, RunOptions
 from llm_cascade.clock import ManualClock
 from llm_cascade.config import AppConfig, load_config
 from llm_cascade.simulator import Simulator
+from llm_cascade.simulator.vendors.bedrock import SIM_AWS_KEY as SIM_BEDROCK_KEY
 from llm_cascade.store import Store
 from llm_cascade.types import Conversation
 
 T = TypeVar("T")
 SIM_KEY = "sim-test-key-0123456789"
+SIM_AWS_KEY = SIM_BEDROCK_KEY  # `ACCESS_KEY_ID:SECRET` the simulated Bedrock checks signatures with
+
+
+def tiny_png() -> bytes:
+    """A valid one-pixel PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 class MemoryKeyring(KeyringBackend):
@@ -151,7 +172,7 @@ def run_cli(
 
     Without `stdin`, stdin is /dev/null, as for a cron job: never the test runner's own.
     """
-    full_env = {**os.environ, "SIM_KEY": SIM_KEY, **(env or {})}
+    full_env = {**os.environ, "SIM_KEY": SIM_KEY, "SIM_AWS_KEY": SIM_AWS_KEY, **(env or {})}
     done = subprocess.run(
         [*cli_command(), *args],
         input=stdin,

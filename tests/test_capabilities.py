@@ -113,8 +113,8 @@ def test_the_error_says_what_each_entry_lacked_when_they_differ(tmp_path, sim, c
     with pytest.raises(UsageError) as caught:
         run_engine(path, "x", conversation, clock=clock)
     message = str(caught.value)
-    assert "sim/a does not support structured output (a JSON Schema)" in message
-    assert "sim/b the prompt (about" in message and "(10 tokens)" in message
+    assert "sim/a: does not support structured output (a JSON Schema)" in message
+    assert "sim/b: the prompt (about" in message and "(10 tokens)" in message
 
 
 def test_the_cli_explains_a_capability_skip_and_exits_2_when_none_can_serve(tmp_path, sim):

@@ -831,3 +831,21 @@ def test_every_base_url_the_config_accepts_httpx_can_send_to(tmp_path, url):
     base = config.providers["p"].effective_base_url
     request = httpx.Request("POST", base + "/chat/completions")
     assert request.url.host
+
+
+def test_the_templates_commented_native_providers_load_once_uncommented():
+    """The examples of the newer provider types in the template are a config that works."""
+    import tomllib
+    from importlib import resources
+
+    text = resources.files("llm_cascade").joinpath("config_template.toml").read_text()
+    block = text[text.index("# More native providers") : text.index("# --- cascades")]
+    lines = [
+        ln[2:] for ln in block.splitlines()[1:] if ln.startswith("# ") and not ln.startswith("# #")
+    ]
+    config = parse_config(tomllib.loads("\n".join(lines)))
+    assert {p.type for p in config.providers.values()} == {
+        "azure", "mistral", "cohere", "bedrock", "openai_responses",
+    }  # fmt: skip
+    assert config.providers["bedrock"].region == "us-east-1"
+    assert config.providers["azure"].api_version == "2024-10-21"

@@ -217,7 +217,7 @@ def adapter():
 def describe(adapter, body: bytes) -> tuple[str, str | None]:
     """Summarise a raw error body as `_http` does: decode, then describe."""
     text, data, _ = _http._decode(body)
-    return _http._describe_body(adapter, text, data)
+    return _http._describe_body(adapter, text, data, httpx.Headers())
 
 
 def test_an_html_error_page_is_summarised_by_its_title(adapter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from functools import cache
@@ -19,7 +20,7 @@ import pytest
 
 import llm_cascade
 
-from .support import run_cli, write_config
+from .support import SIM_AWS_KEY, SIM_KEY, run_cli, write_config
 
 PACKAGE = Path(llm_cascade.__file__).parent
 ROOT = "llm_cascade"
@@ -270,3 +271,70 @@ def test_the_cli_opens_no_database_or_prompt_folder_itself(name):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
     }
     assert not built & {"Store", "FailureStore", "PromptKeeper"}, name
+
+
+AWS_MODULES = {
+    "llm_cascade.providers.bedrock",
+    "llm_cascade.providers.sigv4",
+    "llm_cascade.providers.eventstream",
+    "botocore",
+    "boto3",
+}
+
+
+def test_only_bedrock_imports_the_aws_modules():
+    for module in ("llm_cascade.providers.sigv4", "llm_cascade.providers.eventstream"):
+        importers = {name for name in MODULES if module in internal(name)}
+        allowed = {"llm_cascade.providers.bedrock", "llm_cascade.simulator.vendors.bedrock"}
+        if module.endswith("eventstream"):  # the framer registry, only for that format
+            allowed.add("llm_cascade.providers.streaming")
+        assert importers <= allowed, importers - allowed
+
+
+# Adapters are imported with importlib, which -X importtime does not report: the modules a
+# run loaded are read from sys.modules as the CLI exits (it ends with os._exit).
+_REPORT_MODULES = """
+import json, os, sys
+exit_now = os._exit
+def report(status):
+    sys.__stderr__.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+    sys.__stderr__.flush()
+    exit_now(status)
+os._exit = report
+from llm_cascade.cli import main
+sys.argv = ["llm-cascade", *sys.argv[1:]]
+main()
+"""
+
+
+def modules_of_a_run(*args: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _REPORT_MODULES, *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "SIM_KEY": SIM_KEY, "SIM_AWS_KEY": SIM_AWS_KEY},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("MODULES ")]
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+@pytest.mark.parametrize("mode", ["--no-stream", "--stream"])
+def test_a_run_without_a_bedrock_entry_imports_nothing_aws_related(tmp_path, sim, mode):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra={"keyring": False})
+    loaded = modules_of_a_run("run", "-C", "x", "-c", str(cfg), "-p", "hi", mode)
+    assert {"llm_cascade.providers.openai", "llm_cascade.keys"} <= loaded  # not vacuous
+    assert not AWS_MODULES & loaded, sorted(AWS_MODULES & loaded)
+
+
+def test_a_run_with_a_bedrock_entry_imports_the_signer(tmp_path, sim):
+    from .providers.helpers import provider_table
+
+    providers = {"br": provider_table(sim, "bedrock")}
+    cfg = write_config(
+        tmp_path, sim, {"x": [{"provider": "br", "model": "m"}]}, providers=providers,
+        extra={"keyring": False},
+    )  # fmt: skip
+    loaded = modules_of_a_run("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream")
+    assert {"llm_cascade.providers.bedrock", "llm_cascade.providers.sigv4"} <= loaded
+    assert "llm_cascade.providers.eventstream" in loaded
+    assert {"botocore", "boto3"}.isdisjoint(loaded)

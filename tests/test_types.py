@@ -165,7 +165,8 @@ def test_tool_calls_in_openais_nested_shape_are_read_into_ours():
         ({"messages": [{"role": "User", "content": "a"}]}, "$.messages[0].role"),
         ({"messages": [{"role": "user"}]}, "$.messages[0].content"),
         ({"messages": [{"role": "user", "content": None}]}, "$.messages[0].content"),
-        ({"messages": [{"role": "user", "content": ["a"]}]}, "$.messages[0].content"),
+        # A list is content parts now: each part must be an object.
+        ({"messages": [{"role": "user", "content": ["a"]}]}, "$.messages[0].content[0]"),
         ({"messages": ["hello"]}, "$.messages[0]"),
         (
             {"messages": [{"role": "tool", "content": "r", "tool_call_id": 7}]},

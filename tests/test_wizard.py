@@ -67,7 +67,7 @@ def test_providers_by_number_or_name(answer, chosen):
     assert parse_selection(answer, NAMES) == chosen
 
 
-@pytest.mark.parametrize(("answer", "message"), [("", "at least one"), ("6", "Unknown choice")])
+@pytest.mark.parametrize(("answer", "message"), [("", "at least one"), ("11", "Unknown choice")])
 def test_bad_provider_choices_say_what_is_allowed(answer, message):
     with pytest.raises(ValueError, match=message):
         parse_selection(answer, NAMES)
@@ -146,10 +146,10 @@ def test_the_dialogue_builds_a_config_that_loads():
 
 
 def test_closed_input_ends_the_dialogue_instead_of_asking_forever():
-    io = Scripted(["9", "", "x"])  # three invalid answers, then end of input
+    io = Scripted(["11", "", "x"])  # three invalid answers, then end of input
     with pytest.raises(EOFError):
         run_wizard(io)
-    assert sum("Providers [1-5]" in line for line in io.lines) == 4
+    assert sum("Providers [1-10]" in line for line in io.lines) == 4
 
 
 def test_hidden_keys_are_asked_per_provider_and_can_be_skipped():
@@ -161,6 +161,41 @@ def test_hidden_keys_are_asked_per_provider_and_can_be_skipped():
     assert ask_keys(io, lookups, "memory") == {"b": SECRET}
     assert "  the API key contains spaces or several lines; give exactly one key" in io.lines
     assert not any("API key for o" in line for line in io.lines)  # ollama needs none
+
+
+def test_the_new_native_types_are_offered_with_the_settings_they_need():
+    providers = [
+        "azure bedrock 8 mistral openai_responses",
+        "ftp://x",
+        "https://contoso.openai.azure.com/",
+        "mars",
+        "",
+        "n",
+    ]
+    cascades = ["", "azure:prod-4o", "bedrock:anthropic.claude-3-5-sonnet-20240620-v1:0", "", ""]
+    io = Scripted([*providers, *cascades])
+
+    answers = run_wizard(io)
+
+    config = parse_config(tomllib.loads(render_config(build_document(answers, "db", "f"), "t")))
+    assert sorted(config.providers) == ["azure", "bedrock", "cohere", "mistral", "openai_responses"]
+    assert config.providers["azure"].base_url == "https://contoso.openai.azure.com"
+    assert config.providers["bedrock"].region == "us-east-1"  # the default, after a bad answer
+    assert "  An AWS region looks like us-east-1 or eu-west-3." in io.lines
+    assert config.providers["openai_responses"].api_key_service == "openai"  # the same key
+    assert [e.model for e in config.cascades["default"].entries] == [
+        "prod-4o",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    ]
+
+
+def test_aws_credentials_are_asked_as_one_pair_and_checked():
+    config = parse_config({"providers": {"br": {"type": "bedrock", "region": "eu-west-1"}}})
+    lookups = [lookup_for(config.providers["br"])]
+    io = Scripted(["y", "AKIDONLY", "AKID1:s3cr3t/key"])
+    assert ask_keys(io, lookups, "memory") == {"br": "AKID1:s3cr3t/key"}
+    assert any("AWS credentials ID:SECRET[:TOKEN] for br" in line for line in io.lines)
+    assert any("ACCESS_KEY_ID:SECRET_ACCESS_KEY" in line for line in io.lines)  # the retry
 
 
 # --- the real command in a pseudo-terminal --------------------------------------------------
@@ -221,7 +256,7 @@ def test_wizard_happy_path_writes_config_folders_and_key(paths):
     child = spawn("setup", "--interactive")
     answer(
         child,
-        ("Providers [1-5]: ", "openai, ollama"),
+        ("Providers [1-10]: ", "openai, ollama"),
         ("custom OpenAI-compatible provider", "y"),
         ("Name (letters, digits, - and _): ", "my-llm"),
         ("Base URL (e.g. https://api.example.com/v1): ", "http://127.0.0.1:8000/v1"),
@@ -269,7 +304,7 @@ def test_the_written_config_refers_only_to_files_installed_with_the_package(path
     child = spawn("setup", "-i")
     answer(
         child,
-        ("Providers [1-5]: ", "ollama"),
+        ("Providers [1-10]: ", "ollama"),
         ("custom OpenAI-compatible provider", "n"),
         ("Cascade name [default]: ", ""),
         ("Entry 1 (provider:model, e.g. ollama:llama3): ", "ollama:llama3"),
@@ -295,9 +330,9 @@ def test_wizard_explains_a_bad_answer_and_accepts_the_correction(paths):
     child = spawn("setup", "-i")
     answer(
         child,
-        ("Providers [1-5]: ", "openai, gorq"),
+        ("Providers [1-10]: ", "openai, gorq"),
         ("Unknown choice 'gorq'", None),
-        ("Providers [1-5]: ", "5"),
+        ("Providers [1-10]: ", "5"),
         ("custom OpenAI-compatible provider", "sure"),
         ("Please answer y or n.", None),
         ("custom OpenAI-compatible provider", "YES"),
@@ -345,7 +380,7 @@ def test_wizard_explains_a_bad_answer_and_accepts_the_correction(paths):
     assert not paths["keyring"].exists()
 
 
-OPENAI_ONLY = [("Providers [1-5]: ", "openai"), ("custom OpenAI-compatible provider", "n")]
+OPENAI_ONLY = [("Providers [1-10]: ", "openai"), ("custom OpenAI-compatible provider", "n")]
 ONE_CASCADE = [
     ("Cascade name [default]: ", ""),
     ("Entry 1 (provider:model, e.g. openai:gpt-4o-mini): ", "openai:gpt-4o"),
@@ -360,7 +395,7 @@ ONE_CASCADE = [
 @pytest.mark.parametrize(
     ("steps", "waiting"),
     [
-        ([], "Providers [1-5]: "),
+        ([], "Providers [1-10]: "),
         (OPENAI_ONLY, "Cascade name [default]: "),
         (OPENAI_ONLY + ONE_CASCADE, "API key for openai (or set OPENAI_API_KEY later): "),
     ],
@@ -384,7 +419,7 @@ def test_wizard_ctrl_c_after_a_key_was_typed_writes_and_stores_nothing(paths):
     child = spawn("setup", "-i")
     answer(
         child,
-        ("Providers [1-5]: ", "all"),
+        ("Providers [1-10]: ", "1 2 3 4 5"),
         ("custom OpenAI-compatible provider", ""),
         ("Cascade name [default]: ", ""),
         ("Entry 1 (provider:model, e.g. anthropic:claude-sonnet-4-20250514): ", "groq:llama"),

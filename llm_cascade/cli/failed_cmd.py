@@ -123,7 +123,8 @@ def show(
     for msg in saved.conversation().messages:
         extra = f" [tool_call_id={msg.tool_call_id}]" if msg.tool_call_id else ""
         calls = f" [calls {', '.join(c.name for c in msg.tool_calls)}]" if msg.tool_calls else ""
-        echo(f"  {msg.role}{extra}{calls}: {msg.content}")
+        images = f" [{len(msg.images)} image(s)]" if msg.images else ""
+        echo(f"  {msg.role}{extra}{calls}{images}: {msg.text}")
 
 
 @app.command()

@@ -50,8 +50,10 @@ def _load(config: Path | None, name: str) -> tuple[AppConfig, ProviderConfig, Ke
 
 
 def _env_hint(lookup: KeyLookup) -> str:
+    from ..keys import env_names
+
     if lookup.env_var:
-        return f"export {lookup.env_var} instead"
+        return f"export {env_names(lookup)} instead"
     return f"set api_key_env for provider '{lookup.provider}' and export that variable instead"
 
 
@@ -90,7 +92,14 @@ def set_key(
 
     Surrounding whitespace is removed. The key is never an argument (it would reach history).
     """
-    from ..keys import KeyringUnavailable, clean_secret, keyring_backend, read_env, store_key
+    from ..keys import (
+        KeyringUnavailable,
+        check_key,
+        env_names,
+        env_value,
+        keyring_backend,
+        store_key,
+    )
     from .prompter import read_key
 
     app_config, provider_config, lookup = _load(config, provider)
@@ -112,7 +121,12 @@ def set_key(
         )
     _require_keyring(app_config, lookup)
     try:
-        secret = clean_secret(read_key(f"Enter API key for {provider}: ", from_stdin=stdin))
+        what = (
+            "AWS credentials (ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN])"
+            if lookup.aws
+            else "API key"
+        )
+        secret = check_key(lookup, read_key(f"Enter {what} for {provider}: ", from_stdin=stdin))
     except ValueError as exc:
         raise UsageError(
             f"{exc}: type or paste it at the prompt, or pipe it:"
@@ -136,8 +150,8 @@ def set_key(
     say(f"Keyring: {backend.name}; service 'llm-cascade', username '{lookup.keyring_user}'.")
     if backend.note:
         say(f"Note: {backend.note}.")
-    if read_env(lookup.env_var):
-        say(f"Note: {lookup.env_var} is set too; the keyring key is used first.")
+    if env_value(lookup):
+        say(f"Note: {env_names(lookup)} is set too; the keyring key is used first.")
     _clear_auth_cooldowns(app_config, provider)
 
 
@@ -166,7 +180,14 @@ def get_key(
 
     The key alone goes to stdout; where it came from (keyring or env var) goes to stderr.
     """
-    from ..keys import keyring_backend, keyring_in_use, mask_key, missing_key_message, resolve_key
+    from ..keys import (
+        env_names,
+        keyring_backend,
+        keyring_in_use,
+        mask_key,
+        missing_key_message,
+        resolve_key,
+    )
 
     app_config, _, lookup = _load(config, provider)
     if not lookup.needs_key:
@@ -182,12 +203,12 @@ def get_key(
     if resolved.source == "keyring":
         say(f"(from the keyring: {keyring_backend().name}, username '{lookup.keyring_user}')")
     else:
-        say(f"(from env var {resolved.env_var})")
+        say(f"(from env var {env_names(lookup)})")
 
 
 def delete_key(provider: ProviderArg, config: ConfigOption = None) -> None:
     """Delete PROVIDER's API key from the OS keyring."""
-    from ..keys import KeyringUnavailable, keyring_delete, read_env
+    from ..keys import KeyringUnavailable, env_names, env_value, keyring_delete
 
     app_config, _, lookup = _load(config, provider)
     if not lookup.needs_key or not lookup.keyring_user:
@@ -204,8 +225,8 @@ def delete_key(provider: ProviderArg, config: ConfigOption = None) -> None:
             " nothing deleted. `llm-cascade key list` shows where each key comes from"
         )
     echo(f"API key for '{provider}' deleted from keyring.")
-    if read_env(lookup.env_var):
-        say(f"Note: {lookup.env_var} is still set, so runs keep using that key.")
+    if env_value(lookup):
+        say(f"Note: {env_names(lookup)} is still set, so runs keep using that key.")
 
 
 def list_keys(config: ConfigOption = None, json_output: JsonOption = False) -> None:

@@ -44,7 +44,7 @@ EXIT_TERMINATED = 143
 WAIT_COOLDOWN_DEFAULT = "300"
 _TAKES_VALUE = frozenset(
     {"-C", "--cascade", "-p", "--prompt", "-f", "--file", "-s", "--system", "-c", "--config"}
-    | {"-m", "--model", "-t", "--template", "--var", "--deadline", "--schema"}
+    | {"-m", "--model", "-t", "--template", "--var", "--deadline", "--schema", "-a", "--attach"}
 )
 
 
@@ -294,6 +294,16 @@ def run(
         ),
     ] = None,
     verbose: VerboseOption = 0,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attach",
+            "-a",
+            metavar="FILE_OR_URL",
+            help="Add an image (PNG, JPEG, GIF, WebP file, or http(s) URL) to the prompt;"
+            " repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Send a prompt through a cascade and print the answer.
 
@@ -327,8 +337,7 @@ def run(
     chosen = None if template is None else find_template(app_config, template)
     conversation = build_conversation(prompt, file, system, chosen, values)
     schema = schema if schema is not None else (chosen.schema if chosen else None)
-    if schema is not None:
-        conversation = _with_schema(conversation, schema, stream)
+    conversation = _with_extras(conversation, attach or [], file, schema, stream)
     app_config, cascade = choose_cascade(
         app_config, cascade=cascade, models=models or (), template=chosen
     )
@@ -375,9 +384,24 @@ def run(
     )
 
 
-def _with_schema(conversation: Conversation, schema: str, stream: bool | None) -> Conversation:
-    """The conversation asking for a document valid under `schema` (from --schema or the
-    template); the validator is imported only here."""
+def _with_extras(
+    conversation: Conversation,
+    attach: list[str],
+    file: str | None,
+    schema: str | None,
+    stream: bool | None,
+) -> Conversation:
+    """The conversation with its images read in (the -a ones, and those a -f file names by
+    path, relative to its folder) and asking
+    for a document valid under `schema` (from --schema or the template). The image and
+    schema modules are imported only when used."""
+    if attach or any(image.path is not None for image in conversation.images):
+        from ..images import attach as with_images
+
+        base_dir = Path(file).parent if file not in (None, "-") else None
+        conversation = with_images(conversation, attach, base_dir=base_dir)
+    if schema is None:
+        return conversation
     if stream:
         raise UsageError("--schema prints the document once it is whole: drop --stream")
     from ..structured import schema_argument

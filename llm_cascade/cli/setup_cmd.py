@@ -106,7 +106,7 @@ def _wizard(path: Path, data_dir: Path) -> tuple[str, dict[str, str]]:
 
 def _offer_keys(io: Prompter, app_config: AppConfig) -> dict[str, str]:
     """Ask for keys if the keyring can keep them; otherwise say which variables to set."""
-    from ..keys import keyring_backend, lookup_for
+    from ..keys import env_names, keyring_backend, lookup_for
     from ..wizard import ask_keys
 
     lookups = [lookup_for(app_config.providers[n]) for n in sorted(app_config.providers)]
@@ -115,7 +115,7 @@ def _offer_keys(io: Prompter, app_config: AppConfig) -> dict[str, str]:
         return {}
     backend = keyring_backend()
     if backend.problem:
-        names = ", ".join(lk.env_var or lk.provider for lk in needing)
+        names = ", ".join(env_names(lk) or lk.provider for lk in needing)
         io.say(f"No usable keyring ({backend.problem}); keys will come from env vars: {names}.")
         return {}
     return ask_keys(io, needing, backend.name)

@@ -30,6 +30,12 @@ class ProviderType:
     default_key_env: str | None  # None: the protocol takes no API key
     module: str
     supports: frozenset[str] = frozenset({"tools", "json", "schema", "vision", "stream"})
+    max_image_bytes: int = 20 << 20  # the largest image (decoded) the vendor documents taking
+    image_urls: bool = True  # the vendor fetches an image given by URL
+    # Hosts (by suffix) that are the vendor's own besides the default URL: its key variable
+    # may be sent there. Empty default URL: every provider of the type must set `base_url`.
+    vendor_hosts: tuple[str, ...] = ()
+    settings: frozenset[str] = frozenset()  # provider keys only this type takes
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
@@ -43,9 +49,15 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
             # A final assistant turn is a prefill the model continues: a broken stream can
             # be picked up where it stopped.
             frozenset({"tools", "json", "schema", "vision", "stream", "prefill"}),
+            max_image_bytes=5 << 20,
         ),
-        ProviderType(
-            "gemini", "https://generativelanguage.googleapis.com", "GOOGLE_API_KEY", "gemini"
+        ProviderType(  # inline data counts, as base64, against a 20 MB request
+            "gemini",
+            "https://generativelanguage.googleapis.com",
+            "GOOGLE_API_KEY",
+            "gemini",
+            max_image_bytes=14 << 20,
+            image_urls=False,
         ),
         ProviderType(  # vision depends on the model pulled: say so per entry
             "ollama",
@@ -53,10 +65,62 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
             None,
             "ollama",
             frozenset({"tools", "json", "schema", "stream"}),
+            image_urls=False,
         ),
         ProviderType("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "openai"),
+        ProviderType(  # a deployment's URL, or the v1 API under /openai/v1
+            "azure",
+            "",
+            "AZURE_OPENAI_API_KEY",
+            "azure",
+            vendor_hosts=(".openai.azure.com", ".cognitiveservices.azure.com"),
+            settings=frozenset({"api_version"}),
+        ),
+        ProviderType(  # a final assistant turn marked `prefix` is continued
+            "mistral",
+            "https://api.mistral.ai/v1",
+            "MISTRAL_API_KEY",
+            "mistral",
+            frozenset({"tools", "json", "schema", "vision", "stream", "prefill"}),
+            max_image_bytes=10 << 20,
+        ),
+        ProviderType(  # vision only on its vision models: say so per entry
+            "cohere",
+            "https://api.cohere.com",
+            "CO_API_KEY",
+            "cohere",
+            frozenset({"tools", "json", "schema", "stream"}),
+            max_image_bytes=20 << 20,
+        ),
+        ProviderType(  # AWS credentials, not a key (see keys.py); no JSON mode in Converse
+            "bedrock",
+            "https://bedrock-runtime.{region}.amazonaws.com",
+            "AWS_ACCESS_KEY_ID",
+            "bedrock",
+            frozenset({"tools", "vision", "stream"}),
+            max_image_bytes=3_750_000,
+            image_urls=False,
+            settings=frozenset({"region"}),
+        ),
+        ProviderType(
+            "openai_responses", "https://api.openai.com/v1", "OPENAI_API_KEY", "openai_responses"
+        ),
     )
 }
+AWS_TYPES = frozenset({"bedrock"})  # credentials are an AWS access key pair, signed with SigV4
+AWS_KEY_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+AWS_REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def aws_key_parts(value: str) -> tuple[str, str, str | None] | None:
+    """An AWS credential kept as one secret, `ACCESS_KEY_ID:SECRET_ACCESS_KEY` or, for
+    temporary credentials, `...:SESSION_TOKEN` (none of the three holds a colon); None if
+    `value` is not that."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        return None
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
 
 _ADAPTERS: dict[str, Adapter] = {}
 

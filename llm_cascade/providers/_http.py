@@ -10,6 +10,7 @@ JSON enters our types only through `untrusted.loads` (no lone surrogates, bounde
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
@@ -32,6 +33,7 @@ from .base import Adapter, Budget, CallOptions
 
 MAX_MESSAGE_CHARS = 300
 ACCEPT_ENCODING = "gzip, deflate"  # what `_Inflater` decodes within a size limit
+JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +137,11 @@ def _decode(body: bytes) -> tuple[str, Any, str]:
         return text, None, "is not JSON"
 
 
-def _describe_body(adapter: Adapter, text: str, data: Any) -> tuple[str, str | None]:
+def _describe_body(
+    adapter: Adapter, text: str, data: Any, headers: httpx.Headers
+) -> tuple[str, str | None]:
     """A short message and vendor code for an error body: JSON, an HTML page or plain text."""
-    message, code = adapter.parse_error(data) if data is not None else (None, None)
+    message, code = adapter.error_details(data, headers)
     if message:
         return message, code
     if text.lstrip()[:1] == "<":
@@ -152,11 +156,16 @@ def _request(
     conversation: Conversation,
     options: CallOptions,
     budget: Budget,
+    now: float,
     *,
     stream: bool,
 ) -> httpx.Request:
     wire = adapter.build_request(conversation, options, stream=stream)
-    return _built(client, "POST", wire.url, wire.headers, options, budget, wire.body)
+    request = _built(client, "POST", wire.url, wire.headers, options, budget, wire.body)
+    request.headers.update(
+        adapter.sign(str(request.url), request.headers, request.content, options, now)
+    )
+    return request
 
 
 def _built(
@@ -168,15 +177,23 @@ def _built(
     budget: Budget,
     body: dict[str, Any] | None = None,
 ) -> httpx.Request:
-    redaction.register(options.api_key, *options.headers.values())  # whatever we send
+    # Whatever we send is a secret; a compound credential (AWS: `ID:SECRET:TOKEN`) piece by
+    # piece too, since a vendor may echo one piece alone.
+    key = options.api_key or ""
+    redaction.register(key, *key.split(":"), *options.headers.values())
     headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
     headers.update(wire_headers)
     headers.update(options.passed_headers)
     headers.update(options.headers)
+    content = None
+    if body is not None:  # serialised here, as httpx would, so a signature covers these bytes
+        headers.setdefault("Content-Type", JSON)
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        content = text.encode("utf-8")
     return client.build_request(
         method,
         url,
-        json=body,
+        content=content,
         headers=headers,
         timeout=httpx.Timeout(budget.total, connect=budget.connect),
     )
@@ -206,7 +223,7 @@ async def send(
     now: float,
 ) -> Reply:
     """POST one request within `budget` and parse it; raises ProviderError on any failure."""
-    request = _request(client, adapter, conversation, options, budget, stream=False)
+    request = _request(client, adapter, conversation, options, budget, now, stream=False)
     response, body = await _exchange(client, request, budget, options.max_response_bytes)
     return _interpret(adapter, options, response, body, now)
 
@@ -254,7 +271,7 @@ async def open_stream(
     Leaving the block closes the connection at once, whether the stream was read to its end
     or not.
     """
-    request = _request(client, adapter, conversation, options, budget, stream=True)
+    request = _request(client, adapter, conversation, options, budget, now, stream=True)
     loop = asyncio.get_running_loop()
     limits = _StreamLimits(budget, loop.time())
     with _transport_errors():
@@ -264,9 +281,9 @@ async def open_stream(
         except TimeoutError:
             raise limits.timed_out(loop.time(), content=False) from None
     try:
-        whole = adapter.stream_format == "sse" and response.headers.get(
+        whole = adapter.stream_format != "ndjson" and response.headers.get(
             "content-type", ""
-        ).lower().startswith("application/json")  # media types are case-insensitive
+        ).lower().startswith(JSON)  # media types are case-insensitive
         if whole or not 200 <= response.status_code < 300:
             # An error, or a server that ignored `stream` and sent the whole answer: read it.
             with _transport_errors():
@@ -373,11 +390,7 @@ class StreamReply:
 
     async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
         loop = asyncio.get_running_loop()
-        framer: streaming.SseDecoder | streaming.NdjsonDecoder = (
-            streaming.SseDecoder()
-            if self._adapter.stream_format == "sse"
-            else streaming.NdjsonDecoder()
-        )
+        framer = streaming.framer(self._adapter.stream_format)
         parser = self._adapter.stream_parser(self._options)
         inflate = _Inflater(self._response.headers.get("content-encoding", ""))
         limit = self._options.max_response_bytes
@@ -444,15 +457,17 @@ def _payload(
     else:
         text, data, why = _decode(body)
     if not ok:
-        message, code = _describe_body(adapter, text, data)
+        message, code = _describe_body(adapter, text, data, response.headers)
         retry_after = parse_retry_after(response.headers, now)
+        if retry_after is None:
+            retry_after = adapter.rate_limit_wait(response.headers)
         if retry_after is None and data is not None:
             retry_after = adapter.retry_after(data)
         raise ProviderError(
             "http", scrub(message), status=status, code=code, retry_after_s=retry_after
         )
     if data is None:
-        message, _ = _describe_body(adapter, text, data)
+        message, _ = _describe_body(adapter, text, data, response.headers)
         raise ProviderError(
             "invalid_response", f"HTTP {status} body {why}: {scrub(message)}", status=status
         )
@@ -473,8 +488,9 @@ def _interpret(
 
 
 def _at(exc: ProviderError, status: int) -> ProviderError:
-    """An adapter's verdict on a 2xx body, with the status it came with and a safe message."""
-    exc.status = status
+    """An adapter's verdict on a 2xx body, with the status it came with (unless the body named
+    its own: a failure inside a 200 keeps the status it stands for) and a safe message."""
+    exc.status = exc.status or status
     exc.message = scrub(exc.message)
     return exc
 

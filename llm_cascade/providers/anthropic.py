@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -11,6 +10,7 @@ from .. import untrusted
 from ..types import (
     ContentBlock,
     Conversation,
+    ImagePart,
     LlmResponse,
     Message,
     OutputFormat,
@@ -31,6 +31,7 @@ from .base import (
     merge_turns,
     names_in,
     obj,
+    safe_tool_id,
     with_stream,
 )
 from .streaming import (
@@ -47,7 +48,6 @@ from .streaming import (
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the original's fixed value, now only the default
-_UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 # The HTTP status each documented error type is sent with, for the same error inside a stream.
 ERROR_STATUS = {
     "invalid_request_error": 400,
@@ -64,12 +64,13 @@ ERROR_STATUS = {
 UNKNOWN_ERROR_STATUS = 500  # a type not documented yet: the server failed mid-answer
 
 
-def tool_id(call_id: str | None) -> str:
-    """A call id in the alphabet the API accepts; calls and results map the same way.
-
-    Some OpenAI-compatible servers mint ids such as `functions.get_weather:0`.
-    """
-    return _UNSAFE_ID.sub("_", call_id or "")
+def _image(image: ImagePart) -> dict[str, Any]:
+    source: dict[str, Any] = (
+        {"type": "url", "url": image.url}
+        if image.url is not None
+        else {"type": "base64", "media_type": image.media_type, "data": image.data}
+    )
+    return {"type": "image", "source": source}
 
 
 def _blocks(msg: Message) -> tuple[str, list[dict[str, Any]]]:
@@ -77,14 +78,18 @@ def _blocks(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     if msg.role == "tool":
         block = {
             "type": "tool_result",
-            "tool_use_id": tool_id(msg.tool_call_id),
-            "content": msg.content,
+            "tool_use_id": safe_tool_id(msg.tool_call_id),
+            "content": msg.text,
         }
         return "user", [block]
     # The API rejects empty text blocks, so a turn that only calls tools carries none.
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
+    blocks: list[dict[str, Any]] = [
+        _image(p) if isinstance(p, ImagePart) else {"type": "text", "text": p.text}
+        for p in msg.parts
+        if isinstance(p, ImagePart) or p.text
+    ]
     blocks += [
-        {"type": "tool_use", "id": tool_id(c.id), "name": c.name, "input": arguments_object(c)}
+        {"type": "tool_use", "id": safe_tool_id(c.id), "name": c.name, "input": arguments_object(c)}
         for c in msg.tool_calls
     ]
     return msg.role, blocks

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .streaming import StreamParser
 
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # far above any real answer, far below harm
+# How a streamed reply is framed: server-sent events, JSON lines (Ollama), AWS event stream.
+StreamFormat = Literal["sse", "ndjson", "eventstream"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ class CallOptions:
     # The shape the answer must have (the conversation's `output`): each adapter asks for it
     # in its vendor's own way and hands the document back as the answer's text.
     output: OutputFormat | None = None
+    api_version: str | None = None  # Azure: the `api-version` of a deployment's URL
+    region: str | None = None  # Bedrock: the AWS region signed for
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,7 @@ def names_in(data: Any, list_key: str, *fields: str) -> set[str]:
 
 def joined_system(conversation: Conversation) -> str | None:
     """Every system message, joined with a blank line, for APIs with one system slot."""
-    texts = [m.content for m in conversation.messages if m.role == "system"]
+    texts = [m.text for m in conversation.messages if m.role == "system"]
     return "\n\n".join(texts) if texts else None
 
 
@@ -155,6 +159,16 @@ def arguments_object(call: ToolCall) -> dict[str, Any]:
 def tool_name(conversation: Conversation, msg: Message) -> str | None:
     """The function a tool result answers: its own `name`, else the call it answers."""
     return msg.name or conversation.tool_name_for(msg.tool_call_id)
+
+
+_UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def safe_tool_id(call_id: str | None) -> str:
+    """A call id in the `[a-zA-Z0-9_-]` alphabet Anthropic and Bedrock accept; a call and its
+    result map the same way. Some OpenAI-compatible servers mint ids such as
+    `functions.get_weather:0`."""
+    return _UNSAFE_ID.sub("_", call_id or "")
 
 
 def new_call_id() -> str:
@@ -233,7 +247,7 @@ class Adapter(ABC):
     """One wire protocol. Subclasses implement the two pure conversions, and streaming."""
 
     type_name: ClassVar[str]
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
+    stream_format: ClassVar[StreamFormat] = "sse"
 
     @abstractmethod
     def build_request(
@@ -250,9 +264,25 @@ class Adapter(ABC):
         message, code = error_summary(data)
         return message, context_code(message, code)
 
+    def error_details(self, data: Any, headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """(short message, vendor code) of an error reply: its decoded body (None if it is no
+        JSON) and its headers, for APIs that name the error in a header (Bedrock)."""
+        return self.parse_error(data) if data is not None else (None, None)
+
     def retry_after(self, data: Any) -> float | None:
         """Seconds to wait named in an error body (for APIs that say it there, not in a header)."""
         return None
+
+    def rate_limit_wait(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds to wait named in a vendor's own rate-limit header, when no Retry-After came."""
+        return None
+
+    def sign(
+        self, url: str, headers: Mapping[str, str], body: bytes, options: CallOptions, now: float
+    ) -> dict[str, str]:
+        """Headers that authenticate this very request, for APIs that sign the URL, headers and
+        body (SigV4) rather than take a key; `now` is the wall clock. Most need none."""
+        return {}
 
     def reject_error_body(self, data: Any) -> None:
         """Raise if a 2xx body is an error object (gateways and error events send these)."""
@@ -270,8 +300,10 @@ class Adapter(ABC):
 
     def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
         """What `health` asks, in order: the next one only if the previous answered 404 (a
-        compatible server without the model's own page may still list it)."""
-        raise NotImplementedError(f"{self.type_name} has no model listing")
+        compatible server without the model's own page may still list it). Empty (the
+        default) when the vendor has no cheap page the key can read: `health` then asks for
+        one token, as `--deep` does."""
+        return ()
 
     def listed(self, data: Any, options: CallOptions) -> bool:
         """Whether a decoded listing names `options.model`; raise if it is no listing."""

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from ..types import (
     ContentBlock,
     Conversation,
+    ImagePart,
     LlmResponse,
     Message,
     OutputFormat,
@@ -158,7 +159,7 @@ def model_path(model: str) -> str:
 def _function_response(conversation: Conversation, msg: Message) -> dict[str, Any]:
     name = tool_name(conversation, msg)
     # The API documents `output` as the key for a result; a JSON object is the result itself.
-    result = json_or_text(msg.content)
+    result = json_or_text(msg.text)
     response: dict[str, Any] = {
         "name": name or msg.tool_call_id or "unknown",  # old files named the function here
         "response": result if isinstance(result, dict) else {"output": result},
@@ -172,7 +173,13 @@ def _parts(conversation: Conversation, msg: Message) -> tuple[str, list[dict[str
     """One message as (role, parts): roles are `user` and `model`; tool results are user parts."""
     if msg.role == "tool":
         return "user", [_function_response(conversation, msg)]
-    parts: list[dict[str, Any]] = [{"text": msg.content}] if msg.content else []
+    parts: list[dict[str, Any]] = [
+        {"inlineData": {"mimeType": p.media_type, "data": p.data}}
+        if isinstance(p, ImagePart)  # URLs are not taken: images.unfit skips the entry
+        else {"text": p.text}
+        for p in msg.parts
+        if isinstance(p, ImagePart) or p.text
+    ]
     for call in msg.tool_calls:
         fn: dict[str, Any] = {"name": call.name, "args": arguments_object(call)}
         if call.id:

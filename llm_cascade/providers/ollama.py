@@ -8,7 +8,7 @@ function it answers (`tool_name`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from ..types import (
     ContentBlock,
@@ -23,6 +23,7 @@ from .base import (
     Adapter,
     CallOptions,
     ProbeRequest,
+    StreamFormat,
     WireRequest,
     arguments_object,
     count,
@@ -48,7 +49,9 @@ from .streaming import (
 
 
 def _message(conversation: Conversation, msg: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": msg.role, "content": msg.content}
+    out: dict[str, Any] = {"role": msg.role, "content": msg.text}
+    if msg.images:  # base64 only: images.unfit skips the entry for image URLs
+        out["images"] = [image.data for image in msg.images]
     if msg.tool_calls:
         out["tool_calls"] = [
             {
@@ -155,7 +158,7 @@ class OllamaAdapter(Adapter):
 
     # --- streaming (NDJSON) ------------------------------------------------------------------
 
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "ndjson"
+    stream_format: ClassVar[StreamFormat] = "ndjson"
 
     def stream_parser(self, options: CallOptions) -> StreamParser:
         return OllamaStreamParser(self)

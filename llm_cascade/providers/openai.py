@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from ..types import (
     ContentBlock,
     Conversation,
+    ImagePart,
     LlmResponse,
     Message,
     OutputFormat,
@@ -41,24 +42,55 @@ from .streaming import (
 )
 
 
-def _message(msg: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": msg.role, "content": msg.content}
+def image_url_part(image: ImagePart) -> dict[str, Any]:
+    """An image as a Chat Completions content part: its URL, or a `data:` URL."""
+    return {"type": "image_url", "image_url": {"url": image.data_url}}
+
+
+def message_content(
+    msg: Message, image_part: Callable[[ImagePart], dict[str, Any]] = image_url_part
+) -> str | list[dict[str, Any]]:
+    """A turn's `content`: its text, or (with images) text and image parts in order."""
+    if not msg.images:
+        return msg.text
+    return [
+        image_part(p) if isinstance(p, ImagePart) else {"type": "text", "text": p.text}
+        for p in msg.parts
+    ]
+
+
+def chat_message(
+    msg: Message,
+    call_id: Callable[[str], str] = str,
+    image_part: Callable[[ImagePart], dict[str, Any]] = image_url_part,
+) -> dict[str, Any]:
+    """One turn as a Chat Completions message; `call_id` maps tool-call ids and `image_part`
+    shapes images, for compatible APIs that differ there (Mistral)."""
+    out: dict[str, Any] = {"role": msg.role, "content": message_content(msg, image_part)}
     if msg.tool_calls:
-        out["content"] = msg.content or None  # a tool-calling turn may have no text
+        out["content"] = msg.text or None  # a tool-calling turn may have no text
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": call_id(c.id),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
             for c in msg.tool_calls
         ]
     if msg.tool_call_id is not None:
-        out["tool_call_id"] = msg.tool_call_id
+        out["tool_call_id"] = call_id(msg.tool_call_id)
     return out
 
 
-def chat_body(conversation: Conversation, options: CallOptions) -> dict[str, Any]:
+def chat_body(
+    conversation: Conversation,
+    options: CallOptions,
+    message: Callable[[Message], dict[str, Any]] = chat_message,
+) -> dict[str, Any]:
     """The Chat Completions body: model, messages and tools."""
     body: dict[str, Any] = {
         "model": options.model,
-        "messages": [_message(m) for m in conversation.messages],
+        "messages": [message(m) for m in conversation.messages],
     }
     if conversation.tools:  # an empty list is rejected by the API, so omit it
         body["tools"] = function_tools(conversation.tools)
@@ -114,7 +146,7 @@ def response_format(output: OutputFormat) -> dict[str, Any]:
 
 
 def _mentions_json(conversation: Conversation) -> bool:
-    return any("json" in m.content.lower() for m in conversation.messages)
+    return any("json" in m.text.lower() for m in conversation.messages)
 
 
 def _text(content: Any) -> str:
@@ -154,8 +186,19 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _auth(options: CallOptions) -> dict[str, str]:
+def bearer_auth(options: CallOptions) -> dict[str, str]:
     return {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+
+
+def models_probe(options: CallOptions) -> tuple[ProbeRequest, ...]:
+    """`GET /models/{id}`; servers without it (vLLM, some proxies) answer the listing."""
+    own = f"{options.base_url}/models/{quote(options.model, safe='')}"
+    auth = bearer_auth(options)
+    return ProbeRequest(own, auth), ProbeRequest(f"{options.base_url}/models", auth, True)
+
+
+def models_listed(data: Any, options: CallOptions) -> bool:
+    return options.model in names_in(data, "data", "id")
 
 
 class OpenAIAdapter(Adapter):
@@ -176,7 +219,7 @@ class OpenAIAdapter(Adapter):
             if options.output.wire_schema is None and not _mentions_json(conversation):
                 body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
         body = with_stream(deep_merge(body, options.extra), stream)
-        return WireRequest(f"{options.base_url}/chat/completions", body, _auth(options))
+        return WireRequest(f"{options.base_url}/chat/completions", body, bearer_auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):
@@ -212,13 +255,10 @@ class OpenAIAdapter(Adapter):
     # --- health probes ---------------------------------------------------------------------
 
     def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:
-        """`GET /models/{id}`; servers without it (vLLM, some proxies) answer the listing."""
-        own = f"{options.base_url}/models/{quote(options.model, safe='')}"
-        listing = f"{options.base_url}/models"
-        return ProbeRequest(own, _auth(options)), ProbeRequest(listing, _auth(options), True)
+        return models_probe(options)
 
     def listed(self, data: Any, options: CallOptions) -> bool:
-        return options.model in names_in(data, "data", "id")
+        return models_listed(data, options)
 
     # --- streaming (SSE) ---------------------------------------------------------------------
 

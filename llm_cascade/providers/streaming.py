@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import untrusted
 from ..errors import ProviderError
 from ..text import shorten
 from ..types import ContentBlock, LlmResponse, TextBlock, ToolCall
-from .base import Adapter, CallOptions, new_call_id
+from .base import Adapter, CallOptions, StreamFormat, new_call_id
 
 # No real event comes near this (a delta is a few tokens; a whole tool call a few KiB): a larger
 # one is a broken or hostile server, refused before it fills memory.
@@ -31,6 +31,7 @@ class StreamEvent:
 
     data: str
     name: str | None = None  # SSE `event:` field; None for NDJSON lines and unnamed SSE events
+    message_type: str | None = None  # AWS event streams: `event`, `exception` or `error`
 
 
 # --- deltas: what an adapter's parser makes of an event ---------------------------------------
@@ -222,6 +223,27 @@ class NdjsonDecoder:
     def _event(raw: bytes) -> StreamEvent | None:
         text = raw.decode("utf-8", errors="replace").strip()  # a CRLF's CR, blank lines
         return StreamEvent(text) if text else None
+
+
+class Framer(Protocol):
+    """Bytes in, events out, for one reply."""
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]: ...
+
+    def finish(self) -> list[StreamEvent]:
+        """The body ended: what is left, as events."""
+        ...
+
+
+def framer(stream_format: StreamFormat) -> Framer:
+    """A fresh framer for one reply in this format."""
+    if stream_format == "sse":
+        return SseDecoder()
+    if stream_format == "ndjson":
+        return NdjsonDecoder()
+    from .eventstream import EventStreamDecoder  # only Bedrock streams use it
+
+    return EventStreamDecoder()
 
 
 # --- parsing ----------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..events import Done, EntryStarted, StreamEvent, Text, ToolCallDelta
-from ..providers.anthropic import tool_id
 from ..providers.base import arguments_object
+from ..providers.base import safe_tool_id as tool_id
 from ..results import CascadeResult
 from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition, compact_json
 from .wire import (

@@ -107,11 +107,22 @@ def route(path: str, headers: dict[str, str]) -> tuple[Vendor, str] | None:
         if path.startswith(prefix) and ":" not in path:
             model = unquote(path.removeprefix(prefix))
             return _VENDORS["gemini"], model if name == "models/" else name + model
-    if path == "/v1/models" or path.startswith("/v1/models/"):
-        vendor = _VENDORS["anthropic" if "anthropic-version" in headers else "openai"]
-        model = unquote(path.removeprefix("/v1/models").removeprefix("/"))
-        return vendor, model or LISTING
+    for prefix, name in _MODEL_ROUTES:
+        if path == prefix or path.startswith(prefix + "/"):
+            if name == "openai" and "anthropic-version" in headers:
+                name = "anthropic"
+            return _VENDORS[name], unquote(path.removeprefix(prefix).removeprefix("/")) or LISTING
     return None
+
+
+# `GET {prefix}` lists the models, `GET {prefix}/{id}` is one model's page.
+_MODEL_ROUTES = (
+    ("/v1/models", "openai"),  # Anthropic's too, told apart by its version header
+    ("/mistral/v1/models", "mistral"),
+    ("/azure/openai/v1/models", "azure"),  # the v1 API; deployments have no model pages
+)
+# Vendors whose listing and model pages have OpenAI's shape.
+_OPENAI_SHAPED = {"openai", "mistral", "azure"}
 
 
 def serve(handler: _Handler) -> bool:
@@ -183,7 +194,7 @@ def _body(vendor: Vendor, model: str, listed: list[str]) -> dict[str, Any]:
     if model != LISTING:
         return _page(vendor, model)
     pages = [_page(vendor, m) for m in listed]
-    if vendor.name == "openai":
+    if vendor.name in _OPENAI_SHAPED:
         return {"object": "list", "data": pages}
     if vendor.name == "gemini":
         return {"models": pages}
@@ -191,7 +202,7 @@ def _body(vendor: Vendor, model: str, listed: list[str]) -> dict[str, Any]:
 
 
 def _page(vendor: Vendor, model: str) -> dict[str, Any]:
-    if vendor.name == "openai":
+    if vendor.name in _OPENAI_SHAPED:
         return {"id": model, "object": "model", "created": 1_767_225_600, "owned_by": "simulator"}
     if vendor.name == "gemini":
         name = model if model.startswith("tunedModels/") else f"models/{model}"

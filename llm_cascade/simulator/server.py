@@ -57,7 +57,17 @@ def phrase(status: int) -> str:
         return {529: "Overloaded"}.get(status, "Error")
 
 
-BASE_PATHS = {"openai": "/v1", "anthropic": "", "gemini": "", "ollama": ""}
+BASE_PATHS = {
+    "openai": "/v1",
+    "anthropic": "",
+    "gemini": "",
+    "ollama": "",
+    "azure": "/azure",  # a resource's deployments; the v1 API is under /azure/openai/v1
+    "mistral": "/mistral/v1",
+    "openai_responses": "/v1",
+    "cohere": "/cohere",
+    "bedrock": "/bedrock",
+}
 
 
 @dataclass
@@ -305,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, vendor: Vendor, path: str, model: str, body: Any, raw: bytes) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        request = SimRequest(vendor.name, path, model, headers, body, target=self.path)
+        request = SimRequest(vendor.name, path, model, headers, body, target=self.path, raw=raw)
         serial = self.sim._record(request)
         if body is None:
             self._json(400, vendor.error(400, "the request body is not valid JSON", None))
@@ -313,7 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             vendor.validate(request, self.sim._state.api_key)
         except Invalid as exc:
-            self._json(exc.status, vendor.error(exc.status, exc.message, exc.code))
+            error = vendor.error(exc.status, exc.message, exc.code)
+            self._json(exc.status, error, vendor.error_headers(exc.status, exc.code).items())
             return
         self._act(self.sim._next(model), vendor, request, serial)
 
@@ -422,7 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _fail(self, behaviour: Fail, vendor: Vendor) -> None:
         """The vendor's error body; Retry-After as a header, or in the body where it goes."""
         message = behaviour.message or phrase(behaviour.status)
-        headers = dict(behaviour.headers)
+        headers = {**vendor.error_headers(behaviour.status, behaviour.code), **behaviour.headers}
         in_body = None
         if behaviour.retry_after is not None and vendor.retry_after_header:
             headers["Retry-After"] = behaviour.retry_after

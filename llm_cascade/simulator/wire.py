@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ class Event:
     name: str | None = None  # the SSE `event:` line (Anthropic names every event)
     content: bool = False  # a text piece or tool-call fragment: what faults count
     raw: bool = False
+    message_type: str = "event"  # AWS event streams: `event` or `exception`
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,42 @@ class JsonArray(Framing):
 
     def close(self) -> bytes:
         return b"\n]" if self.started else b"[]"
+
+
+class EventStream(Framing):
+    """AWS event-stream messages (Bedrock's converse-stream): each event a binary message
+    whose `:event-type` (or `:exception-type`) header is the event's name."""
+
+    content_type = "application/vnd.amazon.eventstream"
+
+    def event(self, event: Event) -> bytes:
+        kind = ":exception-type" if event.message_type == "exception" else ":event-type"
+        headers = {
+            kind: event.name or "",
+            ":content-type": "application/json",
+            ":message-type": event.message_type,
+        }
+        return aws_message(_encode(event).encode(), headers)
+
+    def comment(self) -> bytes:
+        return b""  # the format has no keep-alive: the service sends nothing while it waits
+
+
+def aws_message(payload: bytes, headers: dict[str, str]) -> bytes:
+    """One AWS event-stream message with string headers: the prelude (total and headers
+    length, their CRC32), the headers, the payload, and a CRC32 of all that."""
+    raw = b"".join(
+        bytes([len(n.encode())])
+        + n.encode()
+        + b"\x07"
+        + struct.pack(">H", len(v.encode()))
+        + v.encode()
+        for n, v in headers.items()
+    )
+    total = 12 + len(raw) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(raw))
+    head = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw + payload
+    return head + struct.pack(">I", zlib.crc32(head))
 
 
 def words(text: str) -> list[str]:

@@ -8,13 +8,30 @@ from typing import Any
 
 import httpx
 
+from llm_cascade.cascade import Cascade, CascadeResult
+from llm_cascade.clock import ManualClock
+from llm_cascade.config import load_config
+from llm_cascade.events import Done
 from llm_cascade.simulator import Simulator
+from llm_cascade.store import Store
 from llm_cascade.types import Conversation
 
-from ..support import entry, write_config
+from ..support import entry, run_async, write_config
 
-NATIVE = ("anthropic", "gemini", "ollama")
+NATIVE = (
+    "anthropic",
+    "gemini",
+    "ollama",
+    "azure",
+    "mistral",
+    "cohere",
+    "bedrock",
+    "openai_responses",
+)
 ALL_TYPES = ("openai", *NATIVE)
+# The types whose wire format carries tool-call arguments as JSON text (kept as sent); the
+# others send an object, which is serialised compactly.
+STRING_ARGUMENTS = frozenset({"openai", "azure", "mistral", "cohere", "openai_responses"})
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -54,10 +71,12 @@ def round_trip() -> Conversation:
 
 def provider_table(sim: Simulator, ptype: str, **options: Any) -> dict[str, Any]:
     """A provider of `ptype` aimed at the simulator; keyed ones read SIM_KEY."""
-    table: dict[str, Any] = {"type": ptype, "base_url": sim.base_url(ptype), **options}
-    if ptype != "ollama":  # Ollama takes no key
+    table: dict[str, Any] = {"type": ptype, "base_url": sim.base_url(ptype)}
+    if ptype == "bedrock":  # AWS credentials the simulator signs with, and a region
+        table.update(api_key_env="SIM_AWS_KEY", region="us-east-1")
+    elif ptype != "ollama":  # Ollama takes no key
         table["api_key_env"] = "SIM_KEY"
-    return table
+    return {**table, **options}
 
 
 def vendor_config(
@@ -87,3 +106,21 @@ def cooldown_rows(tmp_path: Path) -> dict[str, int]:
 def post(sim: Simulator, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
     """One raw request to the simulator, for checking the rules it enforces."""
     return httpx.post(sim.url + path, json=body, headers=headers, timeout=5)
+
+
+def stream_engine(
+    config_path: Path, clock: ManualClock, conversation: Conversation | None = None
+) -> CascadeResult:
+    """Cascade `x` run in-process as a stream (`Cascade.stream`), to its `Done`."""
+
+    async def go() -> CascadeResult:
+        config = load_config(config_path)
+        asked = conversation or Conversation.single_user_prompt("hello")
+        with Store(config.database_path) as store:
+            async with Cascade(config, store=store, clock=clock) as engine:
+                async for event in engine.stream("x", asked):
+                    if isinstance(event, Done):
+                        return event.result
+        raise AssertionError("a stream ends with Done or raises")
+
+    return run_async(go())

@@ -52,6 +52,11 @@ def test_vendor_error_body_becomes_a_short_message(tmp_path, sim, clock, ptype):
         "anthropic": "HTTP 404: not_found_error: model 'm' not found",
         "gemini": "HTTP 404: NOT_FOUND: model 'm' not found",
         "ollama": "HTTP 404: model 'm' not found",
+        "azure": "HTTP 404: model 'm' not found",  # its code "404" only repeats the status
+        "mistral": "HTTP 404: invalid_request_error: model 'm' not found",
+        "cohere": "HTTP 404: model 'm' not found",
+        "bedrock": "HTTP 404: ResourceNotFoundException: model 'm' not found",
+        "openai_responses": "HTTP 404: invalid_request_error: model 'm' not found",
     }[ptype]
     assert detail.startswith(expected)
 

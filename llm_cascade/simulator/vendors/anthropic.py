@@ -17,7 +17,7 @@ from typing import Any
 from ..behaviours import Empty, Reply, SimToolCall, Stream
 from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, StreamParts, cut
-from .base import SimRequest, Vendor, check_key, require
+from .base import SimRequest, Vendor, check_image_data, check_key, require
 
 # Top-level fields of the Messages API; anything else is "Extra inputs are not permitted".
 KNOWN_FIELDS = {
@@ -74,7 +74,24 @@ def _check_block(block: Mapping[str, Any], role: str, where: str) -> None:
         require(isinstance(block.get("tool_use_id"), str), f"{where}.tool_use_id: Field required")
         content = block.get("content", "")
         require(isinstance(content, str | list), f"{where}.content: Input should be a string")
-    elif kind not in ("image", "document", "thinking", "redacted_thinking"):
+    elif kind == "image":
+        require(role == "user", f"{where}: image blocks are only allowed in user turns")
+        source = block.get("source")
+        require(isinstance(source, Mapping), f"{where}.source: Field required")
+        assert isinstance(source, Mapping)  # for the type checker: `require` raised otherwise
+        if source.get("type") == "url":
+            require(
+                isinstance(source.get("url"), str)
+                and source["url"].startswith(("https://", "http://")),
+                f"{where}.source.url: Input should be a valid URL",
+            )
+        else:
+            require(
+                source.get("type") == "base64",
+                f"{where}.source.type: Input tag should be 'base64' or 'url'",
+            )
+            check_image_data(source.get("data"), source.get("media_type"), f"{where}.source")
+    elif kind not in ("document", "thinking", "redacted_thinking"):
         require(False, f"{where}.type: Input tag {kind!r} does not match any of the expected tags")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ class SimRequest:
     body: Any
     target: str = ""
     disconnected: bool = False
+    raw: bytes = field(default=b"", repr=False)  # the body as sent (what a signature covers)
 
 
 class Invalid(Exception):
@@ -77,6 +80,10 @@ class Vendor(ABC):
     def answer_format(self, request: SimRequest) -> JsonAnswer | None:
         """The JSON (and schema) this valid request asks for, or None for free text."""
         return None
+
+    def error_headers(self, status: int, code: str | None) -> dict[str, str]:
+        """Headers an error response carries besides its body (Bedrock names its type)."""
+        return {}
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -138,3 +145,28 @@ def check_key(presented: str | None, required: str | None, status: int = 401) ->
         raise Invalid(status, "missing API key", "authentication_error")
     if required is not None and presented != required:
         raise Invalid(status, "invalid API key", "authentication_error")
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def check_image_data(data: Any, media_type: Any, where: str) -> None:
+    """An inline image as vision APIs require: a supported media type and valid base64."""
+    require(media_type in IMAGE_TYPES, f"{where}: unsupported image media type {media_type!r}")
+    require(isinstance(data, str) and bool(data), f"{where}: image data is required")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        require(False, f"{where}: image data is not valid base64")
+
+
+def check_image_url(url: Any, where: str) -> None:
+    """An image URL as OpenAI-style APIs take it: http(s), or a base64 `data:` URL."""
+    require(isinstance(url, str), f"{where}: the image URL must be a string")
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        media_type, _, encoding = head.removeprefix("data:").partition(";")
+        require(encoding == "base64", f"{where}: a data URL must be base64")
+        check_image_data(data, media_type, where)
+    else:
+        require(url.startswith(("https://", "http://")), f"{where}: invalid image URL")

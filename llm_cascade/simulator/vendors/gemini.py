@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import Event, Framing, JsonArray, Sse, StreamParts
-from .base import Invalid, SimRequest, Vendor, require
+from .base import Invalid, SimRequest, Vendor, check_image_data, require
 
 ROUTE = re.compile(
     r"^/v1beta/(models|tunedModels)/([^/:]+):(generateContent|streamGenerateContent)$"
@@ -72,6 +72,10 @@ def _check_part(part: Any, role: str, where: str) -> None:
     )
     if "text" in part:
         require(isinstance(part["text"], str), f"{where}.text: expected a string")
+    if "inlineData" in part:
+        blob = part["inlineData"]
+        require(isinstance(blob, Mapping), f"{where}.inlineData: expected an object")
+        check_image_data(blob.get("data"), blob.get("mimeType"), f"{where}.inlineData")
     if "functionCall" in part:
         fn = part["functionCall"]
         require(role == "model", f"{where}: functionCall parts belong to model turns")

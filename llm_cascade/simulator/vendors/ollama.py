@@ -15,7 +15,7 @@ from typing import Any
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import Event, Framing, Ndjson, StreamParts
-from .base import SimRequest, Vendor, require
+from .base import SimRequest, Vendor, check_image_data, require
 
 ROLES = {"system", "user", "assistant", "tool"}
 INT_OPTIONS = {"num_predict", "num_ctx", "num_keep", "seed", "top_k", "repeat_last_n", "num_batch"}
@@ -49,6 +49,13 @@ def _check_messages(messages: Any) -> None:
             isinstance(content, str),
             _go_type_error(_json_kind(content), "Message.messages.content", "string"),
         )
+        images = msg.get("images", [])
+        require(
+            isinstance(images, list),
+            _go_type_error(_json_kind(images), "Message.messages.images", "[]api.ImageData"),
+        )
+        for j, image in enumerate(images):  # base64; the server sniffs the format itself
+            check_image_data(image, "image/png", f"messages[{i}].images[{j}]")
         for call in msg.get("tool_calls") or []:
             fn = call.get("function") if isinstance(call, Mapping) else None
             require(

@@ -11,7 +11,7 @@ from typing import Any
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import Event, StreamParts, cut
-from .base import Invalid, SimRequest, Vendor, check_key, require
+from .base import Invalid, SimRequest, Vendor, check_image_url, check_key, require
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # Chat Completions rejects arguments it does not know ("Unrecognized request argument").
@@ -77,11 +77,27 @@ def _check_messages(messages: Any) -> None:
                 isinstance(content, str | list),
                 f"messages[{i}].content: expected a string, got {type(content).__name__}",
             )
+            if isinstance(content, list):
+                _check_parts(content, role, f"messages[{i}].content")
     require(
         not open_calls,
         "An assistant message with 'tool_calls' must be followed by tool messages responding to"
         " each 'tool_call_id'.",
     )
+
+
+def _check_parts(parts: list[Any], role: Any, where: str) -> None:
+    for j, part in enumerate(parts):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        require(kind in ("text", "image_url"), f"{at}.type: invalid content part type {kind!r}")
+        if kind == "text":
+            require(isinstance(part.get("text"), str), f"{at}.text: expected a string")
+            continue
+        require(role == "user", f"{at}: Image URLs are only allowed for messages with role 'user'")
+        image = part.get("image_url")
+        require(isinstance(image, Mapping), f"{at}.image_url: expected an object")
+        check_image_url(image.get("url"), f"{at}.image_url.url")
 
 
 def _check_stream(body: Mapping[str, Any]) -> None:
@@ -202,7 +218,7 @@ def _check_response_format(body: Mapping[str, Any]) -> None:
         require(problem is None, f"Invalid schema for response_format '{name}': {problem}")
 
 
-def _usage(reply: Reply) -> dict[str, int]:
+def chat_usage(reply: Reply) -> dict[str, int]:
     return {
         "prompt_tokens": reply.input_tokens,
         "completion_tokens": reply.output_tokens,
@@ -223,6 +239,12 @@ def _check_tools(tools: Any) -> None:
         )
 
 
+def bearer(request: SimRequest) -> str | None:
+    """The key of an `Authorization: Bearer` header."""
+    auth = request.headers.get("authorization", "")
+    return auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+
+
 class OpenAIVendor(Vendor):
     name = "openai"
 
@@ -233,19 +255,19 @@ class OpenAIVendor(Vendor):
         return model if isinstance(model, str) else ""
 
     def check_auth(self, request: SimRequest, api_key: str | None) -> None:
-        auth = request.headers.get("authorization", "")
-        check_key(
-            auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None, api_key
-        )
+        check_key(bearer(request), api_key)
 
     def validate(self, request: SimRequest, api_key: str | None) -> None:
         self.check_auth(request, api_key)
-        body = request.body
+        self.check_body(request.body)
+
+    def check_body(self, body: Any, *, needs_model: bool = True) -> None:
+        """The Chat Completions rules for a request body."""
         require(isinstance(body, Mapping), "the body must be a JSON object")
         unknown = sorted(set(body) - KNOWN_FIELDS)
         require(not unknown, f"Unrecognized request argument supplied: {', '.join(unknown)}")
         require(
-            isinstance(body.get("model"), str) and bool(body["model"]),
+            not needs_model or (isinstance(body.get("model"), str) and bool(body["model"])),
             "you must provide a model parameter",
         )
         _check_messages(body.get("messages"))
@@ -291,7 +313,7 @@ class OpenAIVendor(Vendor):
             "created": int(time.time()),
             "model": request.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": _usage(reply),
+            "usage": chat_usage(reply),
         }
 
     def stream_parts(
@@ -333,7 +355,7 @@ class OpenAIVendor(Vendor):
         finish = reply.stop_reason or ("tool_calls" if reply.tool_calls else "stop")
         tail = [Event(chunk({}, finish))]
         if with_usage:
-            tail.append(Event({**meta, "choices": [], "usage": _usage(reply)}))
+            tail.append(Event({**meta, "choices": [], "usage": chat_usage(reply)}))
         if options.terminator:
             tail.append(Event("[DONE]", raw=True))
         return StreamParts(head, body, tail)
