@@ -70,19 +70,31 @@ def cooldowns(tmp_path: Path) -> dict[str, Any]:
 
 # --- each vendor's own way of asking ------------------------------------------------------
 
+CHAT_COMPLETIONS = ("openai", "azure", "mistral")  # OpenAI's `response_format`
+
 
 @pytest.mark.parametrize("kind", ALL_TYPES)
 def test_json_mode_is_asked_for_in_each_vendors_own_field(tmp_path, sim, clock, kind):
     cfg = config_for(tmp_path, sim, (kind, "m"))
     result = run_engine(cfg, "x", ask(OutputFormat(), "Say hi"), clock=clock)
     body = sim.requests[0].body
-    if kind == "openai":
+    if kind in CHAT_COMPLETIONS:
         assert body["response_format"] == {"type": "json_object"}
         # JSON mode is refused unless a message says "json": a system line says it
         assert "json" in body["messages"][0]["content"].lower()
+    elif kind == "cohere":
+        assert body["response_format"] == {"type": "json_object"}
+        assert "json" in body["messages"][0]["content"].lower()
+    elif kind == "openai_responses":
+        assert body["text"] == {"format": {"type": "json_object"}}
+        assert "json" in body["instructions"].lower()
     elif kind == "anthropic":
         assert body["tool_choice"] == {"type": "tool", "name": "answer"}
         assert body["tools"][-1]["input_schema"] == {"type": "object"}
+    elif kind == "bedrock":
+        assert body["toolConfig"]["toolChoice"] == {"tool": {"name": "answer"}}
+        spec = body["toolConfig"]["tools"][-1]["toolSpec"]
+        assert spec["inputSchema"] == {"json": {"type": "object"}}
     elif kind == "gemini":
         assert body["generationConfig"] == {"responseMimeType": "application/json"}
     else:
@@ -100,14 +112,20 @@ def test_structured_output_sends_the_schema_the_way_each_vendor_takes_it(
     cfg = config_for(tmp_path, sim, (kind, "m"))
     result = run_engine(cfg, "x", ask(output_format(ITEMS_SCHEMA, "invoice")), clock=clock)
     body = sim.requests[0].body
-    if kind == "openai":
-        assert body["response_format"] == {
-            "type": "json_schema",
-            "json_schema": {"name": "invoice", "schema": ITEMS_SCHEMA, "strict": True},
-        }
+    named = {"name": "invoice", "schema": ITEMS_SCHEMA, "strict": True}
+    if kind in CHAT_COMPLETIONS:
+        assert body["response_format"] == {"type": "json_schema", "json_schema": named}
+    elif kind == "cohere":
+        assert body["response_format"] == {"type": "json_object", "json_schema": ITEMS_SCHEMA}
+    elif kind == "openai_responses":
+        assert body["text"] == {"format": {"type": "json_schema", **named}}
     elif kind == "anthropic":
         assert body["tool_choice"] == {"type": "tool", "name": "invoice"}
         assert body["tools"][-1]["input_schema"] == ITEMS_SCHEMA
+    elif kind == "bedrock":
+        assert body["toolConfig"]["toolChoice"] == {"tool": {"name": "invoice"}}
+        spec = body["toolConfig"]["tools"][-1]["toolSpec"]
+        assert spec["inputSchema"] == {"json": ITEMS_SCHEMA}
     elif kind == "gemini":
         config = body["generationConfig"]
         assert config["responseMimeType"] == "application/json"
@@ -267,6 +285,19 @@ def test_a_streamed_json_answer_is_checked_once_whole(tmp_path, sim, kind):
     done = events[-1]
     assert isinstance(done, Done) and done.result.parsed is not None
     assert done.result.parsed.value == VALID
+
+
+def test_bedrock_wraps_a_document_that_is_no_object_and_unwraps_it_from_a_stream(tmp_path, sim):
+    schema = {"type": "array", "items": {"type": "integer"}}
+    sim.script("m", Reply('{"value": [1, 2, 3]}', stream=Stream(chunks=3, tool_fragments=3)))
+    cfg = config_for(tmp_path, sim, ("bedrock", "m"))
+    events = asyncio.run(_stream(cfg, ask(output_format(schema))))
+    spec = sim.requests[0].body["toolConfig"]["tools"][-1]["toolSpec"]
+    assert spec["inputSchema"]["json"]["properties"] == {"value": schema}
+    assert "".join(e.text for e in events if isinstance(e, Text)) == "[1,2,3]"
+    done = events[-1]
+    assert isinstance(done, Done) and done.result.parsed is not None
+    assert done.result.parsed.value == [1, 2, 3]
 
 
 def test_a_streamed_answer_that_fails_its_check_resets_to_the_next_entry(tmp_path, sim):

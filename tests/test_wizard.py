@@ -172,7 +172,14 @@ def test_the_new_native_types_are_offered_with_the_settings_they_need():
         "",
         "n",
     ]
-    cascades = ["", "azure:prod-4o", "bedrock:anthropic.claude-3-5-sonnet-20240620-v1:0", "", ""]
+    cascades = [
+        "",
+        "azure:prod-4o",
+        "bedrock:anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "",
+        "",
+        "",
+    ]  # the last: the default cascade
     io = Scripted([*providers, *cascades])
 
     answers = run_wizard(io)

@@ -97,7 +97,6 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
             "https://bedrock-runtime.{region}.amazonaws.com",
             "AWS_ACCESS_KEY_ID",
             "bedrock",
-            frozenset({"tools", "vision", "stream"}),
             max_image_bytes=3_750_000,
             image_urls=False,
             settings=frozenset({"region"}),

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from .. import untrusted
 from ..types import (
     ContentBlock,
     Conversation,
@@ -18,6 +17,7 @@ from ..types import (
     ToolCall,
     compact_json,
 )
+from .answer_tool import DESCRIPTION, AnswerStream, answer_schema, document
 from .base import (
     Adapter,
     CallOptions,
@@ -26,7 +26,6 @@ from .base import (
     arguments_object,
     count,
     deep_merge,
-    document_text,
     joined_system,
     merge_turns,
     names_in,
@@ -124,43 +123,11 @@ def _tools(conversation: Conversation) -> list[dict[str, Any]]:
     return out
 
 
-WRAPPED = "value"  # the one property of a tool input that wraps a document that is no object
-_DEFS = ("$defs", "definitions")
-
-
-def answer_tool(output: OutputFormat) -> tuple[dict[str, Any], bool]:
+def answer_tool(output: OutputFormat) -> dict[str, Any]:
     """The tool whose input is the answer (JSON mode by tool use, as Anthropic's tool-use guide
-    describes it), and whether the document is wrapped: a tool input is an object, so a schema
-    for anything else becomes the one property `value` (its `$defs` stay at the root, where
-    its `$ref`s point)."""
-    wire = output.wire_schema
-    schema = dict(wire) if wire is not None else {"type": "object"}
-    wrapped = schema.get("type") != "object"
-    if wrapped:
-        defs = {k: schema.pop(k) for k in _DEFS if k in schema}
-        schema = {"type": "object", "properties": {WRAPPED: schema}, "required": [WRAPPED], **defs}
-    tool = {
-        "name": output.name,
-        "description": "Give your answer as the input of this tool.",
-        "input_schema": schema,
-    }
-    return tool, wrapped
-
-
-def _document(value: Any, wrapped: bool) -> str:
-    """The answer tool's input as the document's text."""
-    if wrapped and isinstance(value, Mapping) and WRAPPED in value:
-        value = value[WRAPPED]
-    return document_text(value)
-
-
-def _unwrapped(text: str) -> str:
-    """A wrapped document's text without its wrapper; text that is no JSON stays as it is
-    (the check that follows says so)."""
-    try:
-        return _document(untrusted.loads(text), wrapped=True)
-    except ValueError:
-        return text
+    describes it)."""
+    schema, _ = answer_schema(output)
+    return {"name": output.name, "description": DESCRIPTION, "input_schema": schema}
 
 
 def _parse_block(raw: Any) -> ContentBlock | None:
@@ -178,10 +145,9 @@ def _parse_block(raw: Any) -> ContentBlock | None:
 
 def _answer_blocks(content: list[Any], output: OutputFormat) -> list[ContentBlock]:
     """The answer tool's input as the answer's only text, or nothing if it was not called."""
-    _, wrapped = answer_tool(output)
     for block in map(obj, content):
         if block.get("type") == "tool_use" and block.get("name") == output.name:
-            return [TextBlock(_document(block.get("input"), wrapped))]
+            return [TextBlock(document(block.get("input"), output))]
     return []
 
 
@@ -232,8 +198,7 @@ class AnthropicAdapter(Adapter):
         if conversation.tools:
             body["tools"] = _tools(conversation)
         if options.output is not None:  # the answer is the input of a tool it must call
-            tool, _ = answer_tool(options.output)
-            body["tools"] = [*body.get("tools", ()), tool]
+            body["tools"] = [*body.get("tools", ()), answer_tool(options.output)]
             body["tool_choice"] = {"type": "tool", "name": options.output.name}
         if options.temperature is not None:
             body["temperature"] = options.temperature
@@ -297,10 +262,7 @@ class AnthropicStreamParser(StreamParser):
         super().__init__()
         self._adapter = adapter
         self._tool_blocks: set[int] = set()  # indexes of the tool_use blocks: their JSON is read
-        self._output = output
-        self._wrapped = output is not None and answer_tool(output)[1]
-        self._answer: int | None = None  # index of the answer tool's block
-        self._gathered: list[str] = []
+        self._answer = AnswerStream(output)
 
     def feed(self, event: StreamEvent) -> list[Delta]:
         data = event_json(event)
@@ -322,8 +284,8 @@ class AnthropicStreamParser(StreamParser):
             return self._block_start(data)
         if kind == "content_block_delta":
             return self._block_delta(data)
-        if kind == "content_block_stop" and data.get("index") == self._answer and self._wrapped:
-            return [TextDelta(_unwrapped("".join(self._gathered)))]
+        if kind == "content_block_stop":
+            return self._answer.stop(data.get("index"))
         if kind == "message_delta":
             return self._message_delta(data)
         if kind == "message_stop":
@@ -339,9 +301,8 @@ class AnthropicStreamParser(StreamParser):
             return [TextDelta(text)] if isinstance(text, str) and text else []
         if block.get("type") != "tool_use":
             return []
-        if self._output is not None and block.get("name") == self._output.name:
-            self._answer = index  # its input is the answer: read as text, below
-            return []
+        if self._answer.starts(index, block.get("name")):
+            return []  # its input is the answer: read as text, below
         self._tool_blocks.add(index)
         start = block.get("input")  # `{}`: the input follows as input_json_delta pieces
         start = start if isinstance(start, Mapping) else None
@@ -362,14 +323,8 @@ class AnthropicStreamParser(StreamParser):
         if delta.get("type") == "text_delta":
             text = delta.get("text")
             return [TextDelta(text)] if isinstance(text, str) and text else []
-        if delta.get("type") == "input_json_delta" and index == self._answer:
-            piece = delta.get("partial_json")
-            if not isinstance(piece, str) or not piece:
-                return []
-            if self._wrapped:
-                self._gathered.append(piece)
-                return []
-            return [TextDelta(piece)]
+        if delta.get("type") == "input_json_delta" and self._answer.owns(index):
+            return self._answer.piece(delta.get("partial_json"))
         if delta.get("type") == "input_json_delta" and index in self._tool_blocks:
             piece = delta.get("partial_json")
             return [ToolCallDelta(index, arguments=piece)] if isinstance(piece, str) else []

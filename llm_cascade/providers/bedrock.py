@@ -26,11 +26,13 @@ from ..types import (
     ImagePart,
     LlmResponse,
     Message,
+    OutputFormat,
     TextBlock,
     ToolCall,
     compact_json,
 )
 from . import aws_key_parts, sigv4
+from .answer_tool import DESCRIPTION, AnswerStream, answer_schema, document
 from .base import (
     Adapter,
     CallOptions,
@@ -147,6 +149,15 @@ def _parse_block(raw: Any) -> ContentBlock | None:
     return None  # reasoningContent, citations, guard content: not mapped
 
 
+def _answer_blocks(content: list[Any], output: OutputFormat) -> list[ContentBlock | None]:
+    """The answer tool's input as the answer's only text, or nothing if it was not called."""
+    for block in map(obj, content):
+        use = obj(block.get("toolUse"))
+        if use and use.get("name") == output.name:
+            return [TextBlock(document(use.get("input"), output))]
+    return []
+
+
 def _usage(usage: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return count(usage.get("inputTokens")), count(usage.get("outputTokens"))
 
@@ -186,6 +197,11 @@ class BedrockAdapter(Adapter):
         if config:
             body["inferenceConfig"] = config
         tool_config = _tool_config(conversation)
+        if options.output is not None:  # the answer is the input of a tool it must call
+            schema, _ = answer_schema(options.output)
+            tool_config = tool_config or {"tools": []}
+            tool_config["tools"].append(_spec(options.output.name, DESCRIPTION, schema))
+            tool_config["toolChoice"] = {"tool": {"name": options.output.name}}
         if tool_config is not None:
             body["toolConfig"] = tool_config
         base = options.base_url.replace("{region}", options.region or "")
@@ -213,7 +229,9 @@ class BedrockAdapter(Adapter):
                 raise self.malformed(f"error in a 2xx response: {data['message']}")
             raise self.malformed("response has no output.message.content list")
         stop_reason = _stop_reason(data.get("stopReason"))
-        parsed = (_parse_block(b) for b in content)
+        parsed = [_parse_block(b) for b in content]
+        if options.output is not None:  # the answer tool's input is the answer
+            parsed = _answer_blocks(content, options.output) or parsed
         input_tokens, output_tokens = _usage(obj(data.get("usage")))
         response = LlmResponse(
             content=tuple(b for b in parsed if b is not None),
@@ -238,7 +256,7 @@ class BedrockAdapter(Adapter):
     # --- streaming (AWS event stream) --------------------------------------------------------
 
     def stream_parser(self, options: CallOptions) -> StreamParser:
-        return BedrockStreamParser(self)
+        return BedrockStreamParser(self, options.output)
 
 
 class BedrockStreamParser(StreamParser):
@@ -247,9 +265,10 @@ class BedrockStreamParser(StreamParser):
     `messageStop` with the stop reason (the answer's end), then `metadata` with the usage.
     An exception message is the error its type is documented with (`throttlingException` 429)."""
 
-    def __init__(self, adapter: Adapter) -> None:
+    def __init__(self, adapter: Adapter, output: OutputFormat | None = None) -> None:
         super().__init__()
         self._adapter = adapter
+        self._answer = AnswerStream(output)  # the answer tool's input streams as text
 
     def feed(self, event: StreamEvent) -> list[Delta]:
         data = event_json(event)
@@ -261,7 +280,7 @@ class BedrockStreamParser(StreamParser):
         if event.name == "contentBlockStart" and isinstance(index, int):
             use = obj(obj(data.get("start")).get("toolUse"))
             call_id, name = use.get("toolUseId"), use.get("name")
-            if not use:
+            if not use or self._answer.starts(index, name):
                 return []
             return [
                 ToolCallDelta(
@@ -275,7 +294,11 @@ class BedrockStreamParser(StreamParser):
             text, piece = delta.get("text"), obj(delta.get("toolUse")).get("input")
             if isinstance(text, str) and text:
                 return [TextDelta(text)]
+            if self._answer.owns(index):
+                return self._answer.piece(piece)
             return [ToolCallDelta(index, arguments=piece)] if isinstance(piece, str) else []
+        if event.name == "contentBlockStop":
+            return self._answer.stop(index)
         if event.name == "messageStop":
             return [StopDelta(_stop_reason(data.get("stopReason"))), EndOfStream()]
         if event.name == "metadata":

@@ -19,6 +19,7 @@ from ..types import (
     ImagePart,
     LlmResponse,
     Message,
+    OutputFormat,
     TextBlock,
     ToolCall,
 )
@@ -35,6 +36,7 @@ from .base import (
     obj,
     with_stream,
 )
+from .openai import JSON_HINT, bearer_auth, needs_json_hint
 from .streaming import (
     Delta,
     EndOfStream,
@@ -112,6 +114,13 @@ def _finish(value: Any) -> str | None:
     return finish
 
 
+def response_format(output: OutputFormat) -> dict[str, Any]:
+    """`response_format`: a JSON object, under `json_schema` when there is one (Cohere's
+    structured outputs take the schema itself, unnamed)."""
+    wire = output.wire_schema
+    return {"type": "json_object"} if wire is None else {"type": "json_object", "json_schema": wire}
+
+
 class CohereAdapter(Adapter):
     type_name = "cohere"
 
@@ -125,9 +134,12 @@ class CohereAdapter(Adapter):
             body["max_tokens"] = options.max_tokens
         if options.temperature is not None:
             body["temperature"] = options.temperature
+        if options.output is not None:
+            body["response_format"] = response_format(options.output)
+            if needs_json_hint(conversation, options.output):
+                body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
         body = with_stream(deep_merge(body, options.extra), stream)
-        headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
-        return WireRequest(f"{options.base_url}/v2/chat", body, headers)
+        return WireRequest(f"{options.base_url}/v2/chat", body, bearer_auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         if not isinstance(data, Mapping):

@@ -29,7 +29,14 @@ from .base import (
     tool_name,
     with_stream,
 )
-from .openai import OpenAIAdapter, OpenAIStreamParser, chat_body, chat_message
+from .openai import (
+    OpenAIAdapter,
+    OpenAIStreamParser,
+    ask_for_output,
+    bearer_auth,
+    chat_body,
+    chat_message,
+)
 from .streaming import Delta, StopDelta, StreamEvent, StreamParser
 
 _ID = re.compile(r"^[A-Za-z0-9]{9}$")
@@ -105,9 +112,10 @@ class MistralAdapter(OpenAIAdapter):
             body["max_tokens"] = options.max_tokens
         if options.temperature is not None:
             body["temperature"] = options.temperature
+        if options.output is not None:  # the same `response_format` as OpenAI's
+            ask_for_output(body, conversation, options.output)
         body = with_stream(deep_merge(body, translated(options.extra)), stream)
-        headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
-        return WireRequest(f"{options.base_url}/chat/completions", body, headers)
+        return WireRequest(f"{options.base_url}/chat/completions", body, bearer_auth(options))
 
     def parse_response(self, data: Any, options: CallOptions) -> LlmResponse:
         response = super().parse_response(data, options)

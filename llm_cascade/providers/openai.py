@@ -138,15 +138,30 @@ def strict_compatible(schema: Mapping[str, Any]) -> bool:
 
 def response_format(output: OutputFormat) -> dict[str, Any]:
     """`response_format`: JSON mode, or a named JSON Schema (strict when it qualifies)."""
+    spec = json_spec(output)
+    return {"type": "json_object"} if spec is None else {"type": "json_schema", "json_schema": spec}
+
+
+def json_spec(output: OutputFormat) -> dict[str, Any] | None:
+    """The named schema (strict when it qualifies) of a schema'd output; None: JSON mode."""
     if output.wire_schema is None:
-        return {"type": "json_object"}
+        return None
     schema = dict(output.wire_schema)
-    spec = {"name": output.name, "schema": schema, "strict": strict_compatible(schema)}
-    return {"type": "json_schema", "json_schema": spec}
+    return {"name": output.name, "schema": schema, "strict": strict_compatible(schema)}
 
 
-def _mentions_json(conversation: Conversation) -> bool:
-    return any("json" in m.text.lower() for m in conversation.messages)
+def needs_json_hint(conversation: Conversation, output: OutputFormat) -> bool:
+    """JSON mode is refused unless a message says "json": True when one must be added."""
+    return output.wire_schema is None and not any(
+        "json" in m.text.lower() for m in conversation.messages
+    )
+
+
+def ask_for_output(body: dict[str, Any], conversation: Conversation, output: OutputFormat) -> None:
+    """Chat completions' `response_format`, with the system line JSON mode needs."""
+    body["response_format"] = response_format(output)
+    if needs_json_hint(conversation, output):
+        body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
 
 
 def _text(content: Any) -> str:
@@ -215,9 +230,7 @@ class OpenAIAdapter(Adapter):
         if stream and options.stream_usage:
             body["stream_options"] = {"include_usage": True}  # else a stream has no usage
         if options.output is not None:
-            body["response_format"] = response_format(options.output)
-            if options.output.wire_schema is None and not _mentions_json(conversation):
-                body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
+            ask_for_output(body, conversation, options.output)
         body = with_stream(deep_merge(body, options.extra), stream)
         return WireRequest(f"{options.base_url}/chat/completions", body, bearer_auth(options))
 

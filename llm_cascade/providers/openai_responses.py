@@ -20,6 +20,7 @@ from ..types import (
     ImagePart,
     LlmResponse,
     Message,
+    OutputFormat,
     TextBlock,
     ToolCall,
     compact_json,
@@ -35,7 +36,14 @@ from .base import (
     obj,
     with_stream,
 )
-from .openai import bearer_auth, models_listed, models_probe
+from .openai import (
+    JSON_HINT,
+    bearer_auth,
+    json_spec,
+    models_listed,
+    models_probe,
+    needs_json_hint,
+)
 from .streaming import (
     Delta,
     EndOfStream,
@@ -176,6 +184,12 @@ def output_blocks(output: Any) -> list[ContentBlock]:
     return blocks
 
 
+def text_format(output: OutputFormat) -> dict[str, Any]:
+    """`text.format`: JSON mode, or the named schema flat in the format object."""
+    spec = json_spec(output)
+    return {"type": "json_object"} if spec is None else {"type": "json_schema", **spec}
+
+
 class OpenAIResponsesAdapter(Adapter):
     type_name = "openai_responses"
 
@@ -196,6 +210,10 @@ class OpenAIResponsesAdapter(Adapter):
             body["max_output_tokens"] = options.max_tokens
         if options.temperature is not None:
             body["temperature"] = options.temperature
+        if options.output is not None:
+            body["text"] = {"format": text_format(options.output)}
+            if needs_json_hint(conversation, options.output):
+                body["instructions"] = "\n\n".join(filter(None, (JSON_HINT, system)))
         body = with_stream(deep_merge(body, options.extra), stream)
         return WireRequest(f"{options.base_url}/responses", body, bearer_auth(options))
 

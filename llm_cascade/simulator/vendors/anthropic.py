@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from ..behaviours import Empty, Reply, SimToolCall, Stream
+from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, StreamParts, cut
-from .base import SimRequest, Vendor, check_image_data, check_key, require
+from .base import SimRequest, Vendor, as_forced_call, check_image_data, check_key, require
 
 # Top-level fields of the Messages API; anything else is "Extra inputs are not permitted".
 KNOWN_FIELDS = {
@@ -214,23 +213,6 @@ def forced_tool(body: Any) -> str | None:
     return name if choice.get("type") == "tool" and isinstance(name, str) else None
 
 
-def _as_forced_call(reply: Reply, text: str, request: SimRequest) -> tuple[Reply, str]:
-    """A reply to a request that forces a tool: the text, if it is a JSON object, is that
-    tool's input (as the model must answer); any other text stays text."""
-    name = forced_tool(request.body)
-    if name is None or reply.tool_calls:
-        return reply, text
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return reply, text
-    if not isinstance(value, dict):
-        return reply, text
-    stream = replace(reply.stream, pieces=None) if reply.stream is not None else None
-    forced = replace(reply, text="", tool_calls=(SimToolCall(name, value),), stream=stream)
-    return forced, ""
-
-
 def _check_system(system: Any) -> None:
     if isinstance(system, str):
         return
@@ -299,7 +281,7 @@ class AnthropicVendor(Vendor):
         return None
 
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
-        reply, text = _as_forced_call(reply, text, request)
+        reply, text = as_forced_call(reply, text, forced_tool(request.body))
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
         content += [
             {
@@ -328,7 +310,7 @@ class AnthropicVendor(Vendor):
         """`message_start`, a ping, a text block of `text_delta`s, one block per tool call
         (`tool_use` with `input: {}`, then `input_json_delta` pieces), `message_delta` with
         the stop reason and output tokens, `message_stop`."""
-        reply, text = _as_forced_call(reply, "".join(pieces), request)
+        reply, text = as_forced_call(reply, "".join(pieces), forced_tool(request.body))
         pieces = pieces if text else []
         body: list[Event] = []
         blocks = 0

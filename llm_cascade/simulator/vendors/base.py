@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..behaviours import Empty, Reply, Stream
+from ..behaviours import Empty, Reply, SimToolCall, Stream
 from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, Framing, Sse, StreamParts
 
@@ -170,3 +171,19 @@ def check_image_url(url: Any, where: str) -> None:
         check_image_data(data, media_type, where)
     else:
         require(url.startswith(("https://", "http://")), f"{where}: invalid image URL")
+
+
+def as_forced_call(reply: Reply, text: str, name: str | None) -> tuple[Reply, str]:
+    """A reply to a request that forces the tool `name` (None: forces none): the text, if it is
+    a JSON object, is that tool's input (as the model must answer); any other text stays text."""
+    if name is None or reply.tool_calls:
+        return reply, text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return reply, text
+    if not isinstance(value, dict):
+        return reply, text
+    stream = replace(reply.stream, pieces=None) if reply.stream is not None else None
+    forced = replace(reply, text="", tool_calls=(SimToolCall(name, value),), stream=stream)
+    return forced, ""

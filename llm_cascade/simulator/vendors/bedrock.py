@@ -25,8 +25,9 @@ from urllib.parse import unquote, urlsplit
 
 from ...providers import aws_key_parts, sigv4
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, EventStream, Framing, StreamParts, cut
-from .base import Invalid, SimRequest, Vendor, require
+from .base import Invalid, SimRequest, Vendor, as_forced_call, require
 
 SIM_AWS_ACCESS_KEY_ID = "AKIDSIMULATOR0000001"
 SIM_AWS_SECRET_ACCESS_KEY = "sim/Bedrock+secret/0123456789abcdefEXAMPLE"
@@ -206,6 +207,31 @@ def _check_messages(messages: Any, tool_config: Any) -> None:
     )
 
 
+def obj_get(body: Any, key: str) -> Mapping[str, Any]:
+    value = body.get(key) if isinstance(body, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def forced_tool(body: Any) -> str | None:
+    """The tool a request forces (`toolConfig.toolChoice.tool.name`), if any."""
+    name = obj_get(obj_get(obj_get(body, "toolConfig"), "toolChoice"), "tool").get("name")
+    return name if isinstance(name, str) else None
+
+
+def _check_tool_choice(tool_config: Any) -> None:
+    choice = obj_get(tool_config, "toolChoice")
+    if not choice:
+        return
+    require(
+        len(choice) == 1 and next(iter(choice)) in ("auto", "any", "tool"),
+        "toolConfig.toolChoice: exactly one of auto, any, tool",
+    )
+    name = forced_tool({"toolConfig": tool_config})
+    if "tool" in choice:
+        names = {obj_get(t, "toolSpec").get("name") for t in tool_config.get("tools") or ()}
+        require(name in names, f"toolConfig.toolChoice.tool.name: no tool named {name!r}")
+
+
 class BedrockVendor(Vendor):
     name = "bedrock"
 
@@ -223,6 +249,7 @@ class BedrockVendor(Vendor):
             f"1 validation error detected: unknown field '{unknown[0]}'" if unknown else "",
         )
         _check_messages(body.get("messages"), body.get("toolConfig"))
+        _check_tool_choice(body.get("toolConfig"))
         for block in body.get("system") or ():
             require(
                 isinstance(block, Mapping) and isinstance(block.get("text"), str),
@@ -268,7 +295,16 @@ class BedrockVendor(Vendor):
             "totalTokens": reply.input_tokens + reply.output_tokens,
         }
 
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        name = forced_tool(request.body)
+        for tool in obj_get(request.body, "toolConfig").get("tools") or () if name else ():
+            spec = obj_get(tool, "toolSpec")
+            if spec.get("name") == name:
+                return JsonAnswer(obj_get(spec, "inputSchema").get("json") or {"type": "object"})
+        return None
+
     def reply(self, reply: Reply, text: str, request: SimRequest, serial: int) -> dict[str, Any]:
+        reply, text = as_forced_call(reply, text, forced_tool(request.body))
         content: list[dict[str, Any]] = [{"text": text}] if text else []
         content += [{"toolUse": use} for use in self._uses(reply, serial)]
         return {
@@ -304,6 +340,8 @@ class BedrockVendor(Vendor):
         """`messageStart`; text as `contentBlockDelta`s of block 0; per tool use a
         `contentBlockStart` naming it and its input in pieces; `contentBlockStop` after each
         block; `messageStop` with the stop reason, then `metadata` with the usage."""
+        reply, text = as_forced_call(reply, "".join(pieces), forced_tool(request.body))
+        pieces = pieces if text else []
         head = [Event({"role": "assistant"}, "messageStart")]
         body: list[Event] = []
         index = 0

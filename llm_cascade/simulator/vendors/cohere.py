@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import Event, StreamParts, cut
 from .base import SimRequest, Vendor, check_image_url, check_key, require
 from .openai import bearer
@@ -77,6 +78,19 @@ def _usage(reply: Reply) -> dict[str, Any]:
     }
 
 
+def _check_response_format(rf: Any) -> None:
+    require(isinstance(rf, Mapping), "invalid request: response_format must be an object")
+    require(
+        rf.get("type") in ("text", "json_object"),
+        "invalid request: response_format.type must be one of text, json_object",
+    )
+    schema = rf.get("json_schema")
+    require(
+        schema is None or isinstance(schema, Mapping),
+        "invalid request: response_format.json_schema must be an object",
+    )
+
+
 class CohereVendor(Vendor):
     name = "cohere"
 
@@ -100,6 +114,12 @@ class CohereVendor(Vendor):
         )
         _check_messages(body.get("messages"))
         require(isinstance(body.get("stream", False), bool), "invalid request: stream is a bool")
+        if "response_format" in body:
+            _check_response_format(body["response_format"])
+
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        rf = request.body.get("response_format") or {}
+        return JsonAnswer(rf.get("json_schema")) if rf.get("type") == "json_object" else None
 
     def last_user_text(self, body: Any) -> str:
         for msg in reversed(body.get("messages") or []):

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..behaviours import Empty, Reply, Stream
+from ..documents import JsonAnswer
 from ..wire import Event, StreamParts, cut
 from .base import SimRequest, Vendor, check_image_url, check_key, require
 from .openai import bearer
@@ -90,6 +91,24 @@ def _check_tools(tools: Any) -> None:
         )
 
 
+def _check_text_format(text: Any) -> None:
+    """`text.format`: text, JSON mode, or a named schema given flat (not under `json_schema`)."""
+    fmt = text.get("format", {"type": "text"}) if isinstance(text, Mapping) else None
+    require(isinstance(fmt, Mapping), "Invalid type for 'text.format': expected an object.")
+    assert isinstance(fmt, Mapping)
+    kind = fmt.get("type")
+    require(
+        kind in ("text", "json_object", "json_schema"),
+        f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object', 'json_schema'.",
+    )
+    if kind == "json_schema":
+        require(isinstance(fmt.get("name"), str), "Missing required parameter: 'text.format.name'.")
+        require(
+            isinstance(fmt.get("schema"), Mapping),
+            "Missing required parameter: 'text.format.schema'.",
+        )
+
+
 class ResponsesVendor(Vendor):
     name = "openai_responses"
 
@@ -117,6 +136,14 @@ class ResponsesVendor(Vendor):
             isinstance(body.get("stream", False), bool),
             "Invalid type for 'stream': expected a boolean.",
         )
+        if "text" in body:
+            _check_text_format(body["text"])
+
+    def answer_format(self, request: SimRequest) -> JsonAnswer | None:
+        fmt = (request.body.get("text") or {}).get("format") or {}
+        if fmt.get("type") == "json_object":
+            return JsonAnswer()
+        return JsonAnswer(fmt.get("schema") or {}) if fmt.get("type") == "json_schema" else None
 
     def last_user_text(self, body: Any) -> str:
         items = body.get("input")
