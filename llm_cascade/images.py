@@ -79,7 +79,7 @@ def inline(conversation: Conversation, base_dir: Path | None = None) -> Conversa
         _inlined(m, base_dir) if any(i.path is not None for i in m.images) else m
         for m in conversation.messages
     ]
-    return _checked(Conversation(messages, conversation.tools))
+    return _checked(Conversation(messages, conversation.tools, conversation.output))
 
 
 def _inlined(msg: Message, base_dir: Path | None) -> Message:
@@ -105,7 +105,7 @@ def attach(
         )
     added = tuple(image_source(s) for s in sources)
     messages = [*conversation.messages[:-1], replace(last, content=(*last.parts, *added))]
-    return _checked(Conversation(messages, conversation.tools))
+    return _checked(Conversation(messages, conversation.tools, conversation.output))
 
 
 def _checked(conversation: Conversation) -> Conversation:

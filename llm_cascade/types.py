@@ -491,7 +491,7 @@ def _parse_image(part: Mapping[str, Any], where: str) -> ImagePart:
         raise ConversationError(where, "an image needs exactly one of url, path or data")
     value = _str(part, given[0], where)
     if given[0] == "url":
-        return _image_url(value, f"{where}.url")
+        return image_from_url(value, f"{where}.url")
     if given[0] == "path":
         if not value:
             raise ConversationError(f"{where}.path", "is empty")
@@ -506,10 +506,10 @@ def _openai_image(part: Mapping[str, Any], where: str) -> ImagePart:
     url = value.get("url") if isinstance(value, Mapping) else value
     if not isinstance(url, str):
         raise ConversationError(f"{where}.image_url", "must hold a url string")
-    return _image_url(url, f"{where}.image_url")
+    return image_from_url(url, f"{where}.image_url")
 
 
-def _image_url(url: str, where: str) -> ImagePart:
+def image_from_url(url: str, where: str) -> ImagePart:
     """An http(s) URL, or a `data:` URL split into its media type and base64 data."""
     if url.startswith("data:"):
         head, comma, data = url.partition(",")

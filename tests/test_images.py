@@ -13,7 +13,7 @@ from llm_cascade.errors import ConversationError, UsageError
 from llm_cascade.providers import get_adapter
 from llm_cascade.providers.base import CallOptions
 from llm_cascade.simulator import Fail, Reply
-from llm_cascade.types import Conversation, ImagePart, Message, TextPart
+from llm_cascade.types import Conversation, ImagePart, Message, OutputFormat, TextPart
 
 from .providers.helpers import provider_table
 from .support import HELP_HINT, entry, run_cli, tiny_png, write_config
@@ -444,3 +444,11 @@ def test_failed_retry_through_a_cascade_without_vision_skips_that_prompt_and_goe
     assert [r.body["messages"][0]["content"] for r in sim.requests] == ["b"]  # the other went
     left = [json.loads(p.read_text()) for p in (tmp_path / "failed").iterdir()]
     assert [p["conversation"]["messages"][0]["content"][0]["text"] for p in left] == ["a"]
+
+
+def test_attaching_an_image_keeps_the_conversations_output_format(tmp_path):
+    picture = tmp_path / "p.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 8)
+    asked = Conversation([Message.user("what?")], output=OutputFormat())
+    attached = images.attach(asked, [str(picture)])
+    assert attached.output == OutputFormat() and len(attached.images) == 1

@@ -439,7 +439,15 @@ def test_anthropic_specific_mistakes_are_named(tmp_path, sim):
                 "max_tokens": 5,
                 "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
             },
-            '"image" blocks are not supported',
+            "source.type: must be base64 or url",
+        ),
+        (
+            {
+                "model": "fast",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "document"}]}],
+            },
+            '"document" blocks are not supported',
         ),
         ({"model": "fast", "max_tokens": 5, "top_k": 3, "messages": []}, "top_k"),
     ]
@@ -625,3 +633,116 @@ def test_metrics_is_the_rendering_of_the_metrics_command(tmp_path, sim):
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
     names = {family.name for family in text_string_to_metric_families(reply.text)}
     assert "llm_cascade_attempts" in names
+
+
+# --- structured output and images -------------------------------------------------------------
+
+PNG = "iVBORw0KGgo="  # base64 of the PNG signature
+INVOICE = {
+    "type": "object",
+    "properties": {"total": {"type": "number"}},
+    "required": ["total"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_response_format_is_checked_and_fails_over_across_vendors(tmp_path, sim):
+    sim.script("a", Reply('{"total": "lots"}'))  # JSON, but not valid under the schema
+    sim.script("c", Reply('{"total": 6.5}'))
+    cfg = sim_config(tmp_path, sim, fast=["a", entry("claude", "c")])
+    with gateway(cfg) as gw:
+        reply = oai(gw.url).chat.completions.create(
+            model="fast",
+            messages=[{"role": "user", "content": "Tea 2.50, cake 4.00"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "invoice", "schema": INVOICE, "strict": True},
+            },
+        )
+    assert json.loads(reply.choices[0].message.content or "") == {"total": 6.5}
+    to_openai, to_anthropic = sim.requests
+    assert to_openai.body["response_format"]["json_schema"]["schema"] == INVOICE
+    assert to_anthropic.body["tool_choice"] == {"type": "tool", "name": "invoice"}
+    assert [r.outcome for r in rows(tmp_path)][-2:] == ["invalid_output", "ok"]
+
+
+def test_json_mode_streams_a_checked_document(tmp_path, sim):
+    sim.script("a", Reply('{"ok": true}', stream=Stream(chunks=3)))
+    with gateway(sim_config(tmp_path, sim, fast=["a"])) as gw:
+        chunks = oai(gw.url).chat.completions.create(
+            model="fast",
+            messages=[{"role": "user", "content": "status?"}],
+            response_format={"type": "json_object"},
+            stream=True,
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(text) == {"ok": True}
+    assert sim.requests[0].body["response_format"] == {"type": "json_object"}
+
+
+def test_images_from_either_sdk_reach_an_entry_of_the_other_vendor(tmp_path, sim):
+    cfg = sim_config(tmp_path, sim, to_claude=[entry("claude", "c")], to_openai=["a"])
+    data_url = f"data:image/png;base64,{PNG}"
+    with gateway(cfg) as gw:
+        oai(gw.url).chat.completions.create(
+            model="to_claude",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": data_url}},
+                    ],
+                }
+            ],
+        )
+        claude(gw.url).messages.create(
+            model="to_openai",
+            max_tokens=20,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                        },
+                        {"type": "text", "text": "and this?"},
+                    ],
+                }
+            ],
+        )
+    to_anthropic, to_openai = sim.requests
+    blocks = to_anthropic.body["messages"][0]["content"]
+    assert {"type": "text", "text": "what is this?"} in blocks
+    assert {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    } in blocks
+    parts = to_openai.body["messages"][0]["content"]
+    assert {"type": "image_url", "image_url": {"url": data_url}} in parts
+
+
+def test_an_image_no_entry_can_see_is_a_400_and_nothing_is_sent(tmp_path, sim):
+    blind = {"type": "ollama", "base_url": sim.base_url("ollama")}
+    cfg = write_config(
+        tmp_path, sim, {"fast": [entry("blind", "llama3")]}, providers={"blind": blind}
+    )
+    with gateway(cfg) as gw:
+        reply = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            json={
+                "model": "fast",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+                        ],
+                    }
+                ],
+            },
+        )
+    assert reply.status_code == 400, reply.text
+    assert "no entry supports images" in reply.json()["error"]["message"]
+    assert sim.count() == 0

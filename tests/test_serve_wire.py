@@ -83,6 +83,27 @@ def test_an_openai_request_becomes_a_conversation_and_options():
     assert request.conversation.tools is not None and request.conversation.tools[0].name == "f"
 
 
+PNG = "iVBORw0KGgo="  # base64 of the PNG signature: enough for the gateway's checks
+IMAGE_PART = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+
+
+def test_openai_image_parts_and_response_format_become_the_conversation():
+    body = {
+        "model": "fast",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, IMAGE_PART]}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "seen", "schema": {"type": "array"}},
+        },
+    }
+    request = openai_wire.parse_request(body, CASCADES, {})
+    (user,) = request.conversation.messages
+    assert user.text == "what?"
+    assert [(i.media_type, i.data) for i in user.images] == [("image/png", PNG)]
+    output = request.conversation.output
+    assert output is not None and (output.name, output.schema) == ("seen", {"type": "array"})
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -91,14 +112,46 @@ def test_an_openai_request_becomes_a_conversation_and_options():
         ({"model": "fast", "messages": [{"role": "user"}]}, "messages[0].content"),
         (
             {"model": "fast", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0].image_url",
+        ),
+        (
+            {"model": "fast", "messages": [{"role": "user", "content": [{"type": "audio"}]}]},
             "messages[0].content[0].type",
+        ),
+        (
+            {"model": "fast", "messages": [{"role": "system", "content": [IMAGE_PART]}]},
+            "messages[0].content[0].type",  # images go in user turns only
+        ),
+        (
+            {
+                "model": "fast",
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ],
+            },
+            "messages[0].content[0].image_url.url",
         ),
         ({"model": "fast", "messages": [], "max_tokens": 0}, "max_tokens"),
         ({"model": "fast", "messages": [], "stream": "yes"}, "stream"),
         ({"model": "fast", "messages": ASKED, "temperature": True}, "temperature"),
         (
-            {"model": "fast", "messages": [], "response_format": {"type": "json_object"}},
-            "response_format",
+            {"model": "fast", "messages": [], "response_format": {"type": "xml"}},
+            "response_format.type",
+        ),
+        (
+            {"model": "fast", "messages": [], "response_format": {"type": "json_schema"}},
+            "response_format.json_schema",
+        ),
+        (
+            {
+                "model": "fast",
+                "messages": [],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "n", "schema": {"type": "nonsense"}},
+                },
+            },
+            "response_format.json_schema.schema",
         ),
         ({"model": "fast", "messages": [], "tool_choice": "required"}, "tool_choice"),
         ({"model": "fast", "messages": [], "top_p": 0.5}, "top_p"),

@@ -15,7 +15,17 @@ from ..events import Done, EntryStarted, StreamEvent, Text, ToolCallDelta
 from ..providers.base import arguments_object
 from ..providers.base import safe_tool_id as tool_id
 from ..results import CascadeResult
-from ..types import Conversation, LlmResponse, Message, ToolCall, ToolDefinition, compact_json
+from ..types import (
+    ContentPart,
+    Conversation,
+    ImagePart,
+    LlmResponse,
+    Message,
+    TextPart,
+    ToolCall,
+    ToolDefinition,
+    compact_json,
+)
 from .wire import (
     ANY,
     BadRequest,
@@ -24,6 +34,8 @@ from .wire import (
     cascade_name,
     entry_model,
     expect,
+    image_part,
+    inline_image_part,
     new_id,
     optional_int,
     optional_number,
@@ -31,6 +43,7 @@ from .wire import (
     refuse_unknown,
     sse,
     stop_kind,
+    user_message,
 )
 
 MAPPED = frozenset(
@@ -141,13 +154,28 @@ def _assistant(blocks: list[dict[str, Any]], where: str) -> Message:
     return Message.assistant("".join(texts), calls)
 
 
+def _image(block: dict[str, Any], where: str) -> ImagePart:
+    """An `image` block: a `base64` source with its media type, or a `url` source."""
+    source = expect(block.get("source"), dict, f"{where}.source", "an object")
+    kind = source.get("type")
+    if kind == "base64":
+        return inline_image_part(source.get("media_type"), source.get("data"), f"{where}.source")
+    if kind == "url":
+        return image_part(source.get("url"), f"{where}.source.url")
+    raise _unsupported(f"{where}.source.type", "must be base64 or url")
+
+
 def _user(blocks: list[dict[str, Any]], where: str) -> list[Message]:
-    """Tool results become tool turns (first, as the API orders them), the text a user turn."""
-    out, texts = [], []
+    """Tool results become tool turns (first, as the API orders them), the text and images a
+    user turn."""
+    out: list[Message] = []
+    parts: list[ContentPart] = []
     for i, block in enumerate(blocks):
         kind, at = block.get("type"), f"{where}[{i}]"
         if kind == "text":
-            texts.append(expect(block.get("text"), str, f"{at}.text", "a string"))
+            parts.append(TextPart(expect(block.get("text"), str, f"{at}.text", "a string")))
+        elif kind == "image":
+            parts.append(_image(block, at))
         elif kind == "tool_result":
             call_id = expect(block.get("tool_use_id"), str, f"{at}.tool_use_id", "a string")
             out.append(
@@ -155,8 +183,8 @@ def _user(blocks: list[dict[str, Any]], where: str) -> list[Message]:
             )
         else:
             raise _unsupported(f"{at}.type", f"{compact_json(kind)} blocks are not supported")
-    if texts or not out:
-        out.append(Message.user("".join(texts)))
+    if parts or not out:
+        out.append(user_message(parts))
     return out
 
 

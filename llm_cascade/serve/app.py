@@ -29,7 +29,7 @@ from typing import Any
 from .. import redaction
 from ..cascade import Cascade
 from ..config import AppConfig, ProviderConfig, load_config
-from ..errors import CascadeFailed, LlmCascadeError
+from ..errors import CascadeFailed, LlmCascadeError, UsageError
 from ..events import Done, EntryStarted
 from ..keys import ResolvedKey, lookup_for, resolve_key
 from ..results import CascadeResult, RunOptions
@@ -309,6 +309,9 @@ class Gateway:
                 await ex.fail(
                     exc.status, exc.message, param=exc.param, code=exc.code, headers=headers
                 )
+        except UsageError as exc:  # the engine refused before sending: no entry can serve it
+            if not ex.started:
+                await ex.fail(400, str(exc), code="unsupported_request")
         except Exception as exc:  # a bug must not become a traceback or a hung client
             logger.error(
                 "internal error on %s %s: %s: %s", ex.method, ex.path, type(exc).__name__, exc

@@ -11,13 +11,18 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import UsageError
 from ..events import Done, EntryStarted, StreamEvent, Text, ToolCallDelta
 from ..results import CascadeResult
+from ..structured import output_format
 from ..types import (
+    ContentPart,
     Conversation,
     LlmResponse,
     Message,
+    OutputFormat,
     Role,
+    TextPart,
     ToolCall,
     ToolDefinition,
     compact_json,
@@ -30,6 +35,7 @@ from .wire import (
     cascade_name,
     entry_model,
     expect,
+    image_part,
     new_id,
     optional_int,
     optional_number,
@@ -37,6 +43,7 @@ from .wire import (
     refuse_unknown,
     sse,
     stop_kind,
+    user_message,
 )
 
 MAPPED = frozenset(
@@ -87,13 +94,13 @@ def parse_request(
         "stream_options.include_usage",
         "true or false",
     )
-    _check_response_format(body.get("response_format"))
+    output = _output(body.get("response_format"))
     tools = _tools(body.get("tools"))
     _check_tool_choice(body.get("tool_choice"))
     max_tokens = optional_int(body, "max_completion_tokens") or optional_int(body, "max_tokens")
     return GatewayRequest(
         cascade=name,
-        conversation=Conversation(_messages(body.get("messages")), tools),
+        conversation=Conversation(_messages(body.get("messages")), tools, output),
         stream=stream,
         include_usage=usage,
         max_tokens=max_tokens,
@@ -102,20 +109,30 @@ def parse_request(
     )
 
 
-def _check_response_format(value: Any) -> None:
-    """Plain text is what every entry gives. JSON modes need the structured-output feature,
-    which this build does not have: refused, rather than answered with unchecked text."""
+def _output(value: Any) -> OutputFormat | None:
+    """`response_format`: `text` (free text), `json_object` (JSON mode) or `json_schema` (a
+    named schema): the answer is checked as `run --schema` checks it, whatever the entry."""
     if value is None:
-        return
+        return None
     expect(value, dict, "response_format", "an object")
     kind = value.get("type")
-    if kind != "text":
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputFormat()
+    if kind != "json_schema":
         raise BadRequest(
-            f"response_format: type {compact_json(kind)} is not supported by this gateway yet"
-            ' (only "text")',
-            param="response_format",
-            code="unsupported_parameter",
+            f"response_format.type: must be text, json_object or json_schema, got"
+            f" {compact_json(kind)}",
+            param="response_format.type",
         )
+    spec = expect(value.get("json_schema"), dict, "response_format.json_schema", "an object")
+    name = expect(spec.get("name"), str, "response_format.json_schema.name", "a string")
+    where = "response_format.json_schema.schema"
+    try:
+        return output_format(spec.get("schema", {"type": "object"}), name, where=where)
+    except UsageError as exc:
+        raise BadRequest(str(exc), param=where) from None
 
 
 def _check_tool_choice(value: Any) -> None:
@@ -128,23 +145,35 @@ def _check_tool_choice(value: Any) -> None:
     )
 
 
-def _text(content: Any, where: str) -> str:
-    """A message's content as text: a string, or an array of text parts."""
+def _parts(content: Any, where: str, images: bool) -> list[ContentPart]:
+    """A message's content as parts: a string, or an array of text (and, when `images`,
+    `image_url`) parts."""
     if isinstance(content, str):
-        return content
+        return [TextPart(content)]
     expect(content, list, where, "a string or an array of content parts")
-    texts = []
+    parts: list[ContentPart] = []
     for i, part in enumerate(content):
-        expect(part, dict, f"{where}[{i}]", "a content part object")
-        if part.get("type") != "text":
+        at = f"{where}[{i}]"
+        expect(part, dict, at, "a content part object")
+        kind = part.get("type")
+        if kind == "text":
+            parts.append(TextPart(expect(part.get("text"), str, f"{at}.text", "a string")))
+        elif kind == "image_url" and images:
+            image = expect(part.get("image_url"), dict, f"{at}.image_url", "an object")
+            parts.append(image_part(image.get("url"), f"{at}.image_url.url"))
+        else:
+            allowed = "text and image_url" if images else "text"
             raise BadRequest(
-                f"{where}[{i}].type: {compact_json(part.get('type'))} parts are not supported"
-                " (text only)",
-                param=f"{where}[{i}].type",
+                f"{at}.type: {compact_json(kind)} parts are not supported ({allowed} only)",
+                param=f"{at}.type",
                 code="unsupported_parameter",
             )
-        texts.append(expect(part.get("text"), str, f"{where}[{i}].text", "a string"))
-    return "".join(texts)
+    return parts
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or an array of text parts."""
+    return "".join(p.text for p in _parts(content, where, images=False) if isinstance(p, TextPart))
 
 
 def _tool_call(raw: Any, where: str) -> ToolCall:
@@ -182,6 +211,8 @@ def _message(raw: Any, where: str) -> Message:
         content = ""  # an assistant turn that only calls tools has null content
     elif content is None:
         raise BadRequest(f"{where}.content: is missing", param=f"{where}.content")
+    if role == "user":
+        return user_message(_parts(content, f"{where}.content", images=True))
     return Message(ROLES[role], _text(content, f"{where}.content"), tool_calls=tuple(calls))
 
 

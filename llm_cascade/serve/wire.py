@@ -13,7 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..types import Conversation, LlmResponse, shown, too_deep
+from ..errors import ConversationError
+from ..types import (
+    ContentPart,
+    Conversation,
+    ImagePart,
+    LlmResponse,
+    Message,
+    TextPart,
+    image_from_url,
+    inline_image,
+    shown,
+    too_deep,
+)
 from ..untrusted import MAX_NESTING
 
 # The caller's vendor headers passed to entries of that vendor (all other headers stay here).
@@ -197,3 +209,29 @@ def sse(data: Any, event: str | None = None) -> bytes:
     line = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {line}\n\n".encode()
+
+
+def image_part(url: Any, where: str) -> ImagePart:
+    """An image given by an http(s) URL or a base64 `data:` URL, as a conversation file takes it."""
+    expect(url, str, where, "an http(s) or data: URL")
+    try:
+        return image_from_url(url, where)
+    except ConversationError as exc:
+        raise BadRequest(str(exc), param=where) from None
+
+
+def inline_image_part(media_type: Any, data: Any, where: str) -> ImagePart:
+    """An image given as base64 `data` with its `media_type`."""
+    expect(media_type, str, f"{where}.media_type", "an image media type")
+    expect(data, str, f"{where}.data", "base64 text")
+    try:
+        return inline_image(media_type, data, where)
+    except ConversationError as exc:
+        raise BadRequest(str(exc), param=where) from None
+
+
+def user_message(parts: list[ContentPart]) -> Message:
+    """A user turn of text and image parts in the order given; text alone is one string."""
+    if not any(isinstance(p, ImagePart) for p in parts):
+        return Message.user("".join(p.text for p in parts if isinstance(p, TextPart)))
+    return Message.user(parts)
