@@ -213,3 +213,25 @@ def test_sigterm_ends_a_stream_whose_reader_stopped_reading(tmp_path, sim):
     [envelope] = saved(tmp_path)
     assert envelope["status"] == "interrupted"
     assert envelope["errors"][-1]["partial"].startswith("xxx")
+
+
+def test_a_terminal_keeps_a_crlf_split_between_pieces_and_escapes_a_lone_cr(tmp_path, sim):
+    import pexpect
+
+    pieces = ("one\r", "\ntwo\r", "three\x1b[2J")
+    sim.script("a", Reply("".join(pieces), stream=Stream(pieces=pieces)))
+    cfg = config(tmp_path, sim, ("sim", "a"))
+    child = pexpect.spawn(
+        cli_command()[0],
+        ["run", "-C", "x", "-c", str(cfg), "-p", "hi"],
+        env={**os.environ, "SIM_KEY": SIM_KEY},
+        encoding="utf-8",
+        timeout=30,
+    )
+    try:
+        child.expect(pexpect.EOF)
+        seen = child.before.replace("\r\n", "\n")  # the terminal's own line ends
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert "one\r\ntwo\\x0dthree\\x1b[2J" in seen, repr(seen)

@@ -37,6 +37,27 @@ def shown_text(text: str, *, terminal: bool) -> str:
     return untrusted.escape_controls(text) if terminal else text
 
 
+class StreamedText:
+    """Stream pieces as `shown_text` shows them, for a terminal: a CR that ends one piece is
+    held back until the next says whether it starts a CRLF line end (kept) or not (escaped)."""
+
+    def __init__(self, *, terminal: bool) -> None:
+        self.terminal = terminal
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if not self.terminal:
+            return text
+        text, self._held = self._held + text, ""
+        if text.endswith("\r"):
+            text, self._held = text[:-1], "\r"
+        return shown_text(text, terminal=True)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return shown_text(held, terminal=self.terminal)
+
+
 def answer_text(response: LlmResponse, *, terminal: bool = False) -> str:
     """stdout for a plain run: the text, or the whole response as JSON if it calls tools.
 

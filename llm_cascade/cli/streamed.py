@@ -73,6 +73,7 @@ async def stream_answer(
     from . import render
 
     stream = engine.stream(cascade, conversation, options)
+    shown = render.StreamedText(terminal=terminal)
     async with _sigterm_cancels(), aclosing(stream) as events:
         async for event in events:
             if not isinstance(event, EntryStarted):
@@ -81,7 +82,7 @@ async def stream_answer(
                 calls = event.result.response.tool_calls
                 end = "\n" + (render.dumps(event.result.response.to_dict()) + "\n" if calls else "")
                 try:
-                    _write(_line(event) if as_json else end)
+                    _write(_line(event) if as_json else shown.flush() + end)
                 except (StdoutClosed, StdoutFailed, Terminated) as exc:
                     event.answer.undelivered(str(exc) or "the reader closed stdout")
                     raise
@@ -89,8 +90,8 @@ async def stream_answer(
             if as_json:
                 _write(_line(event))
             elif isinstance(event, Text):
-                _write(render.shown_text(event.text, terminal=terminal))
-            elif isinstance(event, Switched):
+                _write(shown.feed(event.text))
+            elif isinstance(event, Switched):  # the answer goes on: a held CR stays held
                 say(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
                     f" {event.to} continues the answer"
@@ -102,6 +103,7 @@ async def stream_answer(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
                     " the next entry answers from the start:"
                 )
+                shown.flush()  # the broken answer's last CR: nothing follows it
                 _write("\n----\n")
     raise AssertionError("a stream ends with Done or raises")  # pragma: no cover
 
