@@ -13,6 +13,7 @@ so an unknown provider or a bad value is a ConfigError before anything runs.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -58,6 +59,7 @@ def adhoc_config(
     providers = dict(config.providers)
     made: dict[str, ProviderConfig] = {}
     entries: list[CascadeEntry] = []
+    specs = list(specs)
     for i, spec in enumerate(specs):
         where = shown(spec) if isinstance(spec, str) else f"entries[{i}]"
         provider, model, options = _split(parser, spec, where)
@@ -79,13 +81,25 @@ def adhoc_config(
         entries.append(entry)
     if not entries:
         raise parser.fail("entries", "give at least one (provider, model) entry")
+    kept = _as_json(specs)
     return replace(
         config,
         providers=providers,
-        cascades={**config.cascades, name: CascadeConfig(name, tuple(entries))},
+        cascades={**config.cascades, name: CascadeConfig(name, tuple(entries), specs=kept)},
         database_path=database_path or config.database_path,
         failure_dir=failure_dir or config.failure_dir,
     )
+
+
+def _as_json(specs: Iterable[Spec]) -> tuple[Any, ...] | None:
+    """The specs as JSON values (a tuple becomes a list), or None if one holds something JSON
+    cannot (then a saved prompt is retried through a cascade named with -C)."""
+    out = tuple(s if isinstance(s, str) else list(s) for s in specs)
+    try:
+        json.dumps(out)
+    except (TypeError, ValueError):
+        return None
+    return out
 
 
 def _split(parser: _Parser, spec: Any, where: str) -> tuple[str, str, dict[str, Any]]:

@@ -227,7 +227,10 @@ class Cascade:
             from .structured import OutputCheck  # the validator is imported only if needed
 
             check = OutputCheck(conversation.output, opts.output_check)
-        keeper = PromptKeeper(self.failures, cascade.name, conversation, self.clock.now, saved)
+        made_from = {"entries": list(cascade.specs)} if cascade.specs else None
+        keeper = PromptKeeper(
+            self.failures, cascade.name, conversation, self.clock.now, saved, made_from
+        )
         run = _Run(
             self, cascade, conversation, opts, keeper, stream=stream, unfit=unfit, check=check
         )

@@ -123,6 +123,9 @@ class CascadeConfig:
     # A stream that breaks after output: restart on the next entry, continue from the partial
     # answer, or fail. None: the caller's default (see RunOptions.on_midstream).
     on_midstream: str | None = None
+    # The list an ad-hoc cascade (`run -m`, `LLMCascade([...])`) was made from, as JSON values:
+    # saved with a prompt no entry answered, so `failed retry` can make the cascade again.
+    specs: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,12 @@ class SavedPrompt:
         return self._text("cascade_name") or ""
 
     @property
+    def entries(self) -> list[Any] | None:
+        """The entries of the ad-hoc cascade it was saved from (`run -m`, a library list)."""
+        value = self.envelope.get("entries")
+        return value if isinstance(value, list) and value else None
+
+    @property
     def timestamp(self) -> str | None:
         return self._text("timestamp")
 
@@ -493,9 +499,11 @@ class PromptKeeper:
         conversation: Conversation,
         now: Callable[[], float],
         existing: PendingPrompt | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.cascade_name = cascade_name
+        self.fields = dict(fields or {})  # saved with the prompt, whichever save writes it
         self.conversation = conversation
         self.now = now
         self.pending = existing
@@ -508,7 +516,7 @@ class PromptKeeper:
         for store in self._stores():
             try:
                 self.pending = store.begin(
-                    self.cascade_name, self.conversation, self.now(), **extra
+                    self.cascade_name, self.conversation, self.now(), **self.fields, **extra
                 )
             except OSError as exc:
                 self.problems.append(f"{store.dir}: {exc.strerror or exc}")
@@ -547,7 +555,13 @@ class PromptKeeper:
         for store in self._stores():
             try:
                 path = store.save(
-                    self.cascade_name, self.conversation, self.now(), errors, status, **fields
+                    self.cascade_name,
+                    self.conversation,
+                    self.now(),
+                    errors,
+                    status,
+                    **self.fields,
+                    **fields,
                 )
                 return SaveOutcome(str(path))
             except OSError as exc:

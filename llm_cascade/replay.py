@@ -7,16 +7,19 @@ only once that returned. Prompts that cannot be sent are reported, never dropped
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .adhoc import ADHOC_CASCADE, adhoc_config
 from .cascade import Cascade, CascadeResult
 from .config import AppConfig
-from .errors import CascadeFailed, ConversationError, UsageError
+from .errors import CascadeFailed, ConfigError, ConversationError, UsageError
 from .failures import FailureStore, SavedPrompt, write_private
 from .paths import ensure_private_dir
+from .types import compact_json
 
 Verdict = Literal["answered", "failing", "unroutable", "unreadable", "taken", "undelivered"]
 
@@ -66,12 +69,52 @@ def write_answer(answers_dir: Path, saved: SavedPrompt, result: CascadeResult) -
     return path
 
 
-def routing_problem(config: AppConfig, saved: SavedPrompt, cascade: str | None) -> str | None:
+def with_saved_cascades(
+    config: AppConfig, prompts: Iterable[SavedPrompt]
+) -> tuple[AppConfig, dict[str, str]]:
+    """`config` with the ad-hoc cascades (`run -m`, `LLMCascade([...])`) the prompts were saved
+    from made again from the entries saved with them, and which cascade sends which prompt.
+
+    The saved entries win over a config cascade of the same name. Two lists saved under one
+    name (two different `-m` runs) become two cascades, the second named with a digest of its
+    list. Entries the config cannot resolve any more are left out (the prompt is unroutable).
+    """
+    routes: dict[str, str] = {}
+    made: dict[str, str] = {}  # cascade name -> its entries as JSON
+    for saved in prompts:
+        specs = saved.entries
+        if specs is None:
+            continue
+        key = compact_json(specs)
+        name = saved.cascade_name or ADHOC_CASCADE
+        if made.get(name, key) != key or (name in config.cascades and name not in made):
+            name = f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:6]}"
+        if name not in made:
+            try:
+                config = adhoc_config(specs, config, name=name, label=saved.id)
+            except ConfigError:
+                continue
+            made[name] = key
+        routes[saved.id] = name
+    return config, routes
+
+
+def routing_problem(
+    config: AppConfig,
+    saved: SavedPrompt,
+    cascade: str | None,
+    routes: Mapping[str, str] | None = None,
+) -> str | None:
     """Why `saved` cannot be sent with this config (its cascade is gone), or None."""
-    name = cascade or saved.cascade_name
+    name = _route(saved, cascade, routes)
     if name in config.cascades:
         return None
     return f"{saved.id}: cascade '{name}' is not in the config; pass -C/--cascade to pick one"
+
+
+def _route(saved: SavedPrompt, cascade: str | None, routes: Mapping[str, str] | None) -> str:
+    """The cascade that sends `saved`: the one asked for, else its own (made again)."""
+    return cascade or (routes or {}).get(saved.id) or saved.cascade_name
 
 
 async def replay(
@@ -81,15 +124,17 @@ async def replay(
     deliver: Callable[[SavedPrompt, CascadeResult], None],
     *,
     cascade: str | None = None,
+    routes: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Replayed]:
-    """Retry each prompt in turn (through `cascade`, else its own) and say what became of it.
+    """Retry each prompt in turn (through `cascade`, else its own: `routes` names the ones
+    `with_saved_cascades` made again) and say what became of it.
 
     `deliver(saved, result)` writes the answer out. If it raises, the prompt stays on disk,
     with the answer, as undelivered; an OSError (e.g. an answers file that cannot be made)
     moves on to the next prompt, anything else stops the queue.
     """
     for saved in prompts:
-        problem = routing_problem(engine.config, saved, cascade)
+        problem = routing_problem(engine.config, saved, cascade, routes)
         if problem is not None:
             yield Replayed(saved, "unroutable", detail=problem)
             continue
@@ -104,7 +149,7 @@ async def replay(
             continue
         try:
             answer = await engine.answer(
-                cascade or saved.cascade_name, saved.conversation(), saved=claim
+                _route(saved, cascade, routes), saved.conversation(), saved=claim
             )
         except CascadeFailed as exc:
             last = exc.message.splitlines()[-1]

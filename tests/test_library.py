@@ -138,6 +138,25 @@ def test_every_entry_failing_raises_cascade_failed_with_the_saved_prompt(tmp_pat
     assert json.loads(saved.read_text())["conversation"]["messages"][-1]["content"] == "hi"
 
 
+def test_the_cli_retries_a_prompt_the_library_saved_through_the_same_entries(tmp_path, sim):
+    sim.script("a", Fail(500), Reply("answered later"))
+    cfg = write_config(tmp_path, sim, {"x": ["other"]})  # a config without that cascade
+    cascade = LLMCascade(
+        [on_sim(sim, "openai", "a")],
+        db_path=tmp_path / "state" / "db.sqlite",
+        failed_dir=tmp_path / "failed",
+    )
+    with pytest.raises(CascadeFailed) as caught:
+        asyncio.run(cascade.get_response("keep me"))
+    kept = Path(caught.value.failed_prompt_path or "").read_text()
+    assert json.loads(kept)["entries"] == [list(on_sim(sim, "openai", "a"))]
+    assert SIM_KEY not in kept  # the key's variable is saved, never its value
+    assert run_cli("reset", "--all", "-c", str(cfg)).returncode == 0
+    done = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    assert (done.returncode, done.stdout) == (0, "answered later\n"), done.stderr
+    assert [r.model for r in sim.requests] == ["a", "a"]
+
+
 def test_cooldowns_are_shared_with_the_cli_through_the_same_database(tmp_path, sim):
     sim.script("m", Fail(429, retry_after="120"))
     sim.script("b", Reply("from b"))

@@ -217,6 +217,25 @@ def test_m_runs_just_those_entries_in_order(tmp_path, sim):
     assert "sim/b  skipped: cooling down until" in again.stderr
 
 
+def test_failed_retry_makes_the_m_cascades_again_from_the_saved_prompts(tmp_path, sim):
+    sim.script("b", Fail(500), Reply("b at last"))
+    sim.script("c", Fail(500), Reply("c at last"))
+    cfg = config(tmp_path, sim)
+    for model in ("b", "c"):  # two different -m lists, both saved as cascade "adhoc"
+        assert run_cli("run", "-c", str(cfg), "-m", f"sim/{model}", f"ask {model}").returncode == 1
+    saved = json.loads(run_cli("failed", "list", "-c", str(cfg), "--json").stdout)
+    assert sorted(s["cascade"] for s in saved) == ["adhoc", "adhoc"]
+    assert run_cli("reset", "--all", "-c", str(cfg)).returncode == 0
+
+    done = run_cli("failed", "retry", "--all", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split("\n")) == ["", "b at last", "c at last"]
+    # each through its own entries, not through the first list or a config cascade
+    asked = [(r.model, r.body["messages"][-1]["content"]) for r in sim.requests[2:]]
+    assert sorted(asked) == [("b", "ask b"), ("c", "ask c")]
+    assert json.loads(run_cli("failed", "list", "-c", str(cfg), "--json").stdout) == []
+
+
 def test_an_ad_hoc_entry_outside_the_config_cools_down_and_resets_like_any(tmp_path, sim):
     sim.script("z", Fail(500))
     cfg = config(tmp_path, sim)
@@ -530,14 +549,13 @@ def test_completion_code_is_not_imported_by_a_plain_command(tmp_path, sim):
         assert "llm_cascade.cli.completion" not in loaded, args
 
 
-def test_saved_prompts_of_ad_hoc_runs_are_retried_through_a_cascade_given_with_c(tmp_path, sim):
+def test_saved_prompts_of_ad_hoc_runs_can_be_retried_through_a_cascade_given_with_c(tmp_path, sim):
     sim.script("b", Fail(500))
     cfg = config(tmp_path, sim)
     assert run_cli("run", "-c", str(cfg), "-m", "sim/b", "keep me").returncode == 1
     [saved] = (tmp_path / "failed").glob("adhoc_*.json")
-    retry = run_cli("failed", "retry", saved.stem, "-c", str(cfg))
-    assert retry.returncode == 2
-    assert "cascade 'adhoc' is not in the config; pass -C/--cascade" in retry.stderr
+    retry = run_cli("failed", "retry", saved.stem, "-c", str(cfg))  # its own entries: still down
+    assert retry.returncode == 1 and "still failing" in retry.stderr
     done = run_cli("failed", "retry", saved.stem, "-C", "x", "-c", str(cfg))
     assert done.returncode == 0, done.stderr
     assert messages(sim)[0]["content"] == "keep me"

@@ -163,16 +163,19 @@ def retry(
         check_answers_dir(answers_dir)
     chosen = store.list() if all_prompts else [store.find(i) for i in idents or []]
     chosen = [s for s in chosen if s.status != "running"]  # another run still owns those
-    if not all_prompts:  # named prompts: a cascade that is gone is a usage error up front
-        from ..replay import routing_problem
+    from ..replay import routing_problem, with_saved_cascades
 
+    app_config, routes = with_saved_cascades(app_config, chosen)
+    if not all_prompts:  # named prompts: a cascade that is gone is a usage error up front
         for saved in chosen:
-            problem = routing_problem(app_config, saved, cascade)
+            problem = routing_problem(app_config, saved, cascade, routes)
             if problem:
                 raise UsageError(problem)
     import asyncio
 
-    failures = asyncio.run(_retry_all(app_config, store, chosen, cascade, answers_dir, json_output))
+    failures = asyncio.run(
+        _retry_all(app_config, store, chosen, cascade, routes, answers_dir, json_output)
+    )
     say(f"Retried {len(chosen)}: {len(chosen) - failures} answered, {failures} still failing.")
     if failures:
         raise typer.Exit(EXIT_FAILED)
@@ -183,6 +186,7 @@ async def _retry_all(
     store: FailureStore,
     chosen: list[SavedPrompt],
     cascade: str | None,
+    routes: dict[str, str],
     answers_dir: Path | None,
     json_output: bool,
 ) -> int:
@@ -194,7 +198,7 @@ async def _retry_all(
 
     failures = 0
     async with Cascade(config) as engine:
-        async for done in replay(engine, store, chosen, deliver, cascade=cascade):
+        async for done in replay(engine, store, chosen, deliver, cascade=cascade, routes=routes):
             failures += done.failed
             if done.verdict == "answered":
                 continue  # _emit said it
