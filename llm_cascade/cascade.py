@@ -318,6 +318,12 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+CANNOT_PICK_UP = (
+    "passed over: it cannot continue the partial answer already passed on, and starting over"
+    " would repeat it"
+)
+
+
 class _Run:
     """The control flow of one cascade call: one loop for whole answers and streams alike."""
 
@@ -485,7 +491,7 @@ class _Run:
         it is passed over, and a later entry that takes a prefill may continue instead."""
         if self.opts.can_restart or self._midstream_mode(entry) != "restart":
             return False
-        logger.info("%s: passed over: it cannot continue the partial answer", entry.key)
+        self.journal.unfit(entry.key, CANNOT_PICK_UP)
         return True
 
     def _picking_up(self, entry: CascadeEntry) -> tuple[Conversation, StreamEvent | None]:

@@ -99,9 +99,11 @@ def test_a_restart_cannot_take_back_text_already_in_a_pipe(tmp_path, sim):
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "hi", "--stream")
     assert done.returncode == 1
     assert done.stdout == "alpha beta"
-    assert "broke mid-stream" in done.stderr and "--no-stream" in done.stderr
-    assert sim.count("b") == 0  # stopped before the next entry was asked
+    assert "sim/b: passed over: it cannot continue the partial answer" in done.stderr
+    assert "--no-stream" in done.stderr
+    assert sim.count("b") == 0  # passed over: starting over would repeat what is in the pipe
     [envelope] = saved(tmp_path)
+    assert envelope["status"] == "failed"  # a finished run, not an interrupted one
     assert envelope["errors"][0]["partial"] == "alpha beta"
 
 

@@ -357,6 +357,9 @@ def run(
         # On a terminal, or a stream into a pipe, what was shown cannot be taken back: let
         # an entry that takes a prefill continue it (the cascade's on_midstream still rules).
         on_midstream=None if app_config.cascades[cascade].on_midstream else "continue",
+        # Plain text streamed into a pipe cannot be taken back: an entry that could only start
+        # over is passed over (one that takes a prefill may continue); none left: the run fails.
+        can_restart=not streaming or terminal or json_output,
     )
     if streaming:
         _stream(app_config, cascade, conversation, options, json_output, explain, wait_s, spinner)
@@ -422,8 +425,9 @@ def _stream(
     """`run --stream`: the engine's events written as they come (see cli/streamed.py)."""
     import asyncio
 
+    from ..cascade import CANNOT_PICK_UP
     from . import render
-    from .streamed import RestartRefused, Terminated, stream_answer
+    from .streamed import Terminated, stream_answer
 
     async def go() -> CascadeResult:  # stream_answer handles SIGTERM
         from ..cascade import Cascade
@@ -462,16 +466,13 @@ def _stream(
         raise typer.Exit(EXIT_TERMINATED) from None
     except CascadeFailed as exc:
         _report_failure(exc, False, explain, wait_s)
+        if any(a.detail == CANNOT_PICK_UP for a in exc.attempts):
+            say(
+                "A stream that broke after its text was written can only be continued by an"
+                " entry that takes a prefill; use --no-stream to let any entry start over."
+            )
         if json_output:  # the last line of the NDJSON, not a pretty object after it
             echo(render.compact_dumps({"event": "failed", **render.failure_json(exc)}))
-        raise typer.Exit(EXIT_FAILED) from None
-    except RestartRefused as exc:
-        entry, reason = exc.args
-        say(
-            f"Error: {entry} broke mid-stream ({reason}) and no later entry could continue the"
-            " text already written; the prompt and the partial answer are saved (see"
-            " `llm-cascade failed list`). Use --no-stream, or --json for restart events."
-        )
         raise typer.Exit(EXIT_FAILED) from None
     if explain:
         for line in render.explain(result.cascade_name, result.attempts):

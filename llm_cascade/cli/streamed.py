@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from ..types import Conversation
 
 
-class RestartRefused(Exception):
-    """A plain-text stream into a pipe cannot restart: the bytes already went out."""
-
-
 class Terminated(BaseException):
     """SIGTERM while a write to stdout was blocked (its reader stopped reading)."""
 
@@ -96,9 +92,7 @@ async def stream_answer(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
                     f" {event.to} continues the answer"
                 )
-            elif isinstance(event, Reset):
-                if not terminal:
-                    raise RestartRefused(event.entry, event.reason)
+            elif isinstance(event, Reset):  # not in a plain pipe: the run says it cannot restart
                 say(
                     f"\nllm-cascade: {event.entry} broke mid-stream ({event.reason});"
                     " the next entry answers from the start:"
