@@ -199,19 +199,24 @@ def _built(
     )
 
 
+def transport_error(exc: httpx.HTTPError) -> ProviderError:
+    """One of httpx's failures as a ProviderError, with nothing secret in its text."""
+    if isinstance(exc, httpx.TimeoutException):
+        phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+        return ProviderError("timeout", f"{phase} timed out")
+    if isinstance(exc, httpx.ConnectError):
+        return ProviderError("connect", f"connection failed: {scrub(str(exc))}")
+    detail = scrub(str(exc)) or type(exc).__name__
+    return ProviderError("transport", f"connection broken: {detail}")
+
+
 @contextmanager
 def _transport_errors() -> Iterator[None]:
-    """httpx's failures as ProviderErrors, with nothing secret in their text."""
+    """httpx's failures as ProviderErrors (`transport_error`)."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        phase = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
-        raise ProviderError("timeout", f"{phase} timed out") from None
-    except httpx.ConnectError as exc:
-        raise ProviderError("connect", f"connection failed: {scrub(str(exc))}") from None
     except httpx.HTTPError as exc:
-        detail = scrub(str(exc)) or type(exc).__name__
-        raise ProviderError("transport", f"connection broken: {detail}") from None
+        raise transport_error(exc) from None
 
 
 async def send(
@@ -396,34 +401,42 @@ class StreamReply:
         limit = self._options.max_response_bytes
         raw = self._response.aiter_raw()
         received = 0
-        while True:
-            content = self._assembler.content_started
-            with _transport_errors():
-                try:
-                    async with asyncio.timeout(self._limits.wait(loop.time(), content=content)):
+        content = False
+        try:
+            # One timer for the whole stream, moved before each read and stopped while the
+            # caller has a delta (its time is not the stream's): cheaper than one per read.
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    content = self._assembler.content_started
+                    now = loop.time()
+                    timer.reschedule(now + self._limits.wait(now, content=content))
+                    try:
                         chunk = await anext(raw, None)
-                except TimeoutError:
-                    raise self._limits.timed_out(loop.time(), content=content) from None
-            if chunk is None:
-                events = framer.finish()
-            else:
-                data = inflate(chunk, limit + 1 - received)
-                received += len(data)
-                if received > limit:
-                    raise ProviderError(
-                        "response_too_large", f"stream larger than {size_text(limit)}"
-                    )
-                events = framer.feed(data)
-            for event in events:
-                try:
-                    deltas = parser.feed(event)
-                except ProviderError as exc:
-                    raise self._scrubbed(exc) from None
-                for delta in deltas:
-                    self._assembler.add(delta)
-                    yield delta
-            if chunk is None:
-                break
+                    except httpx.HTTPError as exc:
+                        raise transport_error(exc) from None
+                    timer.reschedule(None)
+                    if chunk is None:
+                        events = framer.finish()
+                    else:
+                        data = inflate(chunk, limit + 1 - received)
+                        received += len(data)
+                        if received > limit:
+                            raise ProviderError(
+                                "response_too_large", f"stream larger than {size_text(limit)}"
+                            )
+                        events = framer.feed(data)
+                    for event in events:
+                        try:
+                            deltas = parser.feed(event)
+                        except ProviderError as exc:
+                            raise self._scrubbed(exc) from None
+                        for delta in deltas:
+                            self._assembler.add(delta)
+                            yield delta
+                    if chunk is None:
+                        break
+        except TimeoutError:
+            raise self._limits.timed_out(loop.time(), content=content) from None
         if not self._assembler.ended:
             raise ProviderError(
                 "truncated", "the stream ended before the provider's end-of-stream marker"
