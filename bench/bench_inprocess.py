@@ -11,7 +11,9 @@ Cases (each a ratio to its httpx baseline of the same run):
   `json.loads` per line;
 - peak memory of a 1 MiB streamed answer through `Cascade.stream` (tracemalloc), as a multiple
   of the answer's size;
-- 500 concurrent `Cascade.run` calls: the first batch against the next ones.
+- 500 concurrent calls, three batches each on a fresh client (as a new process would have):
+  `Cascade.run` against bare httpx POSTs through the same kind of client, so the cost of
+  opening the connections (the first batch) is told apart from the engine's.
 
 Never part of the test suite; numbers go to bench/README.md.
 """
@@ -39,6 +41,7 @@ from llm_cascade.cascade import Cascade
 from llm_cascade.clock import ManualClock
 from llm_cascade.config import parse_config
 from llm_cascade.events import Text
+from llm_cascade.http_client import new_client
 from llm_cascade.store import Store
 from llm_cascade.types import Conversation
 
@@ -195,6 +198,13 @@ async def main(url: str, work: Path, rounds: int) -> dict[str, Any]:
             engine = Cascade(app, store=store, client=client, clock=ManualClock())
             probes = Probes(client, engine, url)
             await measure(probes, rounds, note)
+    async with new_client() as bare:  # a fresh pool: the first batch opens the connections
+        for batch in range(3):
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(Probes(bare, probes.engine, url).bare_post() for _ in range(500))
+            )
+            note(f"bare_batch{batch}", time.perf_counter() - start)
     async with Cascade(app) as fresh:  # its own client and pool, as a new process would have
         for batch in range(3):
             start = time.perf_counter()
@@ -224,8 +234,9 @@ def report(m: dict[str, Any]) -> None:
         f" Cascade.stream {m['engine_chunk_cpu'] * 1e6:.1f} µs ({chunk:.2f}x)"
     )
     print(f"peak memory of a 1 MiB streamed answer: {m['big_peak']:.2f}x its size")
-    print(f"500 concurrent calls: first batch {m['batch0']:.2f} s, then {m['batch1']:.2f} s"
-          f" and {m['batch2']:.2f} s")  # fmt: skip
+    for name, key in (("bare httpx", "bare_batch"), ("Cascade.run", "batch")):
+        print(f"500 concurrent calls, {name}: first batch {m[key + '0']:.2f} s,"
+              f" then {m[key + '1']:.2f} s and {m[key + '2']:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":
