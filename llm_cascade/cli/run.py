@@ -372,7 +372,7 @@ def run(
         raise typer.Exit(EXIT_FAILED) from None
     result = answer.result
     if explain:
-        for line in render.explain(result.cascade_name, result.attempts):
+        for line in render.explain(result.cascade_name, result.attempts, result.route):
             say(line)
     deliver(
         answer,
@@ -474,7 +474,7 @@ def _stream(
         )
         raise typer.Exit(EXIT_FAILED) from None
     if explain:
-        for line in render.explain(result.cascade_name, result.attempts):
+        for line in render.explain(result.cascade_name, result.attempts, result.route):
             say(line)
 
 
@@ -547,7 +547,7 @@ def _report_failure(
 
     now = SystemClock().now()
     if explain:
-        for line in render.explain(exc.cascade_name, exc.attempts):
+        for line in render.explain(exc.cascade_name, exc.attempts, exc.route):
             say(line)
     say(str(exc))
     hint = render.failure_hint(exc, now, wait_s)

@@ -1,0 +1,397 @@
+"""Routing strategies, the routing state SQLite keeps, costs, budgets and retry_with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from llm_cascade import routing
+from llm_cascade.cascade import Cascade, RunOptions
+from llm_cascade.clock import ManualClock
+from llm_cascade.config import load_config
+from llm_cascade.errors import BudgetExceeded
+from llm_cascade.simulator import Fail, Reply
+from llm_cascade.store import AttemptRecord, Store
+from llm_cascade.types import Conversation
+
+from .support import entry, error_line, run_cli, run_engine, write_config
+
+T0 = 1_767_225_600.0  # ManualClock's start
+
+
+def with_strategy(path: Path, cascade: str, **table: object) -> Path:
+    """The config at `path` with keys added to one cascade's table."""
+    import tomllib
+
+    import tomli_w
+
+    doc = tomllib.loads(path.read_text())
+    doc["cascades"][cascade].update(table)
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "db.sqlite"
+
+
+def log(tmp_path: Path, *records: AttemptRecord, now: float = T0) -> None:
+    with Store(db(tmp_path)) as store:
+        for record in records:
+            store.log_attempt(record, now)
+
+
+def answered(key: str, latency_ms: int, ttft_ms: int | None = None) -> AttemptRecord:
+    return AttemptRecord("x", key, 200, latency_ms, 11, 7, ttft_ms=ttft_ms)
+
+
+def failure(key: str) -> AttemptRecord:
+    return AttemptRecord("x", key, 500, 20, outcome="failed", rule="server_error")
+
+
+# --- the pure strategies ---------------------------------------------------------------------
+
+
+def test_a_weighted_first_pick_follows_the_weights_within_sampling_error():
+    candidates = [routing.Candidate("a", 3.0), routing.Candidate("b", 1.0)]
+    rng = random.Random(7)
+    draws = 4000
+    firsts = [routing.route("weighted", candidates, now=T0, rng=rng).order[0] for _ in range(draws)]
+    share = firsts.count("a") / draws
+    tolerance = 4 * math.sqrt(0.75 * 0.25 / draws)  # four standard errors
+    assert abs(share - 0.75) < tolerance
+    assert set(firsts) == {"a", "b"}
+
+
+def test_a_failure_penalty_shifts_weight_and_decays_as_the_entry_recovers():
+    stats = routing.RouteStats(verdicts=3, penalty=0.875, penalty_at=T0)
+    a = routing.Candidate("a", 3.0, stats)
+    assert routing.effective_weight(a, T0) == pytest.approx(3.0 * 0.125)
+    half = T0 + routing.PENALTY_RECOVERY_S * 0.875 / 2
+    assert routing.effective_weight(a, half) == pytest.approx(3.0 * (1 - 0.4375))
+    assert routing.effective_weight(a, T0 + routing.PENALTY_RECOVERY_S) == 3.0
+    ranked = routing.route(
+        "weighted", [a, routing.Candidate("b", 1.0)], now=T0, rng=random.Random(1)
+    )
+    shares = {r.key: r.numbers["share"] for r in ranked.ranked}
+    assert shares["b"] > shares["a"]  # 1.0 against 0.375
+
+
+def test_weighted_never_draws_an_entry_that_cannot_be_tried():
+    candidates = [routing.Candidate("a", 100.0, available=False), routing.Candidate("b", 1.0)]
+    for seed in range(50):
+        route = routing.route("weighted", candidates, now=T0, rng=random.Random(seed))
+        assert route.order == ("b", "a")
+
+
+def test_latency_orders_by_the_moving_average_and_explores_entries_without_data():
+    slow = routing.Candidate("slow", stats=routing.RouteStats(5, latency_ms=900.0))
+    fast = routing.Candidate("fast", stats=routing.RouteStats(5, latency_ms=120.0))
+    new = routing.Candidate("new")
+    route = routing.route("latency", [slow, fast, new], now=T0, rng=random.Random())
+    assert route.order == ("new", "fast", "slow")
+    assert route.ranked[0].note == "no data yet: explored"
+
+
+def test_streams_are_ranked_by_time_to_first_token_when_known():
+    a = routing.Candidate("a", stats=routing.RouteStats(5, latency_ms=100.0, ttft_ms=90.0))
+    b = routing.Candidate("b", stats=routing.RouteStats(5, latency_ms=900.0, ttft_ms=30.0))
+    assert routing.route("latency", [a, b], now=T0, rng=random.Random()).order == ("a", "b")
+    streamed = routing.route("latency", [a, b], now=T0, rng=random.Random(), streaming=True)
+    assert streamed.order == ("b", "a")
+    assert streamed.ranked[0].numbers == {"ttft_ms": 30.0, "penalty": 0.0}
+
+
+def test_cost_puts_the_cheapest_first_and_entries_without_a_price_last():
+    price = routing.Price(input=2.5, output=10.0)
+    cheap = routing.Price(input=0.1, output=0.4)
+    candidates = [
+        routing.Candidate("none"),
+        routing.Candidate("dear", cost=routing.estimated_cost(price, 1000, None)),
+        routing.Candidate("cheap", cost=routing.estimated_cost(cheap, 1000, None)),
+    ]
+    route = routing.route("cost", candidates, now=T0, rng=random.Random())
+    assert route.order == ("cheap", "dear", "none")
+    assert route.ranked[1].numbers["estimated_cost"] == pytest.approx(
+        (1000 * 2.5 + routing.EXPECTED_OUTPUT_TOKENS * 10.0) / 1e6
+    )
+
+
+def test_score_weighs_reliability_latency_and_cost():
+    flaky_fast = routing.Candidate(
+        "flaky", stats=routing.RouteStats(10, latency_ms=100.0, success=0.2), cost=1.0
+    )
+    steady_slow = routing.Candidate(
+        "steady", stats=routing.RouteStats(10, latency_ms=300.0, success=1.0), cost=1.0
+    )
+    default = routing.route("score", [flaky_fast, steady_slow], now=T0, rng=random.Random())
+    assert default.order == ("steady", "flaky")  # 0.5 reliability outweighs 0.3 latency
+    speed = routing.route(
+        "score",
+        [flaky_fast, steady_slow],
+        now=T0,
+        rng=random.Random(),
+        score_weights={"reliability": 0.1, "latency": 0.9, "cost": 0.0},
+    )
+    assert speed.order == ("flaky", "steady")
+    assert speed.ranked[0].numbers["latency_score"] == 1.0
+
+
+# --- the state SQLite keeps ------------------------------------------------------------------
+
+
+def test_the_routing_state_is_kept_as_attempts_are_written(tmp_path):
+    log(tmp_path, answered("sim/a", 100, ttft_ms=40), answered("sim/a", 200), failure("sim/a"))
+    with Store(db(tmp_path)) as store:
+        stats = store.route_stats(["sim/a", "sim/b"])
+    a = stats["sim/a"]
+    assert a.verdicts == 3
+    assert a.latency_ms == pytest.approx(100 + 0.3 * (200 - 100))
+    assert a.ttft_ms == 40  # the answer without a first-token time leaves it
+    assert a.success == pytest.approx(1.0 + 0.3 * (0.0 - 1.0))
+    assert a.penalty == pytest.approx(0.5)
+    assert a.penalty_now(T0 + 75) == pytest.approx(0.25)
+    assert stats["sim/b"] == routing.RouteStats()
+
+
+def test_the_penalty_decays_between_rows_and_an_answer_halves_it(tmp_path):
+    log(tmp_path, failure("sim/a"), failure("sim/a"))
+    log(tmp_path, answered("sim/a", 50), now=T0 + 60)
+    with Store(db(tmp_path)) as store:
+        a = store.route_stats(["sim/a"])["sim/a"]
+    assert a.penalty == pytest.approx((0.75 - 60 / routing.PENALTY_RECOVERY_S) * 0.5)
+    assert a.penalty_at == pytest.approx(T0 + 60)
+
+
+def test_skips_and_cancellations_are_no_verdict(tmp_path):
+    log(
+        tmp_path,
+        AttemptRecord("x", "sim/a", None, 0, outcome="skipped"),
+        AttemptRecord("x", "sim/a", None, 5, outcome="cancelled"),
+    )
+    with Store(db(tmp_path)) as store:
+        assert store.route_stats(["sim/a"])["sim/a"] == routing.RouteStats()
+
+
+def test_rows_the_original_tool_writes_count_and_an_old_log_seeds_the_state(tmp_path):
+    path = db(tmp_path)
+    path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(path)
+    raw.executescript(
+        "CREATE TABLE attempt_log (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL,"
+        " cascade_name TEXT NOT NULL, provider_model TEXT NOT NULL, http_status INTEGER,"
+        " latency_ms INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER);"
+        " CREATE TABLE cooldown (provider_model TEXT PRIMARY KEY, cooldown_until TEXT NOT NULL);"
+    )
+    old = "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
+    old += " latency_ms, input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    raw.execute(old, ("2026-01-01T00:00:00+00:00", "x", "sim/a", 200, 100, 5, 5))
+    raw.execute(old, ("2026-01-01T00:00:01+00:00", "x", "sim/a", 200, 300, 5, 5))
+    raw.execute(old, ("2026-01-01T00:00:02+00:00", "x", "sim/a", 503, 10, None, None))
+    raw.commit()
+    Store(path).close()  # migrates: the state starts from the log's aggregates
+    raw.execute(old, ("2026-01-01T00:00:03+00:00", "x", "sim/a", 500, 10, None, None))
+    raw.commit()  # the original tool knows nothing of the trigger; SQLite fires it anyway
+    raw.close()
+    with Store(path) as store:
+        a = store.route_stats(["sim/a"])["sim/a"]
+    assert a.verdicts == 4
+    assert a.latency_ms == pytest.approx(200.0)
+    assert a.success == pytest.approx(2 / 3 * 0.7)
+    assert a.penalty == pytest.approx(0.5)
+
+
+# --- strategies in runs ----------------------------------------------------------------------
+
+
+async def _runs(config_path: Path, count: int, seed: int) -> list[str]:
+    config = load_config(config_path)
+    clock = ManualClock()
+    with Store(config.database_path) as store:
+        async with Cascade(config, store=store, clock=clock, rng=random.Random(seed)) as engine:
+            return [
+                (await engine.run("x", Conversation.single_user_prompt("hi"))).entry
+                for _ in range(count)
+            ]
+
+
+def test_weighted_runs_split_traffic_by_weight(tmp_path, sim):
+    cfg = write_config(
+        tmp_path, sim, {"x": [entry("sim", "heavy", weight=3), entry("sim", "light", weight=1)]}
+    )
+    with_strategy(cfg, "x", strategy="weighted")
+    runs = 400
+    answered_by = asyncio.run(_runs(cfg, runs, seed=3))
+    share = answered_by.count("sim/heavy") / runs
+    assert abs(share - 0.75) < 4 * math.sqrt(0.75 * 0.25 / runs)
+    assert sim.count("heavy") + sim.count("light") == runs  # one request a run: no failover
+
+
+def test_weighted_traffic_shifts_away_from_a_failing_entry(tmp_path, sim):
+    sim.script("heavy", Fail(400))  # fails over without a cooldown, every time
+    cfg = write_config(
+        tmp_path, sim, {"x": [entry("sim", "heavy", weight=3), entry("sim", "light", weight=1)]}
+    )
+    with_strategy(cfg, "x", strategy="weighted")
+    asyncio.run(_runs(cfg, 60, seed=5))
+    # Without the penalty, heavy would go first in three runs of four (45 of 60).
+    assert sim.count("heavy") < 25
+    assert sim.count("light") == 60
+
+
+def test_latency_strategy_tries_the_fastest_recorded_entry_and_explains_why(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["slow", "fast"]})
+    with_strategy(cfg, "x", strategy="latency")
+    log(tmp_path, answered("sim/slow", 900), answered("sim/fast", 150))
+    done = run_cli("run", "-c", str(cfg), "-C", "x", "--explain", "--json", "hi")
+    assert done.returncode == 0, done.stderr
+    assert [r.model for r in sim.requests] == ["fast"]
+    assert "strategy latency:" in done.stderr
+    assert "1. sim/fast  latency_ms 150" in done.stderr
+    ranking = json.loads(done.stdout)["route"]
+    assert ranking["strategy"] == "latency"
+    assert [r["entry"] for r in ranking["ranking"]] == ["sim/fast", "sim/slow"]
+
+
+def test_a_new_entry_is_explored_before_the_known_fast_one(tmp_path, sim, clock):
+    cfg = write_config(tmp_path, sim, {"x": ["fast", "new"]})
+    with_strategy(cfg, "x", strategy="latency")
+    log(tmp_path, answered("sim/fast", 10))
+    result = run_engine(cfg, "x", clock=clock)
+    assert result.entry == "sim/new"
+    assert result.route is not None and result.route.ranked[0].note == "no data yet: explored"
+
+
+def test_cost_strategy_sends_to_the_cheapest_and_records_the_cost(tmp_path, sim, clock):
+    dear = entry("sim", "dear", price={"input": 2.5, "output": 10.0})
+    cheap = entry("sim", "cheap", price={"input": 0.5, "output": 1.5})
+    cfg = write_config(tmp_path, sim, {"x": [dear, cheap]})
+    with_strategy(cfg, "x", strategy="cost")
+    result = run_engine(cfg, "x", clock=clock)
+    assert result.entry == "sim/cheap"
+    expected = (11 * 0.5 + 7 * 1.5) / 1e6  # the simulator's 11 tokens in, 7 out
+    assert result.cost == pytest.approx(expected)
+    assert result.to_dict()["cost"] == pytest.approx(expected)
+    with Store(db(tmp_path)) as store:
+        (row,) = store.recent_attempts()
+    assert row.cost == pytest.approx(expected)
+
+
+def test_a_cooling_entry_goes_last_and_is_skipped(tmp_path, sim, clock):
+    sim.script("fast", Fail(500))
+    cfg = write_config(tmp_path, sim, {"x": ["fast", "slow"]})
+    with_strategy(cfg, "x", strategy="latency")
+    log(tmp_path, answered("sim/fast", 10), answered("sim/slow", 500))
+    first = run_engine(cfg, "x", clock=clock)  # fast fails (a cooldown), slow answers
+    assert [a.entry for a in first.attempts] == ["sim/fast", "sim/slow"]
+    second = run_engine(cfg, "x", clock=clock)
+    assert second.route is not None and second.route.order == ("sim/slow", "sim/fast")
+    assert second.route.ranked[1].note == "cannot be tried now"
+    assert sim.count("fast") == 1
+
+
+# --- cost and budgets --------------------------------------------------------------------------
+
+
+def test_json_shows_the_cost_of_each_attempt(tmp_path, sim):
+    cfg = write_config(
+        tmp_path, sim, {"x": [entry("sim", "a", price={"input": 1000000, "output": 2000000})]}
+    )
+    done = run_cli("run", "-c", str(cfg), "-C", "x", "--json", "hi")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["cost"] == pytest.approx(11 + 14)
+    assert out["attempts"][0]["cost"] == pytest.approx(25)
+
+
+def test_a_cascade_over_its_budget_refuses_across_processes(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    with_strategy(cfg, "x", budget={"tokens_per_day": 30})
+    for _ in range(2):  # 18 tokens a run: the second one crosses the budget
+        assert run_cli("run", "-c", str(cfg), "-C", "x", "hi").returncode == 0
+    done = run_cli("run", "-c", str(cfg), "-C", "x", "--json", "hi")
+    assert done.returncode == 1
+    out = json.loads(done.stdout)
+    assert out["outcome"] == "budget_exceeded"
+    assert 0 < out["retry_after"] <= 86400
+    assert sim.count() == 2  # nothing was sent
+    saved = Path(out["saved_to"])
+    assert saved.exists() and json.loads(saved.read_text())["status"] == "budget_exceeded"
+    assert "tokens_per_day = 30, spent 36" in done.stderr
+
+
+def test_an_entry_over_its_budget_is_skipped_with_the_reason_and_reset(tmp_path, sim, clock):
+    capped = entry("sim", "a", price={"input": 1000, "output": 1000}, budget={"cost_per_day": 0.01})
+    cfg = write_config(tmp_path, sim, {"x": [capped, "b"]})
+    assert run_engine(cfg, "x", clock=clock).entry == "sim/a"  # spends 0.018
+    result = run_engine(cfg, "x", clock=clock)
+    assert result.entry == "sim/b"
+    skip = result.attempts[0]
+    assert (skip.entry, skip.outcome, skip.rule) == ("sim/a", "skipped", "budget")
+    assert "cost_per_day = 0.01" in skip.detail and "resets at 2026-01-02 00:00:00Z" in skip.detail
+    assert skip.cooldown_until == T0 + 86400
+    clock.advance(86400)  # a new UTC day: the budget is whole again
+    assert run_engine(cfg, "x", clock=clock).entry == "sim/a"
+
+
+def test_a_budget_is_counted_in_the_engine_too(tmp_path, sim, clock):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    with_strategy(cfg, "x", budget={"tokens_per_month": 10})
+    run_engine(cfg, "x", clock=clock)
+    with pytest.raises(BudgetExceeded) as caught:
+        run_engine(cfg, "x", clock=clock)
+    assert caught.value.outcome == "budget_exceeded"
+    assert caught.value.retry_after_s == pytest.approx(31 * 86400)  # to February 1st
+    assert caught.value.saved.path is not None
+
+
+# --- retry_with --------------------------------------------------------------------------------
+
+
+def test_retry_with_is_merged_into_the_in_place_retries_only(tmp_path, sim, clock):
+    sim.script("a", Fail(500), Reply("second try"))
+    flaky = entry(
+        "sim", "a", retries=1, temperature=0.9, retry_with={"temperature": 0.2, "max_tokens": 64}
+    )
+    cfg = write_config(tmp_path, sim, {"x": [flaky]})
+    assert run_engine(cfg, "x", clock=clock).text == "second try"
+    first, second = (r.body for r in sim.requests)
+    assert first["temperature"] == 0.9 and "max_tokens" not in first
+    assert second["temperature"] == 0.2 and second["max_tokens"] == 64
+    sim.reset()
+    run_engine(cfg, "x", clock=clock, options=RunOptions())  # a first try: no retry_with
+    assert sim.requests[0].body["temperature"] == 0.9
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cascade", "entry_keys", "key"),
+    [
+        ({"strategy": "fastest"}, {}, "cascades.x.strategy"),
+        ({}, {"weight": 0}, "cascades.x.entries[0].weight"),
+        ({}, {"weight": -2}, "cascades.x.entries[0].weight"),
+        ({"score_weights": {"reliability": 0, "latency": 0}}, {}, "cascades.x.score_weights"),
+        ({"budget": {"cost_per_day": 0}}, {}, "cascades.x.budget.cost_per_day"),
+        ({"budget": {"tokens_per_month": -5}}, {}, "cascades.x.budget.tokens_per_month"),
+        ({}, {"budget": {"tokens_per_day": "lots"}}, "cascades.x.entries[0].budget.tokens_per_day"),
+        ({}, {"price": {"input": 1}}, "cascades.x.entries[0].price.output"),
+        ({}, {"retry_with": {"temperature": -1}}, "cascades.x.entries[0].retry_with.temperature"),
+    ],
+)
+def test_bad_routing_config_is_a_one_line_error_naming_the_key(
+    tmp_path, sim, cascade, entry_keys, key
+):
+    cfg = write_config(tmp_path, sim, {"x": [entry("sim", "a", **entry_keys)]})
+    with_strategy(cfg, "x", **cascade)
+    done = run_cli("run", "-c", str(cfg), "-C", "x", "hi")
+    assert done.returncode == 2
+    assert f": {key}: " in error_line(done.stderr)
+    assert sim.count() == 0
