@@ -23,9 +23,11 @@ Outcome = Literal[
     "undelivered",  # answered, but the answer could not reach its reader
     "truncated",  # a stream broke after output reached the caller
     "cancelled",  # the caller went away while the request was in flight: no verdict
+    "hedged",  # cancelled: a hedged request to another entry answered first (no cooldown)
+    "mirror",  # a background copy of the request, for comparison; never the answer
     "invalid_output",  # answered, but not with the JSON (or the schema) asked for
 ]
-NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited", "cancelled"})
+NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited", "cancelled", "hedged", "mirror"})
 CAPABILITY = "capability"  # the rule of a skip: the entry cannot serve this request
 BUDGET = "budget"  # the rule of a skip: the entry spent its budget for the day or month
 

@@ -21,7 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
-from . import budgets, images, policy, routing, telemetry
+from . import budgets, hedge, images, policy, routing, telemetry
 from . import rules as rules_mod
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
@@ -350,6 +350,7 @@ class _Run:
         self.unfit = unfit  # why an entry cannot serve this request (None: it can)
         self.check = check  # the answer must be this JSON document
         self.route: routing.Route | None = None  # how the strategy ordered the entries
+        self.hedged_out: set[str] = set()  # entries cancelled because another answered first
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
@@ -398,8 +399,9 @@ class _Run:
         entries = self._routed()
         waited = 0.0
         while True:
-            for entry in entries:
-                async with aclosing(self._entry(entry)) as steps:
+            pending = list(entries)
+            while pending:
+                async with aclosing(self._next(pending)) as steps:
                     async for event in steps:
                         yield event
                 if self.result is not None or self.stopped:
@@ -422,6 +424,22 @@ class _Run:
             waited += pause
             self.journal.forget_skips()
             self.journal.waited(self._soonest(entries), pause)
+
+    def _next(self, pending: list[CascadeEntry]) -> AsyncGenerator[StreamEvent, None]:
+        """The next entry of `pending`; with `hedge_after`, a race of it and the ones after
+        it (not to pick up a broken stream: that is one entry's job)."""
+        hedge_after = self.cascade.hedge_after
+        if hedge_after is None or len(pending) == 1 or self.partial is not None:
+            return self._entry(pending.pop(0))
+        rules: hedge.Rules[StreamEvent] = hedge.Rules(
+            hedge_after=hedge_after,
+            max_hedges=self.cascade.max_hedges,
+            sleep=self.e.clock.sleep,
+            is_output=lambda event: self.streaming and isinstance(event, Text | ToolCallDelta),
+            is_request=lambda event: isinstance(event, EntryStarted),
+            finished=lambda: self.result is not None or self.stopped or self.partial is not None,
+        )
+        return hedge.race(pending, self._entry, rules, lambda e: self.hedged_out.add(e.key))
 
     def _check_budget(self) -> None:
         """Refuse the run (BudgetExceeded, the prompt kept) if the cascade spent its budget."""
@@ -639,7 +657,8 @@ class _Run:
                 await self.e.clock.sleep(wait)
                 continue
             except (asyncio.CancelledError, GeneratorExit):  # the caller went away: no verdict
-                self.journal.cancelled(
+                lost = entry.key in self.hedged_out  # or another entry answered first
+                (self.journal.hedged if lost else self.journal.cancelled)(
                     entry.key,
                     latency_ms=sent.latency_ms(self.e.clock.monotonic()),
                     try_number=try_number,
@@ -810,6 +829,8 @@ class _Run:
             if entry.price is not None
             else None,
         )
+        if self.result is not None:  # a hedged race: another entry answered a moment before
+            return
         self.result = CascadeResult(
             response=response,
             cascade_name=self.cascade.name,

@@ -133,6 +133,14 @@ class CascadeConfig:
     strategy: str = "ordered"  # which entry goes first: see routing.py
     score_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SCORE_WEIGHTS)
     budget: Limits | None = None  # spending of this cascade per day and month
+    # Start the next entry alongside one that shows nothing for this long (at most
+    # `max_hedges` extra requests); the first answer wins, the others are cancelled.
+    hedge_after: float | None = None
+    max_hedges: int = 1
+    # Entries sent a copy of each request in the background, for comparison.
+    mirror: tuple[CascadeEntry, ...] = ()
+    mirror_save: bool = False  # keep the mirrors' answers under the data dir
+    mirror_wait: float = 5.0  # the longest a CLI run waits for its mirrors before exiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +219,7 @@ PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
 OPTION_KEYS = {f for f in Options.__dataclass_fields__}
 ENTRY_KEYS = {"provider", "model", "weight", "price", "budget", "retry_with"}
 CASCADE_KEYS = {"entries", "deadline", "on_midstream", "strategy", "score_weights", "budget"}
+CASCADE_KEYS |= {"hedge_after", "max_hedges", "mirror", "mirror_save", "mirror_wait"}
 TEMPLATE_KEYS = {"system", "prompt", "cascade", "schema", *TEMPLATE_OPTION_KEYS}
 CAPABILITIES = ("tools", "json", "schema", "vision", "stream", "prefill")
 MIDSTREAM = ("restart", "continue", "fail")
@@ -636,6 +645,27 @@ class _Parser:
         parsed = tuple(
             self.entry(f"{prefix}.entries[{i}]", raw, providers) for i, raw in enumerate(entries)
         )
+        hedge_after = table.get("hedge_after")
+        if hedge_after is not None and not _seconds(hedge_after):
+            raise self.fail(f"{prefix}.hedge_after", f"must be {_SECONDS}")
+        if hedge_after is not None and deadline is not None and hedge_after > deadline:
+            raise self.fail(
+                f"{prefix}.hedge_after",
+                f"is {hedge_after:g} s, longer than the cascade's deadline ({deadline:g} s):"
+                " no hedge could ever start",
+            )
+        max_hedges = table.get("max_hedges", 1)
+        if isinstance(max_hedges, bool) or not isinstance(max_hedges, int) or max_hedges < 1:
+            raise self.fail(f"{prefix}.max_hedges", "must be an integer of 1 or more")
+        mirror = table.get("mirror", [])
+        if not isinstance(mirror, list):
+            raise self.fail(f"{prefix}.mirror", "must be an array of {provider, model}")
+        mirror_save = table.get("mirror_save", False)
+        if not isinstance(mirror_save, bool):
+            raise self.fail(f"{prefix}.mirror_save", "must be true or false")
+        mirror_wait = table.get("mirror_wait", 5.0)
+        if not _seconds(mirror_wait, zero_ok=True):
+            raise self.fail(f"{prefix}.mirror_wait", f"must be 0 or {_SECONDS}")
         return CascadeConfig(
             name,
             parsed,
@@ -644,6 +674,13 @@ class _Parser:
             strategy=strategy,
             score_weights=self.score_weights(table.get("score_weights"), f"{prefix}.score_weights"),
             budget=self.budget(table.get("budget"), f"{prefix}.budget"),
+            hedge_after=float(hedge_after) if hedge_after is not None else None,
+            max_hedges=max_hedges,
+            mirror=tuple(
+                self.entry(f"{prefix}.mirror[{i}]", raw, providers) for i, raw in enumerate(mirror)
+            ),
+            mirror_save=mirror_save,
+            mirror_wait=float(mirror_wait),
         )
 
     def score_weights(self, value: Any, key: str) -> Mapping[str, float]:

@@ -344,12 +344,17 @@ class Journal:
         try_number: int,
         probe: bool,
         partial: str | None,
+        outcome: Outcome = "cancelled",
     ) -> None:
         """The caller went away mid-request: logged, no cooldown, a probe's lease given back."""
+        detail = {
+            "cancelled": "cancelled by the caller before the answer was complete",
+            "hedged": "cancelled: a hedged request to another entry answered first",
+        }[outcome]
         attempt = Attempt(
             key,
-            "cancelled",
-            "cancelled by the caller before the answer was complete",
+            outcome,
+            detail,
             kind="cancelled",
             latency_ms=latency_ms,
             try_number=try_number,
@@ -359,6 +364,19 @@ class Journal:
         logger.info("%s: %s", key, attempt.detail)
         self.attempts.append(attempt)
         self._failure(attempt, lambda _level: None, probe)
+
+    def hedged(
+        self, key: str, *, latency_ms: int, try_number: int, probe: bool, partial: str | None
+    ) -> None:
+        """Another entry of a hedged race answered first: cancelled, no cooldown."""
+        self.cancelled(
+            key,
+            latency_ms=latency_ms,
+            try_number=try_number,
+            probe=probe,
+            partial=partial,
+            outcome="hedged",
+        )
 
     # --- summaries ------------------------------------------------------------------------
 

@@ -395,3 +395,67 @@ def test_bad_routing_config_is_a_one_line_error_naming_the_key(
     assert done.returncode == 2
     assert f": {key}: " in error_line(done.stderr)
     assert sim.count() == 0
+
+
+# --- hedging -----------------------------------------------------------------------------------
+
+
+def test_a_hedge_answers_for_a_slow_first_entry_which_is_cancelled(tmp_path, sim, clock):
+    sim.script("slow", Reply("too late", hold=True))  # answers only when released
+    cfg = write_config(tmp_path, sim, {"x": ["slow", "quick"]})
+    with_strategy(cfg, "x", hedge_after=0.5)
+    result = run_engine(cfg, "x", clock=clock)
+    assert result.entry == "sim/quick"
+    outcomes = {a.entry: a.outcome for a in result.attempts}
+    assert outcomes == {"sim/slow": "hedged", "sim/quick": "ok"}
+    assert sim.wait_for_disconnects(1, "slow")  # the simulator saw the request cancelled
+    assert 0.5 in clock.slept
+    with Store(db(tmp_path)) as store:
+        rows = {r.provider_model: r for r in store.recent_attempts()}
+        assert "sim/slow" not in {s.key for s in store.all_states()}  # no cooldown
+    assert rows["sim/slow"].outcome == "hedged"
+
+
+def test_only_the_winners_deltas_reach_a_stream(tmp_path, sim, clock):
+    from llm_cascade.events import Done, Text
+    from llm_cascade.simulator import Stream
+
+    sim.script("slow", Reply("slow words", hold=True, stream=Stream(chunks=2)))
+    sim.script("quick", Reply("quick words here", stream=Stream(chunks=3)))
+    cfg = write_config(tmp_path, sim, {"x": ["slow", "quick"]})
+    with_strategy(cfg, "x", hedge_after=0.25)
+    config = load_config(cfg)
+
+    async def go() -> tuple[str, str]:
+        shown = ""
+        async with Cascade(config, clock=clock) as engine:
+            async for event in engine.stream("x", Conversation.single_user_prompt("hi")):
+                if isinstance(event, Text):
+                    shown += event.text
+                if isinstance(event, Done):
+                    return shown, event.answer.result.entry
+        raise AssertionError("no Done")
+
+    shown, winner = asyncio.run(go())
+    assert (shown, winner) == ("quick words here", "sim/quick")
+    assert sim.wait_for_disconnects(1, "slow")
+
+
+def test_max_hedges_bounds_the_extra_requests(tmp_path, sim, clock):
+    for model in ("a", "b", "c"):
+        sim.script(model, Reply(model, hold=True))
+    sim.script("d", Reply("d"))
+    cfg = write_config(tmp_path, sim, {"x": ["a", "b", "c", "d"]})
+    with_strategy(cfg, "x", hedge_after=1, max_hedges=2, deadline=30)
+
+    async def go() -> str:
+        config = load_config(cfg)
+        async with Cascade(config, clock=clock) as engine:
+            task = asyncio.create_task(engine.run("x", Conversation.single_user_prompt("hi")))
+            assert await asyncio.to_thread(sim.wait_for, 3)
+            sim.release()
+            return (await task).entry
+
+    assert asyncio.run(go()) in {"sim/a", "sim/b", "sim/c"}
+    assert sim.count("d") == 0  # the first entry and two hedges: never a fourth request
+    assert sim.count() == 3
