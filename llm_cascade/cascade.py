@@ -31,6 +31,7 @@ from .events import Done, EntryStarted, Reset, StreamEvent, Switched, Text, Tool
 from .failures import FailureStore, PendingPrompt, PromptKeeper
 from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
+from .mirror import Mirrors
 from .providers import get_adapter
 from .providers.base import Adapter, Budget, CallOptions
 from .results import CascadeResult, Parsed, RunOptions
@@ -88,6 +89,7 @@ class Cascade:
         self.jitter = jitter
         self.on_request = on_request
         self.rng = rng or random.Random()
+        self.mirrors = Mirrors(self)  # copies of requests sent in the background
         # Runs not closed yet: a stream its reader left without closing it (a plain `async
         # for` that broke or raised) ends when it is collected, which may be after aclose().
         self._running: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()
@@ -117,6 +119,7 @@ class Cascade:
         for events in list(self._running):
             with contextlib.suppress(RuntimeError):  # running in another task: not ours to end
                 await events.aclose()
+        await self.mirrors.cancel()
         if self.client is not None and self._owns_client:
             if self._client_loop is asyncio.get_running_loop():
                 await self._closer.aclose()
@@ -124,6 +127,10 @@ class Cascade:
         if self._owns_store and self.store is not None:
             self.store.close()
             self.store = None
+
+    async def wait_mirrors(self, timeout: float) -> None:
+        """Let the mirror requests in flight finish, for at most `timeout` seconds."""
+        await self.mirrors.wait(timeout)
 
     async def __aenter__(self) -> Cascade:
         return self
@@ -368,6 +375,8 @@ class _Run:
         """The run: its events (deltas only when streaming), then `Done`; or CascadeFailed."""
         self.keeper.save_before(run_id=self.id)
         self._check_budget()  # a cascade over its budget sends nothing
+        if self.cascade.mirror:
+            self.e.mirrors.start(self.cascade, self.conversation, self.id)
         try:
             async with aclosing(self._passes()) as passes:
                 async for event in passes:

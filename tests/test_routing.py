@@ -384,6 +384,10 @@ def test_retry_with_is_merged_into_the_in_place_retries_only(tmp_path, sim, cloc
         ({}, {"budget": {"tokens_per_day": "lots"}}, "cascades.x.entries[0].budget.tokens_per_day"),
         ({}, {"price": {"input": 1}}, "cascades.x.entries[0].price.output"),
         ({}, {"retry_with": {"temperature": -1}}, "cascades.x.entries[0].retry_with.temperature"),
+        ({"hedge_after": 10, "deadline": 5}, {}, "cascades.x.hedge_after"),
+        ({"hedge_after": 1, "max_hedges": 0}, {}, "cascades.x.max_hedges"),
+        ({"mirror": [{"provider": "nope", "model": "m"}]}, {}, "cascades.x.mirror[0].provider"),
+        ({"mirror_save": "yes"}, {}, "cascades.x.mirror_save"),
     ],
 )
 def test_bad_routing_config_is_a_one_line_error_naming_the_key(
@@ -459,3 +463,67 @@ def test_max_hedges_bounds_the_extra_requests(tmp_path, sim, clock):
     assert asyncio.run(go()) in {"sim/a", "sim/b", "sim/c"}
     assert sim.count("d") == 0  # the first entry and two hedges: never a fourth request
     assert sim.count() == 3
+
+
+# --- mirroring ---------------------------------------------------------------------------------
+
+
+def mirror_rows(tmp_path: Path) -> list[tuple[str, str, int | None]]:
+    with Store(db(tmp_path)) as store:
+        return [
+            (r.provider_model, r.outcome, r.output_tokens)
+            for r in store.recent_attempts()
+            if r.outcome == "mirror"
+        ]
+
+
+def test_mirrors_get_a_copy_logged_and_saved_but_never_answer(tmp_path, sim, clock):
+    sim.script("shadow", Reply("the shadow's answer"))
+    cfg = write_config(tmp_path, sim, {"x": ["main"]})
+    with_strategy(cfg, "x", mirror=[entry("sim", "shadow")], mirror_save=True)
+    config = load_config(cfg)
+
+    async def go() -> str:
+        async with Cascade(config, clock=clock) as engine:
+            result = await engine.run("x", Conversation.single_user_prompt("compare me"))
+            await engine.wait_mirrors(30)
+            assert [a.entry for a in result.attempts] == ["sim/main"]
+            return result.text
+
+    assert "the shadow" not in asyncio.run(go())
+    (seen,) = [r for r in sim.requests if r.model == "shadow"]
+    assert "compare me" in json.dumps(seen.body)
+    assert mirror_rows(tmp_path) == [("sim/shadow", "mirror", 7)]
+    (saved,) = (db(tmp_path).parent / "mirrors").iterdir()
+    assert json.loads(saved.read_text())["answer"]["content"][0]["text"] == "the shadow's answer"
+
+
+def test_the_caller_never_waits_for_a_mirror(tmp_path, sim, clock):
+    sim.script("shadow", Reply("late", hold=True))
+    cfg = write_config(tmp_path, sim, {"x": ["main"]})
+    with_strategy(cfg, "x", mirror=[entry("sim", "shadow")])
+    config = load_config(cfg)
+
+    async def go() -> str:
+        async with Cascade(config, clock=clock) as engine:
+            result = await engine.run("x", Conversation.single_user_prompt("hi"))
+            assert await asyncio.to_thread(sim.wait_for, 1, "shadow")
+            return result.entry  # answered while the mirror is still held
+
+    assert asyncio.run(go()) == "sim/main"
+    assert sim.wait_for_disconnects(1, "shadow")  # closing the engine cancelled it
+    sim.release()
+    assert mirror_rows(tmp_path) == []
+
+
+def test_a_cli_run_waits_for_its_mirrors_at_most_mirror_wait(tmp_path, sim):
+    sim.script("quick_shadow", Reply("copy"))
+    sim.script("stuck_shadow", Reply("never", hold=True))
+    cfg = write_config(tmp_path, sim, {"x": ["main"]})
+    mirrors = [entry("sim", "quick_shadow"), entry("sim", "stuck_shadow")]
+    with_strategy(cfg, "x", mirror=mirrors, mirror_wait=0.5)
+    done = run_cli("run", "-c", str(cfg), "-C", "x", "hi")
+    sim.release()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Simulated answer")
+    assert mirror_rows(tmp_path) == [("sim/quick_shadow", "mirror", 7)]
