@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+import time
 from datetime import UTC, datetime
 
 LIMIT_KEYS = ("tokens_per_day", "tokens_per_month", "cost_per_day", "cost_per_month")
@@ -46,7 +47,7 @@ class Exceeded:
 
 def periods(now: float) -> tuple[str, str]:
     """The UTC day (`YYYY-MM-DD`) and month (`YYYY-MM`) of `now`, as the spend table keys them."""
-    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
     return day, day[:7]
 
 
@@ -63,19 +64,18 @@ def resets(now: float) -> tuple[float, float]:
 def exceeded(limits: Limits, spent: Mapping[str, tuple[int, float]], now: float) -> Exceeded | None:
     """The limit of `limits` already reached, given (tokens, cost) `spent` per period."""
     day, month = periods(now)
-    day_end, month_end = resets(now)
     tokens_day, cost_day = spent.get(day, (0, 0.0))
     tokens_month, cost_month = spent.get(month, (0, 0.0))
     checks = (
-        ("tokens_per_day", limits.tokens_per_day, tokens_day, day_end),
-        ("cost_per_day", limits.cost_per_day, cost_day, day_end),
-        ("tokens_per_month", limits.tokens_per_month, tokens_month, month_end),
-        ("cost_per_month", limits.cost_per_month, cost_month, month_end),
+        ("tokens_per_day", limits.tokens_per_day, tokens_day, 0),
+        ("cost_per_day", limits.cost_per_day, cost_day, 0),
+        ("tokens_per_month", limits.tokens_per_month, tokens_month, 1),
+        ("cost_per_month", limits.cost_per_month, cost_month, 1),
     )
-    reached = [
-        Exceeded(name, allowed, used, at)
-        for name, allowed, used, at in checks
-        if allowed is not None and used >= allowed
-    ]
-    # The one that lasts longest says when the budget frees up again.
-    return max(reached, key=lambda e: e.resets_at, default=None)
+    reached = [c for c in checks if c[1] is not None and c[2] >= c[1]]
+    if not reached:
+        return None
+    # The one that lasts longest (a month's) says when the budget frees up again.
+    name, allowed, used, period = max(reached, key=lambda c: c[3])
+    assert allowed is not None
+    return Exceeded(name, allowed, used, resets(now)[period])

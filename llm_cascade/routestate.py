@@ -17,7 +17,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from .clock import parse_ts
 from .rollup import OUTCOME
 from .routing import EWMA_ALPHA, PENALTY_RECOVERY_S, PENALTY_STEP, RouteStats
 
@@ -27,7 +26,7 @@ _VERDICT_LIST = ", ".join(f"'{v}'" for v in VERDICTS)
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS entry_route (provider_model TEXT PRIMARY KEY,"
     " verdicts INTEGER NOT NULL DEFAULT 0, latency_ms REAL, ttft_ms REAL, success REAL,"
-    " penalty REAL NOT NULL DEFAULT 0, penalty_at TEXT) WITHOUT ROWID",
+    " penalty REAL NOT NULL DEFAULT 0, penalty_at REAL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS spend (period TEXT NOT NULL, scope TEXT NOT NULL,"
     " name TEXT NOT NULL, tokens INTEGER NOT NULL DEFAULT 0, cost REAL NOT NULL DEFAULT 0,"
     " PRIMARY KEY (period, scope, name)) WITHOUT ROWID",
@@ -44,19 +43,21 @@ def _ewma(column: str) -> str:
     )
 
 
-# The penalty decayed to the new row's time (timestamps any SQLite date function reads; one
-# it cannot read does not decay it), then raised by a failure or halved by an answer.
+# The penalty decayed to the new row's time, then raised by a failure or halved by an
+# answer. Its time is a Julian day number (a timestamp SQLite cannot read gives none, and
+# does not decay it): no text to parse when a run reads it.
 _DECAYED = (
-    "MAX(penalty - MAX(COALESCE(julianday(excluded.penalty_at) - julianday(penalty_at), 0), 0)"
+    "MAX(penalty - MAX(COALESCE(excluded.penalty_at - penalty_at, 0), 0)"
     f" * 86400.0 / {PENALTY_RECOVERY_S}, 0.0)"
 )
+JULIAN_EPOCH = 2440587.5  # the Julian day of 1970-01-01T00:00:00Z
 _ROUTE_FOLD = (
     "INSERT INTO entry_route (provider_model, verdicts, latency_ms, ttft_ms, success, penalty,"
     " penalty_at) SELECT r.provider_model, 1,"
     " CASE WHEN r.outcome = 'ok' THEN r.latency_ms END,"
     " CASE WHEN r.outcome = 'ok' THEN r.ttft_ms END,"
     " CASE WHEN r.outcome = 'ok' THEN 1.0 ELSE 0.0 END,"
-    f" CASE WHEN r.outcome = 'ok' THEN 0.0 ELSE {PENALTY_STEP} END, r.timestamp"
+    f" CASE WHEN r.outcome = 'ok' THEN 0.0 ELSE {PENALTY_STEP} END, julianday(r.timestamp)"
     " FROM (SELECT NEW.provider_model AS provider_model, NEW.latency_ms AS latency_ms,"
     f" NEW.ttft_ms AS ttft_ms, NEW.timestamp AS timestamp,"
     f" {OUTCOME.replace('r.', 'NEW.')} AS outcome) AS r"
@@ -67,7 +68,7 @@ _ROUTE_FOLD = (
     " excluded.success),"
     f" penalty = CASE WHEN excluded.success > 0 THEN {_DECAYED} * {1 - PENALTY_STEP}"
     f" ELSE {_DECAYED} + (1.0 - {_DECAYED}) * {PENALTY_STEP} END,"
-    " penalty_at = excluded.penalty_at"
+    " penalty_at = COALESCE(excluded.penalty_at, penalty_at)"
 )
 
 
@@ -136,10 +137,15 @@ def route_stats(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, Rout
         wanted,
     )
     found = {
-        row[0]: RouteStats(
-            row[1], row[2], row[3], row[4], row[5] or 0.0, parse_ts(row[6]) if row[6] else None
+        key: RouteStats(
+            verdicts,
+            latency,
+            ttft,
+            success,
+            penalty or 0.0,
+            None if day is None else (day - JULIAN_EPOCH) * 86400.0,
         )
-        for row in rows
+        for key, verdicts, latency, ttft, success, penalty, day in rows
     }
     return {key: found.get(key, RouteStats()) for key in wanted}
 

@@ -20,7 +20,7 @@ Entries with no data yet are explored: they rank as the best of the known ones w
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,13 +216,18 @@ def _by_cost(candidates: Sequence[Candidate]) -> tuple[Ranked, ...]:
     )
 
 
-def _scaled(values: Mapping[str, float | None], key: str) -> float:
-    """1 for the lowest known value, 0 for the highest; 1 when unknown (explored)."""
-    value = values[key]
+def _scale(values: Mapping[str, float | None]) -> Callable[[str], float]:
+    """1 for the lowest known value, 0 for the highest, linear between; 1 when unknown
+    (explored) or when all known values are equal."""
     known = [v for v in values.values() if v is not None]
-    if value is None or not known or max(known) == min(known):
-        return 1.0
-    return 1.0 - (value - min(known)) / (max(known) - min(known))
+    low = min(known, default=0.0)
+    span = max(known, default=0.0) - low
+
+    def scaled(key: str) -> float:
+        value = values[key]
+        return 1.0 if value is None or span <= 0 else 1.0 - (value - low) / span
+
+    return scaled
 
 
 def _by_score(
@@ -232,23 +237,28 @@ def _by_score(
     weights: Mapping[str, float],
 ) -> tuple[Ranked, ...]:
     total_weight = sum(weights.get(p, 0.0) for p in SCORE_PARTS)
-    latencies = {c.key: _latency_of(c, streaming)[0] for c in candidates}
-    costs = {c.key: c.cost for c in candidates}
+    w_rel, w_lat, w_cost = (weights.get(p, 0.0) / total_weight for p in SCORE_PARTS)
+    latency = _scale({c.key: _latency_of(c, streaming)[0] for c in candidates})
+    cost = _scale({c.key: c.cost for c in candidates})
     scored = []
     for c in candidates:
         success = 1.0 if c.stats.success is None else c.stats.success
-        parts = {
-            "reliability": success * (1.0 - c.stats.penalty_now(now)),
-            "latency": _scaled(latencies, c.key),
-            "cost": _scaled(costs, c.key),
-        }
-        score = sum(weights.get(p, 0.0) * parts[p] for p in SCORE_PARTS) / total_weight
-        numbers = {f"{p}_score": round(v, 3) for p, v in parts.items()}
-        scored.append((c, round(score, 4), numbers))
+        parts = (success * (1.0 - c.stats.penalty_now(now)), latency(c.key), cost(c.key))
+        score = w_rel * parts[0] + w_lat * parts[1] + w_cost * parts[2]
+        scored.append((c, score, parts))
     scored.sort(key=lambda item: (not item[0].available, -item[1]))
     return tuple(
-        Ranked(c.key, {"score": score, **numbers}, _unavailable(c) or _explored(c))
-        for c, score, numbers in scored
+        Ranked(
+            c.key,
+            {
+                "score": round(score, 4),
+                "reliability_score": round(parts[0], 3),
+                "latency_score": round(parts[1], 3),
+                "cost_score": round(parts[2], 3),
+            },
+            _unavailable(c) or _explored(c),
+        )
+        for c, score, parts in scored
     )
 
 

@@ -324,6 +324,8 @@ def test_a_cascade_over_its_budget_refuses_across_processes(tmp_path, sim):
     saved = Path(out["saved_to"])
     assert saved.exists() and json.loads(saved.read_text())["status"] == "budget_exceeded"
     assert "tokens_per_day = 30, spent 36" in done.stderr
+    listed = run_cli("failed", "list", "-c", str(cfg))
+    assert "budget_exceeded" in listed.stdout, listed.stderr
 
 
 def test_an_entry_over_its_budget_is_skipped_with_the_reason_and_reset(tmp_path, sim, clock):
@@ -527,3 +529,38 @@ def test_a_cli_run_waits_for_its_mirrors_at_most_mirror_wait(tmp_path, sim):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Simulated answer")
     assert mirror_rows(tmp_path) == [("sim/quick_shadow", "mirror", 7)]
+
+
+def test_stats_show_the_cost_of_priced_entries(tmp_path, sim):
+    priced = entry("sim", "a", price={"input": 1000, "output": 2000})
+    cfg = write_config(tmp_path, sim, {"x": [priced, "b"]})
+    for _ in range(2):
+        assert run_cli("run", "-c", str(cfg), "-C", "x", "hi").returncode == 0
+    done = run_cli("stats", "-c", str(cfg), "--json")
+    assert done.returncode == 0, done.stderr
+    (cascade,) = json.loads(done.stdout)["cascades"]
+    costs = {e["entry"]: e["cost"] for e in cascade["entries"]}
+    assert costs == {"sim/a": pytest.approx(2 * (11 * 1000 + 7 * 2000) / 1e6), "sim/b": None}
+    text = run_cli("stats", "-c", str(cfg)).stdout
+    assert "COST" in text and "0.0500" in text
+
+
+def test_the_templates_commented_routing_cascade_loads_once_uncommented():
+    """The routing example of the config template is a config that works."""
+    import tomllib
+    from importlib import resources
+
+    from llm_cascade.config import parse_config
+
+    text = resources.files("llm_cascade").joinpath("config_template.toml").read_text()
+    start, end = text.index("# [cascades.routed_task]"), text.index("# --- templates")
+    block = text[start:end]
+    lines = [ln[2:] for ln in block.splitlines() if ln.startswith("# ")]
+    config = parse_config(tomllib.loads(text[:start] + "\n".join(lines) + text[end:]))
+    routed = config.cascades["routed_task"]
+    assert (routed.strategy, routed.hedge_after, routed.max_hedges) == ("score", 2.0, 1)
+    assert routed.budget is not None and routed.budget.cost_per_day == 5.0
+    assert [m.key for m in routed.mirror] == ["groq/llama-3.1-8b-instant"]
+    first, second = routed.entries
+    assert first.price == routing.Price(0.15, 0.6) and first.retry_with == {"temperature": 0.2}
+    assert second.budget is not None and second.budget.cost_per_day == 2.0
