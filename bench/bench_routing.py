@@ -162,7 +162,7 @@ def main() -> None:
             for label, store in ((f"{args.rows:,} rows", big), ("empty log", empty)):
                 costs = decision_costs(store, args.decisions)
                 base = costs["breaker read (baseline)"]
-                print(f"\n{label}:\n| | µs | × baseline |\n|---|---:|---:|")
+                print(f"\n{label}:\n| | µs | x baseline |\n|---|---:|---:|")
                 for name, us in costs.items():
                     print(f"| {name} | {us:.1f} | {us / base:.2f} |")
         with Simulator() as sim:
@@ -170,7 +170,7 @@ def main() -> None:
             sim.script("quick", Reply("quick"))
             timings = asyncio.run(hedged(sim.base_url("openai"), folder, args.hedge_runs))
         base = timings["one request to the quick entry (baseline)"]
-        print("\nhedged run (hedge_after 0.2 s):\n| | ms | × baseline |\n|---|---:|---:|")
+        print("\nhedged run (hedge_after 0.2 s):\n| | ms | x baseline |\n|---|---:|---:|")
         for name, ms in timings.items():
             print(f"| {name} | {ms:.1f} | {ms / base:.2f} |")
 

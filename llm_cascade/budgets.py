@@ -8,9 +8,9 @@ concurrent runs may overshoot a budget by at most what those requests spend.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-import time
 from datetime import UTC, datetime
 
 LIMIT_KEYS = ("tokens_per_day", "tokens_per_month", "cost_per_day", "cost_per_month")
