@@ -149,17 +149,17 @@ def effective_weight(c: Candidate, now: float) -> float:
 def _weighted(
     candidates: Sequence[Candidate], now: float, rng: random.Random
 ) -> tuple[Ranked, ...]:
-    weights = {c.key: effective_weight(c, now) for c in candidates}
+    penalties = {c.key: c.stats.penalty_now(now) for c in candidates}
+    weights = {c.key: c.weight * max(1.0 - penalties[c.key], MIN_SHARE) for c in candidates}
     pool = [c for c in candidates if c.available]
     total = sum(weights[c.key] for c in pool)
     drawn = None
-    if pool:
-        point = rng.random() * total
-        for c in pool:
-            point -= weights[c.key]
-            drawn = c
-            if point < 0:
-                break
+    point = rng.random() * total
+    for c in pool:
+        drawn = c
+        point -= weights[c.key]
+        if point < 0:
+            break
     rest = sorted(
         (c for c in candidates if c is not drawn), key=lambda c: (not c.available, -weights[c.key])
     )
@@ -169,7 +169,7 @@ def _weighted(
             c.key,
             {
                 "weight": c.weight,
-                "penalty": round(c.stats.penalty_now(now), 3),
+                "penalty": round(penalties[c.key], 3),
                 "effective_weight": round(weights[c.key], 3),
                 "share": round(weights[c.key] / total, 3) if c.available and total else 0.0,
             },

@@ -564,3 +564,33 @@ def test_the_templates_commented_routing_cascade_loads_once_uncommented():
     first, second = routed.entries
     assert first.price == routing.Price(0.15, 0.6) and first.retry_with == {"temperature": 0.2}
     assert second.budget is not None and second.budget.cost_per_day == 2.0
+
+
+def test_the_gateway_answers_a_spent_budget_with_503_and_when_it_resets(tmp_path, sim):
+    import httpx
+
+    from .gateway import gateway
+
+    cfg = write_config(tmp_path, sim, {"fast": ["a"]})
+    with_strategy(cfg, "fast", budget={"tokens_per_day": 10})
+    chat = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+    with gateway(cfg) as gw:
+        first = httpx.post(f"{gw.url}/v1/chat/completions", json=chat, timeout=30)
+        second = httpx.post(f"{gw.url}/v1/chat/completions", json=chat, timeout=30)
+    assert first.status_code == 200
+    assert second.status_code == 503
+    assert second.json()["error"]["code"] == "budget_exceeded"
+    assert "over its budget (tokens_per_day = 10" in second.json()["error"]["message"]
+    assert 0 < int(second.headers["retry-after"]) <= 86400
+    assert sim.count() == 1
+
+
+def test_explain_says_which_hedged_request_was_cancelled(tmp_path, sim):
+    sim.script("slow", Reply("too late", delay=20))
+    cfg = write_config(tmp_path, sim, {"x": ["slow", "quick"]})
+    with_strategy(cfg, "x", hedge_after=0.2)
+    done = run_cli("run", "-c", str(cfg), "-C", "x", "--explain", "hi")
+    assert done.returncode == 0, done.stderr
+    assert "sim/slow   hedged: cancelled after" in done.stderr
+    assert "sim/quick  answered in" in done.stderr
+    assert sim.wait_for_disconnects(1, "slow")

@@ -161,6 +161,8 @@ def _explain_one(a: Attempt) -> str:
         return f"{tag}stopped: {a.detail}"
     if a.outcome == "cancelled":
         return f"{tag}cancelled by the caller after {a.latency_ms} ms"
+    if a.outcome == "hedged":
+        return f"{tag}hedged: cancelled after {a.latency_ms} ms, another entry answered first"
     if a.outcome == "truncated":
         broke = f"broke mid-stream after {a.chunks} chunks (first token after {a.ttft_ms} ms)"
         return f"{tag}{probe}{broke}: {a.detail} [rule {a.rule}] -> {_after_failure(a)}{note}"
