@@ -10,7 +10,8 @@ every part), and a cascade and an entry budget check; the baseline is the breake
 run already makes. The same on an empty database shows the cost does not grow with the log.
 
 Then a hedged run against the simulator: the first entry answers after 1 s, the second at
-once, `hedge_after = 0.2`. Baseline: one request to the quick entry. Never part of the tests.
+once, `hedge_after = 0.2`. Baseline: one request to the quick entry. Also what the routing
+and spend triggers add to writing one attempt row. Never part of the tests.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llm_cascade import budgets, routing
+from llm_cascade import budgets, routestate, routing
 from llm_cascade.cascade import Cascade
 from llm_cascade.clock import format_ts
 from llm_cascade.config import parse_config
 from llm_cascade.simulator import Reply, Simulator
-from llm_cascade.store import Store
+from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
 ENTRIES = [f"p{i % 3}/model{i}" for i in range(8)]
@@ -107,6 +108,24 @@ def decision_costs(store: Store, count: int) -> dict[str, float]:
     }
 
 
+def trigger_costs(folder: Path, count: int = 2000) -> dict[str, float]:
+    """One answered row logged, with and without this module's triggers."""
+    out = {}
+    for label, drop in (
+        ("without the routing and spend triggers (baseline)", True),
+        ("with them", False),
+    ):
+        with Store(folder / f"triggers-{drop}.sqlite") as store:
+            if drop:
+                for name in (routestate.ROUTE_TRIGGER, routestate.SPEND_TRIGGER):
+                    store.conn.execute(f"DROP TRIGGER {name}")
+            record = AttemptRecord("bench", CASCADE[0], 200, 300, 100, 50, cost=0.0001)
+            out[label] = per_call_us(
+                lambda s=store, r=record: s.log_attempt(r, time.time()), count // 5
+            )
+    return out
+
+
 async def hedged(base_url: str, folder: Path, runs: int) -> dict[str, float]:
     def config(hedge: bool, entries: list[str]) -> object:
         cascade: dict[str, object] = {"entries": [{"provider": "sim", "model": m} for m in entries]}
@@ -165,6 +184,11 @@ def main() -> None:
                 print(f"\n{label}:\n| | µs | x baseline |\n|---|---:|---:|")
                 for name, us in costs.items():
                     print(f"| {name} | {us:.1f} | {us / base:.2f} |")
+        print("\none attempt row written:\n| | µs | x baseline |\n|---|---:|---:|")
+        written = trigger_costs(folder)
+        base = written["without the routing and spend triggers (baseline)"]
+        for name, us in written.items():
+            print(f"| {name} | {us:.1f} | {us / base:.2f} |")
         with Simulator() as sim:
             sim.script("slow", Reply("slow", delay=1.0))
             sim.script("quick", Reply("quick"))
