@@ -615,6 +615,7 @@ class _Run:
     ) -> AsyncGenerator[StreamEvent, None]:
         """Send, decide, journal, wait: the same loop for a whole answer and a stream."""
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
+        self.hedged_out.discard(entry.key)  # a loser of an earlier race is tried afresh
         adapter = get_adapter(provider.type)
         # An entry's in-place retries go out with its `retry_with` options laid over its own.
         retried = replace(entry, options=entry.options.merged(entry.retry_with))
