@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .cascade import Attempt, Cascade, CascadeResult, RunOptions, run_cascade
     from .config import AppConfig, load_config
     from .errors import (
+        BudgetExceeded,
         CascadeFailed,
         ConfigError,
         ConversationError,
@@ -46,6 +47,7 @@ _EXPORTS = {
     "LLMCascade": "library",
     "Response": "library",
     "OutputFormat": "types",
+    "BudgetExceeded": "errors",
     "CascadeFailed": "errors",
     "ConfigError": "errors",
     "ConversationError": "errors",
@@ -63,6 +65,7 @@ _EXPORTS = {
 __all__ = [
     "AppConfig",
     "Attempt",
+    "BudgetExceeded",
     "Cascade",
     "CascadeFailed",
     "CascadeResult",

@@ -23,10 +23,13 @@ Outcome = Literal[
     "undelivered",  # answered, but the answer could not reach its reader
     "truncated",  # a stream broke after output reached the caller
     "cancelled",  # the caller went away while the request was in flight: no verdict
+    "hedged",  # cancelled: a hedged request to another entry answered first (no cooldown)
+    "mirror",  # a background copy of the request, for comparison; never the answer
     "invalid_output",  # answered, but not with the JSON (or the schema) asked for
 ]
-NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited", "cancelled"})
+NOT_TRIED: frozenset[str] = frozenset({"skipped", "waited", "cancelled", "hedged", "mirror"})
 CAPABILITY = "capability"  # the rule of a skip: the entry cannot serve this request
+BUDGET = "budget"  # the rule of a skip: the entry spent its budget for the day or month
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +55,12 @@ class Attempt:
     ttft_ms: int | None = None  # streams: milliseconds to the first content event
     chunks: int | None = None  # streams: content events received
     partial: str | None = None  # streams: the text shown before it broke (saved with the prompt)
+    cost: float | None = None  # currency units, when the entry declares a price
 
     @property
     def cooling(self) -> bool:
         """Skipped because its breaker is open or another process probes it."""
-        return self.outcome == "skipped" and self.rule != CAPABILITY
+        return self.outcome == "skipped" and self.rule not in (CAPABILITY, BUDGET)
 
     def to_dict(self) -> dict[str, Any]:
         """The set fields, for JSON output and the saved prompt's `errors` list (instants in
@@ -83,14 +87,17 @@ def failure_summary(attempts: Iterable[Attempt]) -> str:
     (`Skipped (cannot serve this request): ...`) come first.
     """
     done = list(attempts)
-    unfit = [a.error_text() for a in done if a.outcome == "skipped" and not a.cooling]
+    unfit = [a.error_text() for a in done if a.outcome == "skipped" and a.rule == CAPABILITY]
+    spent = [a.error_text() for a in done if a.outcome == "skipped" and a.rule == BUDGET]
     skipped = list(dict.fromkeys(a.entry for a in done if a.cooling))
     failed = [a.error_text() for a in done if a.outcome not in (*NOT_TRIED, "retrying", "ok")]
     lines = []
     if unfit:
         lines.append(f"Skipped (cannot serve this request): {'; '.join(unfit)}")
+    if spent:
+        lines.append(f"Skipped (over budget): {'; '.join(spent)}")
     if skipped:
         lines.append(f"Skipped (on cooldown): {', '.join(skipped)}")
-    if failed or not (skipped or unfit):
+    if failed or not (skipped or unfit or spent):
         lines.append(f"Failed entries: {'; '.join(failed) or 'none were tried'}")
     return "\n".join(lines)

@@ -21,16 +21,17 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
-from . import images, policy, telemetry
+from . import budgets, hedge, images, policy, routing, telemetry
 from . import rules as rules_mod
 from .attempts import Attempt
 from .clock import Clock, SystemClock, format_human
 from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
-from .errors import CascadeFailed, ProviderError, SaveOutcome, UsageError
+from .errors import BudgetExceeded, CascadeFailed, ProviderError, SaveOutcome, UsageError
 from .events import Done, EntryStarted, Reset, StreamEvent, Switched, Text, ToolCallDelta
 from .failures import FailureStore, PendingPrompt, PromptKeeper
 from .journal import NO_STATE, Journal
 from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve_key
+from .mirror import Mirrors
 from .providers import get_adapter
 from .providers.base import Adapter, Budget, CallOptions
 from .results import CascadeResult, Parsed, RunOptions
@@ -66,8 +67,10 @@ class Cascade:
         key_resolver: KeyResolver | None = None,
         jitter: Callable[[], float] = random.random,
         on_request: Callable[[str, int], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """`on_request(entry_key, try_number)` is called before each request (progress display).
+        `rng` draws the first entry of `weighted` cascades (seed it for repeatable runs).
 
         Without `store`, the config's database is opened on the first run; if it cannot be
         used, runs go on without shared state (one warning) and it is tried again next run.
@@ -85,6 +88,8 @@ class Cascade:
         self.resolve = key_resolver or self._resolve_key
         self.jitter = jitter
         self.on_request = on_request
+        self.rng = rng or random.Random()
+        self.mirrors = Mirrors(self)  # copies of requests sent in the background
         # Runs not closed yet: a stream its reader left without closing it (a plain `async
         # for` that broke or raised) ends when it is collected, which may be after aclose().
         self._running: weakref.WeakSet[AsyncGenerator[StreamEvent, None]] = weakref.WeakSet()
@@ -114,6 +119,7 @@ class Cascade:
         for events in list(self._running):
             with contextlib.suppress(RuntimeError):  # running in another task: not ours to end
                 await events.aclose()
+        await self.mirrors.cancel()
         if self.client is not None and self._owns_client:
             if self._client_loop is asyncio.get_running_loop():
                 await self._closer.aclose()
@@ -121,6 +127,10 @@ class Cascade:
         if self._owns_store and self.store is not None:
             self.store.close()
             self.store = None
+
+    async def wait_mirrors(self, timeout: float) -> None:
+        """Let the mirror requests in flight finish, for at most `timeout` seconds."""
+        await self.mirrors.wait(timeout)
 
     async def __aenter__(self) -> Cascade:
         return self
@@ -355,6 +365,8 @@ class _Run:
         self.partial: _Partial | None = None  # a stream that broke after output
         self.unfit = unfit  # why an entry cannot serve this request (None: it can)
         self.check = check  # the answer must be this JSON document
+        self.route: routing.Route | None = None  # how the strategy ordered the entries
+        self.hedged_out: set[str] = set()  # entries cancelled because another answered first
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
@@ -371,6 +383,9 @@ class _Run:
     async def events(self) -> AsyncGenerator[StreamEvent, None]:
         """The run: its events (deltas only when streaming), then `Done`; or CascadeFailed."""
         self.keeper.save_before(run_id=self.id)
+        self._check_budget()  # a cascade over its budget sends nothing
+        if self.cascade.mirror:
+            self.e.mirrors.start(self.cascade, self.conversation, self.id)
         try:
             async with aclosing(self._passes()) as passes:
                 async for event in passes:
@@ -390,6 +405,7 @@ class _Run:
                 attempts=self.journal.attempts,
                 saved=self.keeper.keep("failed", self.journal.errors()),
                 retry_after_s=self._retry_after(),
+                route=self.route,
             )
             self.trace.end(failed)
             raise failed
@@ -398,11 +414,12 @@ class _Run:
 
     async def _passes(self) -> AsyncGenerator[StreamEvent, None]:
         """Run the entries; with --wait-cooldown, wait for the soonest cooling one and go again."""
-        entries = list(self.cascade.entries)
+        entries = self._routed()
         waited = 0.0
         while True:
-            for entry in entries:
-                async with aclosing(self._entry(entry)) as steps:
+            pending = list(entries)
+            while pending:
+                async with aclosing(self._next(pending)) as steps:
                     async for event in steps:
                         yield event
                 if self.result is not None or self.stopped:
@@ -426,6 +443,86 @@ class _Run:
             self.journal.forget_skips()
             self.journal.waited(self._soonest(entries), pause)
 
+    def _next(self, pending: list[CascadeEntry]) -> AsyncGenerator[StreamEvent, None]:
+        """The next entry of `pending`; with `hedge_after`, a race of it and the ones after
+        it (not to pick up a broken stream: that is one entry's job)."""
+        hedge_after = self.cascade.hedge_after
+        if hedge_after is None or len(pending) == 1 or self.partial is not None:
+            return self._entry(pending.pop(0))
+        rules: hedge.Rules[StreamEvent] = hedge.Rules(
+            hedge_after=hedge_after,
+            max_hedges=self.cascade.max_hedges,
+            sleep=self.e.clock.sleep,
+            is_output=lambda event: self.streaming and isinstance(event, Text | ToolCallDelta),
+            is_request=lambda event: isinstance(event, EntryStarted),
+            finished=lambda: self.result is not None or self.stopped or self.partial is not None,
+        )
+        return hedge.race(pending, self._entry, rules, lambda e: self.hedged_out.add(e.key))
+
+    def _check_budget(self) -> None:
+        """Refuse the run (BudgetExceeded, the prompt kept) if the cascade spent its budget."""
+        limits = self.cascade.budget
+        if limits is None:
+            return
+        now = self.e.clock.now()
+        over = self.journal.over_budget("cascade", self.cascade.name, limits, now)
+        if over is None:
+            return
+        why = f"cascade '{self.cascade.name}' is {over.text(now)}; nothing was sent"
+        logger.info("%s", why)
+        refused = BudgetExceeded(
+            self.cascade.name,
+            why,
+            saved=self.keeper.keep(
+                "budget_exceeded", [{"outcome": "budget_exceeded", "detail": why}]
+            ),
+            retry_after_s=round(max(over.resets_at - now, 0.0), 3),
+        )
+        self.trace.end(refused)
+        raise refused
+
+    def _routed(self) -> list[CascadeEntry]:
+        """The entries in the order the cascade's strategy gives for this run."""
+        entries = list(self.cascade.entries)
+        if self.cascade.strategy == "ordered":
+            return entries
+        keys = [e.key for e in entries]
+        now = self.e.clock.now()
+        stats = self.journal.route_stats(keys)
+        states = self.journal.states(keys)
+        tokens = policy.estimate_tokens(self.conversation)
+        candidates = [
+            routing.Candidate(
+                e.key,
+                e.weight,
+                stats[e.key],
+                cost=routing.estimated_cost(e.price, tokens, e.options.max_tokens),
+                available=not (
+                    self.unfit.get(e.key)
+                    or (not self.opts.ignore_cooldown and states[e.key].is_cooling(now))
+                    or self._entry_over_budget(e, now)
+                ),
+            )
+            for e in entries
+        ]
+        self.route = routing.route(
+            self.cascade.strategy,
+            candidates,
+            now=now,
+            rng=self.e.rng,
+            streaming=self.streaming,
+            score_weights=self.cascade.score_weights,
+        )
+        waiting: dict[str, list[CascadeEntry]] = {}
+        for e in entries:
+            waiting.setdefault(e.key, []).append(e)
+        return [waiting[key].pop(0) for key in self.route.order]
+
+    def _entry_over_budget(self, entry: CascadeEntry, now: float) -> budgets.Exceeded | None:
+        if entry.budget is None:
+            return None
+        return self.journal.over_budget("entry", entry.key, entry.budget, now)
+
     def _soonest(self, entries: list[CascadeEntry]) -> str:
         """The entry that frees up first (the one a --wait-cooldown pause waited for)."""
         states = self.journal.states(e.key for e in entries)
@@ -441,6 +538,10 @@ class _Run:
             return
         provider = self.e.config.providers[entry.provider]
         now = self.e.clock.now()
+        over = self._entry_over_budget(entry, now)
+        if over is not None:
+            self.journal.over_budget_skip(entry.key, over.text(now), over.resets_at)
+            return
         state = self.journal.state(entry.key)
         probe = False
         if not self.opts.ignore_cooldown:
@@ -522,23 +623,30 @@ class _Run:
         state: EntryState,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Send, decide, journal, wait: the same loop for a whole answer and a stream."""
-        opts = entry.options
         note = _ignored(state, self.e.clock.now()) if self.opts.ignore_cooldown else None
+        self.hedged_out.discard(entry.key)  # a loser of an earlier race is tried afresh
         adapter = get_adapter(provider.type)
-        call = policy.call_options(
-            entry,
-            provider,
-            key.value,
-            self.opts,
-            output=self.conversation.output,
-            region=key.region or provider.region,
-        )
+        # An entry's in-place retries go out with its `retry_with` options laid over its own.
+        retried = replace(entry, options=entry.options.merged(entry.retry_with))
+        calls = [
+            policy.call_options(
+                sending,
+                provider,
+                key.value,
+                self.opts,
+                output=self.conversation.output,
+                region=key.region or provider.region,
+            )
+            for sending in ((entry, retried) if entry.retry_with else (entry,))
+        ]
         conversation, told = self._picking_up(entry)
         prefix = self.partial.text if self.partial is not None else ""
         if told is not None:
             yield told
         client = await self.e.http_client()
-        for try_number in range(1, opts.retries + 2):
+        for try_number in range(1, entry.options.retries + 2):
+            opts = (entry if try_number == 1 else retried).options
+            call = calls[min(try_number, len(calls)) - 1]
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 self._deadline(entry, probe, try_number)
@@ -568,7 +676,8 @@ class _Run:
                 await self.e.clock.sleep(wait)
                 continue
             except (asyncio.CancelledError, GeneratorExit):  # the caller went away: no verdict
-                self.journal.cancelled(
+                lost = entry.key in self.hedged_out  # or another entry answered first
+                (self.journal.hedged if lost else self.journal.cancelled)(
                     entry.key,
                     latency_ms=sent.latency_ms(self.e.clock.monotonic()),
                     try_number=try_number,
@@ -735,7 +844,12 @@ class _Run:
             reset=try_number > 1 or state.phase(self.e.clock.now()) != "closed",
             ttft_ms=sent.ttft_ms,
             chunks=sent.chunks,
+            cost=entry.price.cost(response.input_tokens, response.output_tokens)
+            if entry.price is not None
+            else None,
         )
+        if self.result is not None:  # a hedged race: another entry answered a moment before
+            return
         self.result = CascadeResult(
             response=response,
             cascade_name=self.cascade.name,
@@ -745,6 +859,7 @@ class _Run:
             latency_ms=_ms(self.e.clock.monotonic() - self.started),
             attempts=self.journal.attempts,
             parsed=sent.parsed,
+            route=self.route,
         )
 
     def _deadline(

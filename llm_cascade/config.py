@@ -20,9 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import files, paths, redaction
+from .budgets import LIMIT_KEYS, Limits
 from .errors import ConfigError
 from .providers import PROVIDER_TYPES
 from .providers.base import DEFAULT_MAX_RESPONSE_BYTES, deep_merge
+from .routing import DEFAULT_SCORE_WEIGHTS, SCORE_PARTS, STRATEGIES, Price
 from .rules import MAX_SECONDS, RULE_KEYS, CooldownPolicy, Rule, RuleError, parse_rule
 from .templates import OPTION_KEYS as TEMPLATE_OPTION_KEYS
 from .templates import Template, syntax_problem
@@ -106,6 +108,11 @@ class CascadeEntry:
     provider: str
     model: str
     options: Options = field(default_factory=Options)
+    weight: float = 1.0  # the `weighted` strategy's share
+    price: Price | None = None  # currency units per million tokens
+    budget: Limits | None = None  # spending of this entry (all cascades) per day and month
+    # Options laid over `options` for the entry's in-place retries (try 2 and later).
+    retry_with: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -123,6 +130,17 @@ class CascadeConfig:
     # A stream that breaks after output: restart on the next entry, continue from the partial
     # answer, or fail. None: the caller's default (see RunOptions.on_midstream).
     on_midstream: str | None = None
+    strategy: str = "ordered"  # which entry goes first: see routing.py
+    score_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SCORE_WEIGHTS)
+    budget: Limits | None = None  # spending of this cascade per day and month
+    # Start the next entry alongside one that shows nothing for this long (at most
+    # `max_hedges` extra requests); the first answer wins, the others are cancelled.
+    hedge_after: float | None = None
+    max_hedges: int = 1
+    # Entries sent a copy of each request in the background, for comparison.
+    mirror: tuple[CascadeEntry, ...] = ()
+    mirror_save: bool = False  # keep the mirrors' answers under the data dir
+    mirror_wait: float = 5.0  # the longest a CLI run waits for its mirrors before exiting
     # The list an ad-hoc cascade (`run -m`, `LLMCascade([...])`) was made from, as JSON values:
     # saved with a prompt no entry answered, so `failed retry` can make the cascade again.
     specs: tuple[Any, ...] | None = None
@@ -202,8 +220,9 @@ TOP_KEYS = {
 }
 PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
 OPTION_KEYS = {f for f in Options.__dataclass_fields__}
-ENTRY_KEYS = {"provider", "model"}
-CASCADE_KEYS = {"entries", "deadline", "on_midstream"}
+ENTRY_KEYS = {"provider", "model", "weight", "price", "budget", "retry_with"}
+CASCADE_KEYS = {"entries", "deadline", "on_midstream", "strategy", "score_weights", "budget"}
+CASCADE_KEYS |= {"hedge_after", "max_hedges", "mirror", "mirror_save", "mirror_wait"}
 TEMPLATE_KEYS = {"system", "prompt", "cascade", "schema", *TEMPLATE_OPTION_KEYS}
 CAPABILITIES = ("tools", "json", "schema", "vision", "stream", "prefill")
 MIDSTREAM = ("restart", "continue", "fail")
@@ -620,12 +639,94 @@ class _Parser:
                 f"{prefix}.on_midstream",
                 f"must be one of {', '.join(MIDSTREAM)}, got {shown(on_midstream)}",
             )
+        strategy = table.get("strategy", "ordered")
+        if strategy not in STRATEGIES:
+            raise self.fail(
+                f"{prefix}.strategy",
+                f"must be one of {', '.join(STRATEGIES)}, got {shown(strategy)}",
+            )
         parsed = tuple(
             self.entry(f"{prefix}.entries[{i}]", raw, providers) for i, raw in enumerate(entries)
         )
+        hedge_after = table.get("hedge_after")
+        if hedge_after is not None and not _seconds(hedge_after):
+            raise self.fail(f"{prefix}.hedge_after", f"must be {_SECONDS}")
+        if hedge_after is not None and deadline is not None and hedge_after > deadline:
+            raise self.fail(
+                f"{prefix}.hedge_after",
+                f"is {hedge_after:g} s, longer than the cascade's deadline ({deadline:g} s):"
+                " no hedge could ever start",
+            )
+        max_hedges = table.get("max_hedges", 1)
+        if isinstance(max_hedges, bool) or not isinstance(max_hedges, int) or max_hedges < 1:
+            raise self.fail(f"{prefix}.max_hedges", "must be an integer of 1 or more")
+        mirror = table.get("mirror", [])
+        if not isinstance(mirror, list):
+            raise self.fail(f"{prefix}.mirror", "must be an array of {provider, model}")
+        mirror_save = table.get("mirror_save", False)
+        if not isinstance(mirror_save, bool):
+            raise self.fail(f"{prefix}.mirror_save", "must be true or false")
+        mirror_wait = table.get("mirror_wait", 5.0)
+        if not _seconds(mirror_wait, zero_ok=True):
+            raise self.fail(f"{prefix}.mirror_wait", f"must be 0 or {_SECONDS}")
         return CascadeConfig(
-            name, parsed, float(deadline) if deadline is not None else None, on_midstream
+            name,
+            parsed,
+            float(deadline) if deadline is not None else None,
+            on_midstream,
+            strategy=strategy,
+            score_weights=self.score_weights(table.get("score_weights"), f"{prefix}.score_weights"),
+            budget=self.budget(table.get("budget"), f"{prefix}.budget"),
+            hedge_after=float(hedge_after) if hedge_after is not None else None,
+            max_hedges=max_hedges,
+            mirror=tuple(
+                self.entry(f"{prefix}.mirror[{i}]", raw, providers) for i, raw in enumerate(mirror)
+            ),
+            mirror_save=mirror_save,
+            mirror_wait=float(mirror_wait),
         )
+
+    def score_weights(self, value: Any, key: str) -> Mapping[str, float]:
+        if value is None:
+            return DEFAULT_SCORE_WEIGHTS
+        table = self.table(value, key)
+        self.check_keys(table, set(SCORE_PARTS), f"{key}.")
+        weights = dict.fromkeys(SCORE_PARTS, 0.0)
+        for part in SCORE_PARTS:
+            if part in table:
+                if not _is_number(table[part]) or table[part] < 0:
+                    raise self.fail(f"{key}.{part}", "must be a number of 0 or more")
+                weights[part] = float(table[part])
+        if sum(weights.values()) <= 0:
+            raise self.fail(key, f"must give some weight to {', '.join(SCORE_PARTS)}: all are 0")
+        return weights
+
+    def budget(self, value: Any, key: str) -> Limits | None:
+        if value is None:
+            return None
+        table = self.table(value, key)
+        self.check_keys(table, set(LIMIT_KEYS), f"{key}.")
+        limits = {}
+        for name in LIMIT_KEYS:
+            if name in table:
+                if not _is_number(table[name]) or table[name] <= 0:
+                    raise self.fail(f"{key}.{name}", "must be a number above 0")
+                limits[name] = float(table[name])
+        return Limits(**limits)
+
+    def price(self, value: Any, key: str) -> Price | None:
+        if value is None:
+            return None
+        table = self.table(value, key)
+        self.check_keys(table, {"input", "output"}, f"{key}.")
+        values = {}
+        for part in ("input", "output"):
+            if part not in table:
+                raise self.fail(f"{key}.{part}", "is missing (currency units per million tokens)")
+            if not _is_number(table[part]) or table[part] < 0:
+                raise self.fail(f"{key}.{part}", "must be a number of 0 or more")
+            values[part] = float(table[part])
+        return Price(**values)
 
     def entry(self, where: str, raw: Any, providers: Mapping[str, ProviderConfig]) -> CascadeEntry:
         table = self.table(raw, where)
@@ -645,7 +746,20 @@ class _Parser:
             raise self.fail(f"{where}.model", problem)
         assert isinstance(model, str)
         options = providers[provider].options.merged(self.options(table, f"{where}."))
-        return CascadeEntry(provider, model.strip(), options)
+        weight = table.get("weight", 1.0)
+        if not _is_number(weight) or weight <= 0:
+            raise self.fail(f"{where}.weight", "must be a number above 0")
+        retry_with = self.table(table.get("retry_with"), f"{where}.retry_with")
+        self.check_keys(retry_with, OPTION_KEYS, f"{where}.retry_with.")
+        return CascadeEntry(
+            provider,
+            model.strip(),
+            options,
+            weight=float(weight),
+            price=self.price(table.get("price"), f"{where}.price"),
+            budget=self.budget(table.get("budget"), f"{where}.budget"),
+            retry_with=self.options(retry_with, f"{where}.retry_with."),
+        )
 
 
 # --- entries given outside a file ----------------------------------------------------------

@@ -6,6 +6,7 @@ LlmCascadeError               base; the CLI catches only this
 │   └── ConversationError     a conversation file does not match the schema
 ├── ProviderError             one attempt at one entry failed; the rules decide what next
 └── CascadeFailed             no entry answered; the prompt was saved    -> exit 1
+    └── BudgetExceeded        the cascade spent its budget; nothing sent -> exit 1
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from .attempts import Attempt
+    from .routing import Route
 
 ErrorKind = Literal[
     "http",  # a non-2xx status
@@ -115,6 +117,7 @@ class CascadeFailed(LlmCascadeError):
     """No entry answered. `attempts` says what each entry did; `saved` where the prompt is."""
 
     exit_code = EXIT_FAILED
+    outcome = "failed"  # what `run --json` calls it
 
     def __init__(
         self,
@@ -124,12 +127,14 @@ class CascadeFailed(LlmCascadeError):
         attempts: list[Attempt] | None = None,
         saved: SaveOutcome | None = None,
         retry_after_s: float | None = None,
+        route: Route | None = None,
     ) -> None:
         self.cascade_name = cascade_name
         self.message = message  # attempts.failure_summary of the attempts
         self.attempts = attempts or []
         self.saved = saved or SaveOutcome(None, "not saved")
         self.retry_after_s = retry_after_s
+        self.route = route  # how the cascade's strategy ordered the entries, if not `ordered`
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -146,3 +151,15 @@ class CascadeFailed(LlmCascadeError):
         if self.saved.path:
             return f"{head}\nFailed prompt persisted to: {self.saved.path}"
         return f"{head}\nFailed prompt could not be persisted: {self.saved.error}"
+
+
+class BudgetExceeded(CascadeFailed):
+    """The cascade spent its token or cost budget: nothing was sent; the prompt was saved.
+    `retry_after_s` is when the budget resets."""
+
+    outcome = "budget_exceeded"
+
+    def display(self) -> str:
+        if self.saved.path:
+            return f"{self.message}\nFailed prompt persisted to: {self.saved.path}"
+        return f"{self.message}\nFailed prompt could not be persisted: {self.saved.error}"

@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from .attempts import CAPABILITY, Attempt, Outcome, error_list, failure_summary
+from . import budgets
+from .attempts import BUDGET, CAPABILITY, Attempt, Outcome, error_list, failure_summary
 from .clock import Clock
 from .errors import ProviderError
+from .routing import RouteStats
 from .rules import CooldownPolicy, Rule
 from .store import AttemptRecord, EntryState, Store
 from .types import LlmResponse
@@ -76,6 +78,23 @@ class Journal:
         found = self._db("reading cooldowns", lambda s: s.states(wanted))
         return found if found is not None else {key: EntryState(key) for key in wanted}
 
+    def route_stats(self, keys: Iterable[str]) -> dict[str, RouteStats]:
+        """What routing knows of these entries (nothing if the database is out)."""
+        wanted = list(keys)
+        found = self._db("reading the routing state", lambda s: s.route_stats(wanted))
+        return found if found is not None else {key: RouteStats() for key in wanted}
+
+    def over_budget(
+        self, scope: str, name: str, limits: budgets.Limits, now: float
+    ) -> budgets.Exceeded | None:
+        """The limit `name` (a cascade or an entry) has reached; None if none (or no database:
+        without the shared log there is nothing to count)."""
+        day, month = budgets.periods(now)
+        spent = self._db("reading the spending", lambda s: s.spending(scope, [name], [day, month]))
+        if not spent:
+            return None
+        return budgets.exceeded(limits, {period: v for (_, period), v in spent.items()}, now)
+
     def state(self, key: str) -> EntryState:
         return self.states([key])[key]
 
@@ -131,6 +150,7 @@ class Journal:
             try_number=attempt.try_number,
             ttft_ms=attempt.ttft_ms,
             chunks=attempt.chunks,
+            cost=attempt.cost,
         )
 
     def skipped(self, key: str, state: EntryState, why: str) -> None:
@@ -144,6 +164,13 @@ class Journal:
     def unfit(self, key: str, why: str) -> None:
         """The entry cannot serve this request (a capability, the context window): not sent."""
         attempt = Attempt(key, "skipped", why, rule=CAPABILITY)
+        logger.info("skipping %s: %s", key, why)
+        self.attempts.append(attempt)
+        self._db("logging a skip", lambda s: s.log_attempt(self._row(attempt), self.clock.now()))
+
+    def over_budget_skip(self, key: str, why: str, resets_at: float) -> None:
+        """The entry spent its budget: skipped like a cooling one, until the budget resets."""
+        attempt = Attempt(key, "skipped", why, rule=BUDGET, cooldown_until=resets_at)
         logger.info("skipping %s: %s", key, why)
         self.attempts.append(attempt)
         self._db("logging a skip", lambda s: s.log_attempt(self._row(attempt), self.clock.now()))
@@ -277,6 +304,7 @@ class Journal:
         reset: bool = True,
         ttft_ms: int | None = None,
         chunks: int | None = None,
+        cost: float | None = None,
     ) -> None:
         """An answer. `reset=False`: the breaker was closed when read, nothing to close."""
         attempt = Attempt(
@@ -292,6 +320,7 @@ class Journal:
             output_tokens=response.output_tokens,
             ttft_ms=ttft_ms,
             chunks=chunks,
+            cost=cost,
         )
         self.attempts.append(attempt)
         self.probing.discard(key)  # a success closes the breaker, and the lease with it
@@ -315,12 +344,17 @@ class Journal:
         try_number: int,
         probe: bool,
         partial: str | None,
+        outcome: Outcome = "cancelled",
     ) -> None:
         """The caller went away mid-request: logged, no cooldown, a probe's lease given back."""
+        detail = {
+            "cancelled": "cancelled by the caller before the answer was complete",
+            "hedged": "cancelled: a hedged request to another entry answered first",
+        }[outcome]
         attempt = Attempt(
             key,
-            "cancelled",
-            "cancelled by the caller before the answer was complete",
+            outcome,
+            detail,
             kind="cancelled",
             latency_ms=latency_ms,
             try_number=try_number,
@@ -330,6 +364,19 @@ class Journal:
         logger.info("%s: %s", key, attempt.detail)
         self.attempts.append(attempt)
         self._failure(attempt, lambda _level: None, probe)
+
+    def hedged(
+        self, key: str, *, latency_ms: int, try_number: int, probe: bool, partial: str | None
+    ) -> None:
+        """Another entry of a hedged race answered first: cancelled, no cooldown."""
+        self.cancelled(
+            key,
+            latency_ms=latency_ms,
+            try_number=try_number,
+            probe=probe,
+            partial=partial,
+            outcome="hedged",
+        )
 
     # --- summaries ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .attempts import Attempt, Outcome, error_list
+from .routing import Route
 from .types import LlmResponse
 
 __all__ = ["Attempt", "CascadeResult", "Outcome", "Parsed", "RunOptions", "error_list"]
@@ -33,6 +34,13 @@ class CascadeResult:
     latency_ms: int
     attempts: list[Attempt] = field(default_factory=list)
     parsed: Parsed | None = None  # the checked document, when the conversation asked for JSON
+    route: Route | None = None  # how the cascade's strategy ordered the entries (not `ordered`)
+
+    @property
+    def cost(self) -> float | None:
+        """What the run's requests cost, when the entries that answered declare a price."""
+        costs = [a.cost for a in self.attempts if a.cost is not None]
+        return sum(costs) if costs else None
 
     @property
     def text(self) -> str:
@@ -55,7 +63,9 @@ class CascadeResult:
             "output_tokens": r.output_tokens,
             "stop_reason": r.stop_reason,
             "latency_ms": self.latency_ms,
+            "cost": self.cost,
             "attempts": [a.to_dict() for a in self.attempts],
+            **({"route": self.route.to_dict()} if self.route is not None else {}),
             "response": r.to_dict(),
             **({"parsed": self.parsed.value} if self.parsed is not None else {}),
         }

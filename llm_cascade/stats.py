@@ -17,6 +17,7 @@ from . import rollup
 from .clock import format_ts, parse_ts
 from .config import AppConfig
 from .errors import UsageError
+from .routing import Price
 from .state import opened
 from .store import EntryState, Phase
 
@@ -86,6 +87,7 @@ class EntryStats:
     output_tokens: int = 0
     latency_ms: dict[str, float | None] = field(default_factory=dict)  # p50, p95, p99
     ttft_ms: dict[str, float | None] = field(default_factory=dict)  # p50, p95 (streams only)
+    cost: float | None = None  # the window's tokens at the entry's configured price
 
     @property
     def success_rate(self) -> float | None:
@@ -105,6 +107,7 @@ class EntryStats:
             "output_tokens": self.output_tokens,
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms or None,
+            "cost": self.cost,
             "state": self.state,
         }
 
@@ -147,6 +150,10 @@ class StatsReport:
     @property
     def has_ttft(self) -> bool:
         return any(e.ttft_ms for c in self.cascades for e in c.entries)
+
+    @property
+    def has_cost(self) -> bool:
+        return any(e.cost is not None for c in self.cascades for e in c.entries)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +204,8 @@ def _cascade(
     configured = config.cascades.get(name)
     mine = [c for c in counted if c.cascade == name]
     listed = [e.key for e in configured.entries] if configured else []
+    configured_entries = (*configured.entries, *configured.mirror) if configured else ()
+    prices = {e.key: e.price for e in configured_entries if e.price is not None}
     keys = list(dict.fromkeys([*listed, *sorted({c.entry for c in mine})]))
     entries = tuple(
         _entry(
@@ -206,6 +215,7 @@ def _cascade(
             [c for c in mine if c.entry == key],
             histograms,
             states.get(key, EntryState(key)).phase(now),
+            prices.get(key),
         )
         for key in keys
     )
@@ -226,9 +236,12 @@ def _entry(
     rows: list[rollup.Counts],
     histograms: Mapping[tuple[str, str, str, str], rollup.Histogram],
     state: Phase,
+    price: Price | None = None,
 ) -> EntryStats:
     latency = histograms.get((cascade, key, "latency", ""))
     ttft = histograms.get((cascade, key, "ttft", ""))
+    tokens_in = sum(r.input_tokens for r in rows)
+    tokens_out = sum(r.output_tokens for r in rows)
     return EntryStats(
         cascade,
         key,
@@ -239,10 +252,11 @@ def _entry(
         skipped=sum(r.attempts for r in rows if r.outcome == "skipped"),
         failovers=sum(r.failovers for r in rows),
         cooldowns=sum(r.cooldowns for r in rows),
-        input_tokens=sum(r.input_tokens for r in rows),
-        output_tokens=sum(r.output_tokens for r in rows),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
         latency_ms=_quantiles(latency, (0.5, 0.95, 0.99)),
         ttft_ms=_quantiles(ttft, (0.5, 0.95)) if ttft and ttft.count else {},
+        cost=price.cost(tokens_in, tokens_out) if price is not None else None,
     )
 
 

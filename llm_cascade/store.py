@@ -17,12 +17,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from . import rollup
+from . import rollup, routestate
 from .clock import format_ts, json_time, parse_ts
 from .errors import LlmCascadeError
 from .paths import ensure_private_dir
+from .routing import RouteStats
 
-SCHEMA_VERSION = 3  # 3: the aggregates of rollup.py
+SCHEMA_VERSION = 4  # 3: the aggregates of rollup.py; 4: routing state and spending
 # No instant written is later than this (9999-12-31T00:00:00Z): past year 9999 no timestamp
 # can be formatted, so an absurd cooldown or lease is clamped here instead of crashing.
 LATEST_INSTANT = 253_402_214_400.0
@@ -271,6 +272,7 @@ class Store:
                 " ON attempt_log (provider_model, timestamp)"
             )
             rollup.install(conn)
+            routestate.install(conn, format_ts(time.time())[:7])
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- reads ---------------------------------------------------------------------------
@@ -293,6 +295,16 @@ class Store:
             " FROM cooldown ORDER BY provider_model"
         )
         return [_state(row) for row in rows]
+
+    def route_stats(self, keys: Iterable[str]) -> dict[str, RouteStats]:
+        """What routing knows of each key: one row per entry, whatever the size of the log."""
+        return routestate.route_stats(self.conn, keys)
+
+    def spending(
+        self, scope: str, names: Iterable[str], periods: Iterable[str]
+    ) -> dict[tuple[str, str], tuple[int, float]]:
+        """(tokens, cost) per (name, period) of a scope ('cascade' or 'entry')."""
+        return routestate.spending(self.conn, scope, names, periods)
 
     def recent_attempts(self, limit: int = 20, cascade: str | None = None) -> list[AttemptRow]:
         """The newest attempt rows, oldest first."""

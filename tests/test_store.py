@@ -170,7 +170,8 @@ def test_a_version_1_database_gains_the_stream_and_cost_columns(tmp_path):
     with Store(path) as store:
         store.log_attempt(ok(), T0)
     raw = sqlite3.connect(path)  # as a version-1 database left it: without the new columns
-    raw.execute("DROP TRIGGER attempt_log_rollup")  # nor the aggregates that read them
+    for trigger in ("attempt_log_rollup", "attempt_log_route", "attempt_log_spend"):
+        raw.execute(f"DROP TRIGGER {trigger}")  # nor the aggregates that read them
     for name in ("ttft_ms", "chunks", "cost"):
         raw.execute(f"ALTER TABLE attempt_log DROP COLUMN {name}")
     raw.execute("PRAGMA user_version = 1")

@@ -8,9 +8,11 @@ import re
 from typing import Any
 
 from .. import untrusted
+from ..attempts import CAPABILITY
 from ..cascade import Attempt, CascadeResult
 from ..clock import format_human
 from ..errors import CascadeFailed
+from ..routing import Route
 from ..types import LlmResponse
 
 _UNESCAPED_CONTROL = re.compile("[\x7f-\x9f]")  # json.dumps escapes only C0
@@ -81,12 +83,14 @@ def result_text(result: CascadeResult, *, terminal: bool = False) -> str:
 def failure_json(exc: CascadeFailed) -> dict[str, Any]:
     return {
         "ok": False,
+        "outcome": exc.outcome,
         "cascade": exc.cascade_name,
         "error": exc.message,
         "saved_to": exc.saved.path,
         "save_error": exc.saved.error,
         "retry_after": exc.retry_after_s,
         "attempts": [a.to_dict() for a in exc.attempts],
+        **({"route": exc.route.to_dict()} if exc.route is not None else {}),
     }
 
 
@@ -122,13 +126,30 @@ def failure_hint(exc: CascadeFailed, now: float, wait_s: float | None = None) ->
     )
 
 
-def explain(cascade: str, attempts: list[Attempt]) -> list[str]:
-    """Per entry: what happened and why (run --explain)."""
+def explain(cascade: str, attempts: list[Attempt], route: Route | None = None) -> list[str]:
+    """The strategy's ranking (when not `ordered`), then per entry: what happened and why
+    (run --explain)."""
     lines = [f"explain: cascade '{cascade}'"]
+    if route is not None:
+        lines.append(f"  strategy {route.strategy}:")
+        ranked = route.ranked
+        width = max((len(r.key) for r in ranked), default=0)
+        for place, r in enumerate(ranked, 1):
+            numbers = ", ".join(f"{k} {_number(v)}" for k, v in r.numbers.items())
+            note = f" ({r.note})" if r.note else ""
+            lines.append(f"    {place}. {r.key:<{width}}  {numbers}{note}")
     width = max((len(a.entry) for a in attempts), default=0)
     for a in attempts:
         lines.append(f"  {a.entry:<{width}}  {_explain_one(a)}")
     return lines
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def _explain_one(a: Attempt) -> str:
@@ -144,10 +165,12 @@ def _explain_one(a: Attempt) -> str:
             if a.ttft_ms is not None
             else ""
         )
+        cost = f", cost {a.cost:.6g}" if a.cost is not None else ""
         return (
-            f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}{streamed}){tokens}{note}"
+            f"{tag}{probe}answered in {a.latency_ms} ms (HTTP {a.status}{streamed}){tokens}"
+            f"{cost}{note}"
         )
-    if a.outcome == "skipped" and not a.cooling:
+    if a.outcome == "skipped" and a.rule == CAPABILITY:
         return f"skipped, cannot serve this request: {a.detail}"
     if a.outcome == "skipped":
         return f"skipped: {a.detail}"
@@ -159,6 +182,8 @@ def _explain_one(a: Attempt) -> str:
         return f"{tag}stopped: {a.detail}"
     if a.outcome == "cancelled":
         return f"{tag}cancelled by the caller after {a.latency_ms} ms"
+    if a.outcome == "hedged":
+        return f"{tag}hedged: cancelled after {a.latency_ms} ms, another entry answered first"
     if a.outcome == "truncated":
         broke = f"broke mid-stream after {a.chunks} chunks (first token after {a.ttft_ms} ms)"
         return f"{tag}{probe}{broke}: {a.detail} [rule {a.rule}] -> {_after_failure(a)}{note}"

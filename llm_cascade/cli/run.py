@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -364,8 +364,23 @@ def run(
     if streaming:
         _stream(app_config, cascade, conversation, options, json_output, explain, wait_s, spinner)
         return
+
+    def finish(answer: Answer) -> None:
+        result = answer.result
+        if explain:
+            for line in render.explain(result.cascade_name, result.attempts, result.route):
+                say(line)
+        deliver(
+            answer,
+            lambda: (
+                render.result_json(result)
+                if json_output
+                else render.result_text(result, terminal=sys.stdout.isatty())
+            ),
+        )
+
     try:
-        answer = asyncio.run(_run(app_config, cascade, conversation, options, spinner))
+        asyncio.run(_run(app_config, cascade, conversation, options, spinner, finish))
     except KeyboardInterrupt:  # the engine has logged where the prompt is
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except asyncio.CancelledError:  # SIGTERM
@@ -373,18 +388,6 @@ def run(
     except CascadeFailed as exc:
         _report_failure(exc, json_output, explain, wait_s)
         raise typer.Exit(EXIT_FAILED) from None
-    result = answer.result
-    if explain:
-        for line in render.explain(result.cascade_name, result.attempts):
-            say(line)
-    deliver(
-        answer,
-        lambda: (
-            render.result_json(result)
-            if json_output
-            else render.result_text(result, terminal=sys.stdout.isatty())
-        ),
-    )
 
 
 def _with_extras(
@@ -429,15 +432,19 @@ def _stream(
     from . import render
     from .streamed import Terminated, stream_answer
 
+    mirror_wait = config.cascades[cascade].mirror_wait
+
     async def go() -> CascadeResult:  # stream_answer handles SIGTERM
         from ..cascade import Cascade
 
         terminal = sys.stdout.isatty()
         if not spinner:
             async with Cascade(config) as engine:
-                return await stream_answer(
+                result = await stream_answer(
                     engine, cascade, conversation, options, as_json=json_output, terminal=terminal
                 )
+                await engine.wait_mirrors(mirror_wait)
+                return result
         from rich.console import Console  # a terminal waits: say which entry is being asked
 
         with Console(stderr=True).status(f"cascade '{cascade}'") as status:
@@ -448,7 +455,7 @@ def _stream(
                 )
 
             async with Cascade(config, on_request=on_request) as engine:
-                return await stream_answer(
+                result = await stream_answer(
                     engine,
                     cascade,
                     conversation,
@@ -457,6 +464,8 @@ def _stream(
                     terminal=terminal,
                     on_output=status.stop,
                 )
+                await engine.wait_mirrors(mirror_wait)
+                return result
 
     try:
         result = asyncio.run(go())
@@ -475,7 +484,7 @@ def _stream(
             echo(render.compact_dumps({"event": "failed", **render.failure_json(exc)}))
         raise typer.Exit(EXIT_FAILED) from None
     if explain:
-        for line in render.explain(result.cascade_name, result.attempts):
+        for line in render.explain(result.cascade_name, result.attempts, result.route):
             say(line)
 
 
@@ -515,8 +524,12 @@ async def _run(
     conversation: Conversation,
     options: RunOptions,
     spinner: bool,
-) -> Answer:
+    finish: Callable[[Answer], None],
+) -> None:
+    """Answer, hand the answer to `finish`, then give the cascade's mirror requests up to
+    its `mirror_wait` to end before the engine closes."""
     import asyncio
+    import contextlib
     import signal
 
     from ..cascade import Cascade
@@ -524,20 +537,23 @@ async def _run(
     task = asyncio.current_task()
     if task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    # The engine opens its HTTP client (and imports httpx) only if a request is made, so a run
-    # that finds every entry cooling down answers fast.
-    if not spinner:
-        async with Cascade(config) as engine:
-            return await engine.answer(cascade, conversation, options)
-    from rich.console import Console  # a terminal is watching: say which entry is being asked
+    status: Any = contextlib.nullcontext()
+    on_request = None
+    if spinner:
+        from rich.console import Console  # a terminal is watching: say which entry is asked
 
-    with Console(stderr=True).status(f"cascade '{cascade}'") as status:
+        status = Console(stderr=True).status(f"cascade '{cascade}'")
 
         def on_request(entry: str, try_number: int) -> None:
             status.update(f"asking {entry}" + (f" (try {try_number})" if try_number > 1 else ""))
 
-        async with Cascade(config, on_request=on_request) as engine:
-            return await engine.answer(cascade, conversation, options)
+    # The engine opens its HTTP client (and imports httpx) only if a request is made, so a run
+    # that finds every entry cooling down answers fast.
+    async with Cascade(config, on_request=on_request) as engine:
+        with status:
+            answer = await engine.answer(cascade, conversation, options)
+        finish(answer)
+        await engine.wait_mirrors(config.cascades[cascade].mirror_wait)
 
 
 def _report_failure(
@@ -548,7 +564,7 @@ def _report_failure(
 
     now = SystemClock().now()
     if explain:
-        for line in render.explain(exc.cascade_name, exc.attempts):
+        for line in render.explain(exc.cascade_name, exc.attempts, exc.route):
             say(line)
     say(str(exc))
     hint = render.failure_hint(exc, now, wait_s)

@@ -123,14 +123,15 @@ def _stats_text(report: StatsReport) -> str:
 
     blocks = [f"Since {format_human(report.since)} (whole UTC hours), until now."]
     for cascade in report.cascades:
-        blocks.append(_cascade_text(cascade, report.has_ttft))
+        blocks.append(_cascade_text(cascade, report.has_ttft, report.has_cost))
     return "\n\n".join(blocks)
 
 
-def _cascade_text(cascade: CascadeStats, ttft: bool) -> str:
+def _cascade_text(cascade: CascadeStats, ttft: bool, cost: bool = False) -> str:
     headers = ["ENTRY", "STATE", "ATTEMPTS", "OK", "FAILOVERS", "P50 MS", "P95 MS", "P99 MS"]
     headers += ["TTFT P50", "TTFT P95"] if ttft else []
     headers += ["TOKENS IN", "TOKENS OUT", "COOLDOWNS"]
+    headers += ["COST"] if cost else []
     rows = []
     for e in cascade.entries:
         row = [
@@ -143,6 +144,7 @@ def _cascade_text(cascade: CascadeStats, ttft: bool) -> str:
         ]
         row += [_ms(e.ttft_ms.get(p)) for p in ("p50", "p95")] if ttft else []
         row += [str(e.input_tokens), str(e.output_tokens), str(e.cooldowns)]
+        row += ["-" if e.cost is None else f"{e.cost:.4f}"] if cost else []
         rows.append(row)
     title = f"Cascade {cascade.name}" + ("" if cascade.in_config else " (not in config)")
     summary = (

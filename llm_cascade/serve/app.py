@@ -459,15 +459,17 @@ class Gateway:
             await ex.write(type(out).error(_failure_text(exc)), more=False, timeout=timeout)
 
     async def _failed(self, ex: Exchange, exc: CascadeFailed) -> None:
-        """503 in the vendor's error shape, with Retry-After when every entry is cooling."""
-        ex.fields["outcome"] = "failed"
+        """503 in the vendor's error shape, with Retry-After when every entry is cooling (or
+        when the cascade's spent budget resets: code `budget_exceeded`)."""
+        ex.fields["outcome"] = exc.outcome
         headers = []
         if exc.retry_after_s is not None:
             headers.append((b"retry-after", str(max(math.ceil(exc.retry_after_s), 1)).encode()))
         if exc.saved.path:
             ex.fields["saved"] = Path(exc.saved.path).stem
             headers.append((b"x-llm-cascade-saved-prompt", Path(exc.saved.path).stem.encode()))
-        await ex.fail(503, _failure_text(exc), code="cascade_failed", headers=headers)
+        code = "cascade_failed" if exc.outcome == "failed" else exc.outcome
+        await ex.fail(503, _failure_text(exc), code=code, headers=headers)
 
     async def _models(self, ex: Exchange) -> None:
         names = list(self.config.cascades)
@@ -528,6 +530,8 @@ def _failure_text(exc: CascadeFailed) -> str:
     for `llm-cascade failed retry`, not a path on this machine)."""
     head = (
         f"every entry of cascade '{exc.cascade_name}' failed: {'; '.join(exc.message.splitlines())}"
+        if exc.outcome == "failed"
+        else exc.message
     )
     if exc.saved.path:
         ident = Path(exc.saved.path).stem
