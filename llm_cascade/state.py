@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .breakers import open_store
 from .clock import json_time
 from .config import AppConfig
 from .errors import LlmCascadeError, UsageError
@@ -57,11 +58,12 @@ def opened(
     config: AppConfig, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
 ) -> Iterator[Store | None]:
     """The config's database for one view or edit; None when there is none yet. Any SQLite
-    error inside becomes one line naming the database, instead of a traceback."""
-    if not has_database(config):
+    error inside becomes one line naming the database, instead of a traceback. With a shared
+    `[state]` backend, the breakers are the backend's; if it cannot be used, BackendError."""
+    if not has_database(config) and not config.state.shared:
         yield None
         return
-    with Store(config.database_path, busy_timeout_s=busy_timeout_s) as store:
+    with open_store(config, busy_timeout_s, strict=True) as store:
         try:
             yield store
         except sqlite3.Error as exc:

@@ -11,6 +11,7 @@ import pytest
 from llm_cascade.clock import ManualClock
 from llm_cascade.simulator import Simulator
 
+from .state_servers import PostgresServer, RedisServer
 from .support import SIM_AWS_KEY, SIM_KEY, MemoryKeyring
 
 KEY_VARS = (
@@ -69,3 +70,23 @@ def sim(_session_sim: Simulator) -> Simulator:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests keep apart by key prefix."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session; each test gets an empty schema."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()

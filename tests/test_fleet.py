@@ -1,0 +1,235 @@
+"""A fleet sharing its breakers on Redis or PostgreSQL: real servers, real CLI processes, each
+"host" with its own local database, so only the shared backend can carry what they agree on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_cascade.breakers import open_backend
+from llm_cascade.cascade import Cascade, CascadeResult
+from llm_cascade.clock import ManualClock
+from llm_cascade.config import AppConfig, load_config
+from llm_cascade.errors import CascadeFailed
+from llm_cascade.simulator import Fail, Reply
+from llm_cascade.store import EntryState
+from llm_cascade.types import Conversation
+
+from .state_servers import PostgresServer, RedisServer, free_port
+from .support import run_async, run_cli, write_config
+from .test_fleet_state import postgres_config, redis_config
+from .test_resilience import start_cli
+
+SHARED = ["redis", "postgres"]
+
+
+def shared_table(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    if kind == "redis":
+        state = redis_config(request.getfixturevalue("redis_server"))
+        return {"backend": "redis", "url": state.url, "prefix": state.prefix}
+    state = postgres_config(request.getfixturevalue("postgres_server"))
+    return {"backend": "postgres", "url": state.url}
+
+
+def host_config(tmp_path: Path, sim, table: dict[str, Any], host: str, entries=("a", "b")) -> Path:
+    """One host's config: the shared [state], its own local database."""
+    return write_config(
+        tmp_path,
+        sim,
+        {"x": list(entries)},
+        extra={"state": table, "database": {"path": str(tmp_path / host / "db.sqlite")}},
+        name=f"{host}.toml",
+    )
+
+
+@pytest.fixture(params=SHARED)
+def fleet(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return shared_table(request.param, request)
+
+
+def shared_states(cfg: Path, *keys: str) -> dict[str, EntryState]:
+    backend = open_backend(load_config(cfg).state)
+    try:
+        return backend.states(keys)
+    finally:
+        backend.close()
+
+
+def half_open(cfg: Path, key: str) -> None:
+    """`key` failed long enough ago that its cooldown is over: the next run may probe it."""
+    backend = open_backend(load_config(cfg).state)
+    try:
+        backend.put_states([EntryState(key, time.time() - 60, 1, None, "server_error")])
+    finally:
+        backend.close()
+
+
+async def run_on_backend(config: AppConfig, clock: ManualClock) -> CascadeResult:
+    """One run in-process, on the store its config names, with a manual clock."""
+    async with Cascade(config, clock=clock) as engine:
+        return await engine.run("x", Conversation.single_user_prompt("q"))
+
+
+def test_one_probe_reaches_a_recovering_provider_from_six_hosts(tmp_path, sim, fleet):
+    configs = [host_config(tmp_path, sim, fleet, f"host{i}") for i in range(6)]
+    half_open(configs[0], "sim/a")
+    sim.script("a", Reply("probe answered", hold=True))
+    sim.script("b", Reply("fallback"))
+    procs = [
+        start_cli("run", "-C", "x", "-c", str(c), "-p", f"p{i}") for i, c in enumerate(configs)
+    ]
+
+    assert sim.wait_for(5, "b", timeout=120)  # five hosts skipped the entry being probed...
+    assert sim.count("a") == 1  # ...and exactly one request reached the recovering provider
+    sim.release()
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert sim.count("a") == 1
+    assert sorted(outputs) == ["fallback\n"] * 5 + ["probe answered\n"]
+    assert all(p.returncode == 0 for p in procs)
+    assert shared_states(configs[0], "sim/a")["sim/a"].failures == 0  # the probe closed it
+    for host in range(6):  # the breakers never touched the local databases
+        with sqlite3.connect(tmp_path / f"host{host}" / "db.sqlite") as conn:
+            assert conn.execute("SELECT count(*) FROM cooldown").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM attempt_log").fetchone()[0] >= 1
+
+
+def test_a_cooldown_one_host_sets_is_seen_by_another(tmp_path, sim, fleet):
+    first, second = (host_config(tmp_path, sim, fleet, h) for h in ("one", "two"))
+    sim.script("a", Fail(429, retry_after="600"))
+    assert run_cli("run", "-C", "x", "-c", str(first), "-p", "q").stdout == (
+        "Simulated answer from b: q\n"
+    )
+    done = run_cli("run", "-C", "x", "-c", str(second), "-p", "q", "-v")
+    assert done.returncode == 0, done.stderr
+    assert sim.count("a") == 1  # the second host did not send to the cooling entry
+    assert "skipping sim/a" in done.stderr
+    state = shared_states(first, "sim/a")["sim/a"]
+    assert state.failures == 1 and state.is_cooling(time.time())
+
+
+def test_killing_the_probe_holder_lets_its_lease_lapse(tmp_path, sim, fleet):
+    cfg = host_config(tmp_path, sim, fleet, "one", entries=("a",))
+    half_open(cfg, "sim/a")
+    sim.script("a", Reply("never delivered", hold=True), Reply("second probe"))
+    holder = start_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
+    assert sim.wait_for(1, "a")
+    holder.send_signal(signal.SIGKILL)
+    holder.communicate(timeout=30)
+    lease = shared_states(cfg, "sim/a")["sim/a"].probe_until
+    assert lease is not None and lease > time.time()  # the dead run still holds the lease
+
+    other = load_config(host_config(tmp_path, sim, fleet, "two", entries=("a",)))
+    with pytest.raises(CascadeFailed, match="probe"):
+        run_async(run_on_backend(other, ManualClock(start=time.time())))
+    assert sim.count("a") == 1
+    result = run_async(run_on_backend(other, ManualClock(start=lease + 1)))  # it lapsed
+    assert result.response.text == "second probe"
+    assert sim.count("a") == 2
+    assert shared_states(cfg, "sim/a")["sim/a"].failures == 0
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def own_server(request: pytest.FixtureRequest) -> Iterator[RedisServer | PostgresServer]:
+    """A private server of the kind asked for, which the test may stop."""
+    server = (RedisServer() if request.param == "redis" else PostgresServer()).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def own_table(server: RedisServer | PostgresServer) -> dict[str, Any]:
+    kind = "redis" if isinstance(server, RedisServer) else "postgres"
+    return {"backend": kind, "url": server.url, "timeout": 1}
+
+
+@pytest.mark.parametrize("own_server", SHARED, indirect=True)
+def test_a_server_stopped_mid_run_falls_back_to_the_local_state(tmp_path, sim, own_server, caplog):
+    cfg = host_config(tmp_path, sim, own_table(own_server), "one")
+    config = load_config(cfg)
+    sim.script("a", Fail(500), Reply("held answer", hold=True))
+
+    async def scenario() -> tuple[CascadeResult, CascadeResult, CascadeResult]:
+        async with Cascade(config) as engine:
+            first = await engine.run("x", Conversation.single_user_prompt("one"))
+            assert shared_states(cfg, "sim/a")["sim/a"].failures == 1  # on the server
+            engine.store.clear_cooldowns()  # let the next run try a again
+            running = asyncio.create_task(engine.run("x", Conversation.single_user_prompt("two")))
+            assert await asyncio.to_thread(sim.wait_for, 2, "a")
+            own_server.stop()  # while the request is in flight
+            sim.release()
+            second = await running
+            third = await engine.run("x", Conversation.single_user_prompt("three"))
+            return first, second, third
+
+    first, second, third = run_async(scenario())
+    assert first.entry == "sim/b" and second.response.text == "held answer"
+    assert third.entry == "sim/a"  # on the local breakers, closed
+    warnings = [r.getMessage() for r in caplog.records if "state backend" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # said once, not per operation
+    assert "uses the local breaker state" in warnings[0]
+    with sqlite3.connect(config.database_path) as conn:
+        rows = conn.execute("SELECT backend, reason FROM state_fallback").fetchall()
+        assert [r[0] for r in rows] == [own_table(own_server)["backend"]]
+        logged = conn.execute("SELECT outcome FROM attempt_log ORDER BY id").fetchall()
+    assert [r[0] for r in logged] == ["failed", "ok", "ok", "ok"]  # every attempt kept locally
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_server_that_never_answers_costs_one_timeout_not_the_answer(tmp_path, sim, kind):
+    silent = SilentServer()
+    try:
+        scheme = "redis" if kind == "redis" else "postgresql"
+        table = {"backend": kind, "url": f"{scheme}://127.0.0.1:{silent.port}/0", "timeout": 0.5}
+        cfg = host_config(tmp_path, sim, table, "one")
+        done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q", timeout=30)
+    finally:
+        silent.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Simulated answer from a: q\n"
+    [line] = [x for x in done.stderr.splitlines() if "state backend" in x]
+    assert f"127.0.0.1:{silent.port}" in line and "local breaker state" in line
+
+
+def test_an_unreachable_backend_is_reported_by_config_check(tmp_path, sim):
+    port = free_port()
+    table = {"backend": "redis", "url": f"redis://:hunter2@127.0.0.1:{port}/0", "timeout": 0.5}
+    cfg = host_config(tmp_path, sim, table, "one")
+    done = run_cli("config", "check", "-c", str(cfg))
+    assert "hunter2" not in done.stdout + done.stderr
+    assert f"redis at redis://:***@127.0.0.1:{port}/0" in done.stdout
+    assert "unreachable" in done.stdout
