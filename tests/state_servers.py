@@ -42,9 +42,10 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], limit_s: float =
 class RedisServer:
     """`redis-server` with no persistence, on its own port and directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="llmc-redis-"))
         self.port = free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +69,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.dir),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sqlite3
@@ -22,11 +23,11 @@ from llm_cascade.clock import ManualClock
 from llm_cascade.config import AppConfig, load_config
 from llm_cascade.errors import CascadeFailed
 from llm_cascade.simulator import Fail, Reply
-from llm_cascade.store import EntryState
+from llm_cascade.store import EntryState, Store
 from llm_cascade.types import Conversation
 
 from .state_servers import PostgresServer, RedisServer, free_port
-from .support import run_async, run_cli, write_config
+from .support import error_line, run_async, run_cli, write_config
 from .test_fleet_state import postgres_config, redis_config
 from .test_resilience import start_cli
 
@@ -233,3 +234,128 @@ def test_an_unreachable_backend_is_reported_by_config_check(tmp_path, sim):
     assert "hunter2" not in done.stdout + done.stderr
     assert f"redis at redis://:***@127.0.0.1:{port}/0" in done.stdout
     assert "unreachable" in done.stdout
+
+
+def test_status_and_reset_work_on_the_shared_backend(tmp_path, sim, fleet):
+    first, second = (host_config(tmp_path, sim, fleet, h) for h in ("one", "two"))
+    sim.script("a", Fail(429, retry_after="600"))
+    assert run_cli("run", "-C", "x", "-c", str(first), "-p", "q").returncode == 0
+    status = run_cli("status", "--json", "-c", str(second))  # another host sees it
+    assert status.returncode == 0, status.stderr
+    rows = {row["entry"]: row for row in json.loads(status.stdout)}
+    assert rows["sim/a"]["state"] == "open" and rows["sim/a"]["failures"] == 1
+    assert rows["sim/b"]["state"] == "closed"
+    done = run_cli("reset", "sim/a", "-c", str(second))
+    assert done.returncode == 0 and "Reset 1 entry." in done.stderr
+    assert shared_states(first, "sim/a")["sim/a"] == EntryState("sim/a")
+
+
+def test_status_says_so_when_the_backend_is_unreachable(tmp_path, sim):
+    table = {"backend": "redis", "url": f"redis://127.0.0.1:{free_port()}/0", "timeout": 0.5}
+    cfg = host_config(tmp_path, sim, table, "one")
+    for args in (["status"], ["reset", "--all"]):
+        done = run_cli(*args, "-c", str(cfg))
+        assert done.returncode == 1
+        assert error_line(done.stderr).startswith("Error: Redis at redis://127.0.0.1:")
+
+
+def test_migrate_copies_the_local_breakers_into_the_backend(tmp_path, sim, fleet):
+    local_cfg = write_config(tmp_path, sim, {"x": ["a", "b", "c"]}, name="local.toml")
+    sim.script("a", Fail(429, retry_after="600"))
+    sim.script("b", Fail(500))
+    assert run_cli("run", "-C", "x", "-c", str(local_cfg), "-p", "q").returncode == 0
+    with Store(load_config(local_cfg).database_path) as store:
+        local = {s.key: s for s in store.all_states()}
+    shared_cfg = write_config(
+        tmp_path, sim, {"x": ["a", "b", "c"]}, extra={"state": fleet}, name="shared.toml"
+    )
+    backend = open_backend(load_config(shared_cfg).state)
+    try:  # the fleet already cools b down for longer: the copy must not shorten it
+        backend.fail_breaker("sim/b", time.time(), lambda _level: 3600, "quota", None)
+    finally:
+        backend.close()
+    done = run_cli("state", "migrate", "-c", str(shared_cfg))
+    assert done.returncode == 0, done.stderr
+    assert "Copied 1 breaker from" in done.stderr and "kept 1 longer cooldown" in done.stderr
+    there = shared_states(shared_cfg, "sim/a", "sim/b", "sim/c")
+    assert there["sim/a"].cooldown_until == pytest.approx(local["sim/a"].cooldown_until)
+    assert there["sim/a"].failures == 1 and there["sim/a"].reason == local["sim/a"].reason
+    assert there["sim/b"].reason == "quota"
+    assert there["sim/c"] == EntryState("sim/c")
+
+
+def test_migrate_needs_a_shared_backend(tmp_path, sim):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]})
+    done = run_cli("state", "migrate", "-c", str(cfg))
+    assert done.returncode == 2
+    assert "[state] backend is 'sqlite'" in error_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"backend": "redis"}, "state.url: is required"),
+        ({"backend": "redis", "url": "http://127.0.0.1/"}, "must start with redis://"),
+        ({"backend": "postgres", "url": "postgresql://h:99999999/db"}, "not a valid URL"),
+        ({"backend": "mysql", "url": "mysql://h/db"}, "state.backend: must be one of"),
+        ({"backend": "redis", "url": "redis://127.0.0.1/", "timeout": 0}, "state.timeout"),
+    ],
+)
+def test_a_bad_state_table_is_a_config_error(tmp_path, sim, table, problem):
+    cfg = host_config(tmp_path, sim, table, "one")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
+    assert done.returncode == 2
+    assert problem in error_line(done.stderr)
+    assert sim.count() == 0
+
+
+def test_the_password_comes_from_an_env_var_and_is_never_shown(tmp_path, sim):
+    secret = "s3cret-fleet-password"
+    server = RedisServer(password=secret).start()
+    try:
+        table = {"backend": "redis", "url": server.url, "password_env": "FLEET_PW", "timeout": 1}
+        cfg = host_config(tmp_path, sim, table, "one", entries=("a",))
+        sim.script("a", Fail(500), Reply("ok"))
+        env = {"FLEET_PW": secret}
+        failed = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q", "-vv", env=env)
+        assert failed.returncode == 1 and "state backend" not in failed.stderr
+        assert shared_states_with(cfg, secret)["sim/a"].failures == 1  # on the server
+        wrong = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q", env={"FLEET_PW": "nope"})
+        assert "state backend unreachable" in wrong.stderr  # refused: the local state is used
+        assert wrong.stdout == "ok\n"
+        check = run_cli("config", "check", "--json", "-c", str(cfg), env=env)
+        assert json.loads(check.stdout)["state"]["reachable"] is True
+        outputs = failed.stdout + failed.stderr + wrong.stderr + check.stdout
+    finally:
+        server.close()
+    assert secret not in outputs
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def shared_states_with(cfg: Path, password: str) -> dict[str, EntryState]:
+    from llm_cascade.breakers.redis import RedisBreakers
+
+    backend = RedisBreakers(load_config(cfg).state, password)
+    try:
+        return backend.states(["sim/a"])
+    finally:
+        backend.close()
+
+
+def test_a_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, postgres_server):
+    import psycopg
+
+    table = {"backend": "postgres", "url": postgres_config(postgres_server).url}  # emptied
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE llm_cascade_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO llm_cascade_schema VALUES (99)")
+    cfg = host_config(tmp_path, sim, table, "one")
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
+    assert done.returncode == 0 and done.stdout == "Simulated answer from a: q\n"
+    [line] = [x for x in done.stderr.splitlines() if "state backend" in x]
+    assert "schema is version 99, newer than this llm-cascade's 1: upgrade llm-cascade" in line
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE llm_cascade_schema")
+
