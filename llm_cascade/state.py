@@ -170,7 +170,7 @@ def migrate_state(config: AppConfig) -> Migration:
 
     if not config.state.shared:
         raise UsageError(
-            "[state] backend is 'sqlite': set backend = \"redis\" or \"postgres\" and its url"
+            '[state] backend is \'sqlite\': set backend = "redis" or "postgres" and its url'
             " first; the local database is already the state"
         )
     target = f"{config.state.backend} at {safe_url(config.state.url or '')}"

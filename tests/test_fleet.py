@@ -359,3 +359,16 @@ def test_a_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, postgre
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute("DROP TABLE llm_cascade_schema")
 
+
+def test_health_reports_the_backend_and_its_updates_reach_the_fleet(tmp_path, sim, fleet):
+    first, second = (host_config(tmp_path, sim, fleet, h) for h in ("one", "two"))
+    sim.script_probe("a", Fail(503, "down for maintenance"))
+    sim.script_probe("b", Reply())
+    done = run_cli("health", "--update", "-c", str(first))
+    assert done.returncode == 1  # a is not healthy
+    assert f"State backend: {fleet['backend']} at {fleet['url']}: reachable" in done.stderr
+    rows = {
+        row["entry"]: row
+        for row in json.loads(run_cli("status", "--json", "-c", str(second)).stdout)
+    }
+    assert rows["sim/a"]["state"] == "open"  # the other host sees the verdict

@@ -152,15 +152,28 @@ class SharedStore(Store):
             lambda: Store.release_probe(self, key, owner),
         )
 
-    def record_success(self, record: AttemptRecord, now: float, *, reset: bool = True) -> None:
-        if not reset:
-            self.log_attempt(record, now)
-            return
-        key, sent = record.provider_model, now - record.latency_ms / 1000
+    def reset_breaker(self, key: str, sent: float, now: float) -> None:
         self._shared(
             lambda b: b.reset_breaker(key, sent, now),
             lambda: Store.reset_breaker(self, key, sent, now),
         )
+
+    def fail_breaker(
+        self,
+        key: str,
+        now: float,
+        cooldown_for: Callable[[int], float | None],
+        rule: str | None,
+        owner: str | None,
+    ) -> tuple[float | None, int]:
+        return self._shared(
+            lambda b: b.fail_breaker(key, now, cooldown_for, rule, owner),
+            lambda: Store.fail_breaker(self, key, now, cooldown_for, rule, owner),
+        )
+
+    def record_success(self, record: AttemptRecord, now: float, *, reset: bool = True) -> None:
+        if reset:
+            self.reset_breaker(record.provider_model, now - record.latency_ms / 1000, now)
         self.log_attempt(record, now)
 
     def record_failure(
@@ -171,10 +184,8 @@ class SharedStore(Store):
         *,
         owner: str | None = None,
     ) -> tuple[float | None, int]:
-        key, rule = record.provider_model, record.rule
-        until, level = self._shared(
-            lambda b: b.fail_breaker(key, now, cooldown_for, rule, owner),
-            lambda: Store.fail_breaker(self, key, now, cooldown_for, rule, owner),
+        until, level = self.fail_breaker(
+            record.provider_model, now, cooldown_for, record.rule, owner
         )
         self.log_attempt(record if until is None else replace(record, cooldown_until=until), now)
         return until, level
@@ -185,6 +196,10 @@ class SharedStore(Store):
             lambda b: b.clear_cooldowns(wanted),
             lambda: Store.clear_cooldowns(self, wanted),
         )
+
+    def put_states(self, states: Iterable[EntryState]) -> int:
+        chosen = list(states)
+        return self._shared(lambda b: b.put_states(chosen), lambda: Store.put_states(self, chosen))
 
     def close(self) -> None:
         if self.shared is not None:
