@@ -372,3 +372,16 @@ def test_health_reports_the_backend_and_its_updates_reach_the_fleet(tmp_path, si
         for row in json.loads(run_cli("status", "--json", "-c", str(second)).stdout)
     }
     assert rows["sim/a"]["state"] == "open"  # the other host sees the verdict
+
+
+def test_the_templates_commented_state_table_loads_once_uncommented():
+    import tomllib
+    from importlib import resources
+
+    from llm_cascade.config import parse_config
+
+    text = resources.files("llm_cascade").joinpath("config_template.toml").read_text()
+    block = text[text.index("# [state]") :]
+    lines = [ln[2:] for ln in block.splitlines() if ln.startswith("# ")]
+    state = parse_config(tomllib.loads("\n".join(lines))).state
+    assert (state.backend, state.password_env) == ("redis", "LLM_CASCADE_STATE_PASSWORD")
