@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -154,6 +155,7 @@ def main() -> None:
         sim.wait()
         redis_server.close()
         pg.close()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"{args.rounds} interleaved rounds; {PROCESSES} processes x {args.runs_per_process} runs")
     report("One `Cascade.run`, its entry answers:", runs)
     report("The breaker operations of a failover run:", ops)

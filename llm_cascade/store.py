@@ -117,6 +117,18 @@ class EntryState:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """A failure to count on an entry's breaker, at `now`; `cooldown_for(level)` gives the
+    seconds to cool down (None: no cooldown), `level` counting this failure."""
+
+    key: str
+    now: float
+    cooldown_for: Callable[[int], float | None]
+    rule: str | None = None
+    owner: str | None = None  # the run whose probe lease this verdict ends
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One row of attempt_log; the first eight fields are the original's columns."""
 
@@ -373,21 +385,15 @@ class Store:
         shortens a longer cooldown another process set. Returns (until, level).
         """
         with self._write() as conn:
-            until, level = _open(conn, record.provider_model, now, cooldown_for, record.rule, owner)
+            failure = Failure(record.provider_model, now, cooldown_for, record.rule, owner)
+            until, level = _open(conn, failure)
             _insert(conn, record if until is None else replace(record, cooldown_until=until), now)
         return until, level
 
-    def fail_breaker(
-        self,
-        key: str,
-        now: float,
-        cooldown_for: Callable[[int], float | None],
-        rule: str | None,
-        owner: str | None,
-    ) -> tuple[float | None, int]:
+    def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
         """The breaker half of `record_failure` (no log row)."""
         with self._write() as conn:
-            return _open(conn, key, now, cooldown_for, rule, owner)
+            return _open(conn, failure)
 
     def release_probe(self, key: str, owner: str) -> None:
         """Give back `owner`'s probe lease without a verdict (its run was cancelled)."""
@@ -470,20 +476,14 @@ def _close(conn: sqlite3.Connection, key: str, sent: float, now: float) -> None:
     )
 
 
-def _open(
-    conn: sqlite3.Connection,
-    key: str,
-    now: float,
-    cooldown_for: Callable[[int], float | None],
-    rule: str | None,
-    owner: str | None,
-) -> tuple[float | None, int]:
-    """Count a failure of `key` and cool it down if `cooldown_for(level)` says so."""
+def _open(conn: sqlite3.Connection, failure: Failure) -> tuple[float | None, int]:
+    """Count a failure and cool the entry down if its `cooldown_for(level)` says so."""
+    key, now, rule, owner = failure.key, failure.now, failure.rule, failure.owner
     row = conn.execute(
         "SELECT cooldown_until, failures FROM cooldown WHERE provider_model = ?", (key,)
     ).fetchone()
     level = (row[1] or 0) + 1 if row else 1
-    seconds = cooldown_for(level)
+    seconds = failure.cooldown_for(level)
     if seconds is None:
         if owner is not None:
             # No cooldown (e.g. a caller error): free the probe so the next run can try.

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from ..clock import format_ts
 from ..config import AppConfig, StateConfig, safe_url
-from ..store import DEFAULT_BUSY_TIMEOUT_S, AttemptRecord, EntryState, Store
+from ..store import DEFAULT_BUSY_TIMEOUT_S, AttemptRecord, EntryState, Failure, Store
 from .base import BackendError, Breakers, SharedBreakers
 
 __all__ = ["BackendError", "BackendStatus", "Breakers", "SharedStore", "open_store"]
@@ -158,17 +158,9 @@ class SharedStore(Store):
             lambda: Store.reset_breaker(self, key, sent, now),
         )
 
-    def fail_breaker(
-        self,
-        key: str,
-        now: float,
-        cooldown_for: Callable[[int], float | None],
-        rule: str | None,
-        owner: str | None,
-    ) -> tuple[float | None, int]:
+    def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
         return self._shared(
-            lambda b: b.fail_breaker(key, now, cooldown_for, rule, owner),
-            lambda: Store.fail_breaker(self, key, now, cooldown_for, rule, owner),
+            lambda b: b.fail_breaker(failure), lambda: Store.fail_breaker(self, failure)
         )
 
     def record_success(self, record: AttemptRecord, now: float, *, reset: bool = True) -> None:
@@ -184,9 +176,8 @@ class SharedStore(Store):
         *,
         owner: str | None = None,
     ) -> tuple[float | None, int]:
-        until, level = self.fail_breaker(
-            record.provider_model, now, cooldown_for, record.rule, owner
-        )
+        failure = Failure(record.provider_model, now, cooldown_for, record.rule, owner)
+        until, level = self.fail_breaker(failure)
         self.log_attempt(record if until is None else replace(record, cooldown_until=until), now)
         return until, level
 

@@ -6,11 +6,11 @@ Every instant is epoch seconds from the caller's clock, so all backends judge "n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from ..errors import LlmCascadeError
-from ..store import EntryState
+from ..store import EntryState, Failure
 
 
 class BackendError(LlmCascadeError):
@@ -40,14 +40,7 @@ class Breakers(Protocol):
         lease, unless a failure newer than `sent` was recorded."""
         ...
 
-    def fail_breaker(
-        self,
-        key: str,
-        now: float,
-        cooldown_for: Callable[[int], float | None],
-        rule: str | None,
-        owner: str | None,
-    ) -> tuple[float | None, int]:
+    def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
         """A failure at `level` = failures + 1: cool down for `cooldown_for(level)` seconds
         (never shortening a later cooldown already set) and end the lease; with None, no
         cooldown, the count unchanged and `owner`'s lease freed. Returns (until, level)."""

@@ -9,14 +9,14 @@ version sits in `llm_cascade_schema`; an older one is upgraded in place, a newer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
 from ..config import StateConfig, safe_url
-from ..store import LATEST_INSTANT, EntryState
+from ..store import LATEST_INSTANT, EntryState, Failure
 from .base import BackendError
 
 SCHEMA_VERSION = 1
@@ -138,14 +138,8 @@ class PostgresBreakers:
                 {"now": now, "key": key, "sent": sent},
             )
 
-    def fail_breaker(
-        self,
-        key: str,
-        now: float,
-        cooldown_for: Callable[[int], float | None],
-        rule: str | None,
-        owner: str | None,
-    ) -> tuple[float | None, int]:
+    def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
+        key, now, owner = failure.key, failure.now, failure.owner
         with self._tx() as conn:
             # New entries have no row to lock: the entry's advisory lock orders them too.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
@@ -153,7 +147,7 @@ class PostgresBreakers:
                 f"SELECT failures FROM {_TABLE} WHERE provider_model = %s", (key,)
             ).fetchone()
             level = (row[0] if row else 0) + 1
-            seconds = cooldown_for(level)
+            seconds = failure.cooldown_for(level)
             if seconds is None:
                 if owner is not None:
                     _free_probe(conn, key, owner)
@@ -170,7 +164,7 @@ class PostgresBreakers:
                     "key": key,
                     "until": min(now + seconds, LATEST_INSTANT),
                     "level": level,
-                    "rule": rule,
+                    "rule": failure.rule,
                     "now": now,
                 },
             ).fetchone()

@@ -19,7 +19,7 @@ import redis
 from redis.exceptions import RedisError, WatchError
 
 from ..config import StateConfig, safe_url
-from ..store import LATEST_INSTANT, EntryState
+from ..store import LATEST_INSTANT, EntryState, Failure
 from .base import BackendError
 
 _CLAIM = """
@@ -137,14 +137,8 @@ class RedisBreakers:
         keys = [self._hash(key), self._probe(key)]
         self._call(lambda: self._reset(keys=keys, args=[repr(sent), repr(now)]))
 
-    def fail_breaker(
-        self,
-        key: str,
-        now: float,
-        cooldown_for: Callable[[int], float | None],
-        rule: str | None,
-        owner: str | None,
-    ) -> tuple[float | None, int]:
+    def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
+        key, now, rule, owner = failure.key, failure.now, failure.rule, failure.owner
         name = self._hash(key)
 
         def fail() -> tuple[float | None, int]:
@@ -154,7 +148,7 @@ class RedisBreakers:
                         pipe.watch(name)  # type: ignore[no-untyped-call]
                         existing, failures = pipe.hmget(name, ["cooldown_until", "failures"])
                         level = int(failures or 0) + 1
-                        seconds = cooldown_for(level)
+                        seconds = failure.cooldown_for(level)
                         if seconds is None:
                             pipe.unwatch()
                             if owner is not None:
