@@ -379,3 +379,28 @@ def test_the_templates_commented_state_table_loads_once_uncommented():
     lines = [ln[2:] for ln in block.splitlines() if ln.startswith("# ")]
     state = parse_config(tomllib.loads("\n".join(lines))).state
     assert (state.backend, state.password_env) == ("redis", "LLM_CASCADE_STATE_PASSWORD")
+
+
+@pytest.mark.parametrize("own_server", SHARED, indirect=True)
+def test_after_a_fallback_the_backend_is_used_again_once_it_is_back(tmp_path, sim, own_server):
+    from llm_cascade.breakers import RETRY_S, SharedStore
+
+    config = load_config(host_config(tmp_path, sim, own_table(own_server), "one"))
+    ticks = [0.0]
+    store = SharedStore(config.database_path, config.state, monotonic=lambda: ticks[0])
+    try:
+        failure = Failure("sim/a", time.time(), lambda _level: 600, "server_error")
+        own_server.stop()
+        assert store.fail_breaker(failure)[1] == 1  # on the local breakers
+        assert store.falling_back
+        own_server.start()
+        assert store.states(["sim/a"])["sim/a"].failures == 1  # still local: not retried yet
+        ticks[0] += RETRY_S
+        assert store.states(["sim/a"])["sim/a"].failures == 0  # the server's view again
+        assert not store.falling_back
+        assert store.fail_breaker(failure)[1] == 1
+        backend = open_backend(config.state)
+        assert backend.states(["sim/a"])["sim/a"].failures == 1
+        backend.close()
+    finally:
+        store.close()

@@ -95,6 +95,8 @@ class SharedStore(Store):
         try:
             self.shared = open_backend(state)
         except BackendError as exc:
+            if strict:
+                super().close()
             self._fall_back(exc)
 
     @property
