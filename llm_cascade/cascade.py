@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import budgets, hedge, images, policy, routing, telemetry
 from . import rules as rules_mod
 from .attempts import Attempt
+from .breakers import open_store
 from .clock import Clock, SystemClock, format_human
 from .config import AppConfig, CascadeConfig, CascadeEntry, ProviderConfig
 from .errors import BudgetExceeded, CascadeFailed, ProviderError, SaveOutcome, UsageError
@@ -106,7 +107,7 @@ class Cascade:
         """The shared database, opened on first use; None (after a warning) if it is unusable."""
         if self.store is None and self._owns_store:
             try:
-                self.store = Store(self.config.database_path)
+                self.store = open_store(self.config)
             except StoreError as exc:
                 logger.warning(
                     "cannot use the database '%s' (%s); %s", exc.path, exc.reason, NO_STATE

@@ -146,6 +146,41 @@ class CascadeConfig:
     specs: tuple[Any, ...] | None = None
 
 
+STATE_BACKENDS = {
+    "sqlite": (),
+    "redis": ("redis", "rediss"),
+    "postgres": ("postgresql", "postgres"),
+}
+DEFAULT_STATE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """`[state]`: where the breakers live. The password never sits in `url` when it comes
+    from `password_env` or the keyring (`password_keyring` names the keyring user)."""
+
+    backend: str = "sqlite"
+    url: str | None = None
+    password_env: str | None = None
+    password_keyring: str | None = None
+    timeout_s: float = DEFAULT_STATE_TIMEOUT_S  # connect and every round trip
+    prefix: str = "llm-cascade"  # Redis key prefix
+
+    @property
+    def shared(self) -> bool:
+        return self.backend != "sqlite"
+
+
+def safe_url(url: str) -> str:
+    """`url` with any password replaced by `***`: the only form that is shown or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return parts._replace(netloc=f"{name}:***@{host}").geturl()
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     """The whole configuration, validated and with every path absolute."""
@@ -161,6 +196,7 @@ class AppConfig:
     warnings: tuple[str, ...] = ()
     default_cascade: str | None = None  # what `run` uses without -C
     templates: Mapping[str, Template] = field(default_factory=dict)
+    state: StateConfig = field(default_factory=StateConfig)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -217,7 +253,9 @@ TOP_KEYS = {
     "rules",
     "default_cascade",
     "templates",
+    "state",
 }
+STATE_KEYS = {"backend", "url", "password_env", "password_keyring", "timeout", "prefix"}
 PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
 OPTION_KEYS = {f for f in Options.__dataclass_fields__}
 ENTRY_KEYS = {"provider", "model", "weight", "price", "budget", "retry_with"}
@@ -299,6 +337,22 @@ _OPTION_CHECKS: dict[str, tuple[_Check, str]] = {
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SETTING = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _state_url_problem(url: str | None, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` cannot reach a state backend of these schemes; None if it can be tried."""
+    if not url:
+        return f"is required with this backend (e.g. {schemes[0]}://127.0.0.1/)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (it validates the port)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in schemes:
+        return f"must start with {' or '.join(s + '://' for s in schemes)}"
+    if not parts.hostname and "host=" not in parts.query:
+        return f"names no host: {safe_url(url)}"
+    return None
 
 
 def _header_problem(name: str, value: str) -> str | None:
@@ -474,6 +528,29 @@ class _Parser:
             warnings=tuple(self.warnings),
             default_cascade=default_cascade,
             templates=templates,
+            state=self.state(self.table(raw.get("state"), "state")),
+        )
+
+    def state(self, table: Mapping[str, Any]) -> StateConfig:
+        self.check_keys(table, STATE_KEYS, "state.")
+        backend = self.string(table, "backend", "state.") or "sqlite"
+        if backend not in STATE_BACKENDS:
+            raise self.fail("state.backend", f"must be one of {', '.join(STATE_BACKENDS)}")
+        url = self.string(table, "url", "state.")
+        if backend != "sqlite":
+            problem = _state_url_problem(url, STATE_BACKENDS[backend])
+            if problem:
+                raise self.fail("state.url", problem)
+        timeout = table.get("timeout", DEFAULT_STATE_TIMEOUT_S)
+        if not _seconds(timeout):
+            raise self.fail("state.timeout", f"must be {_SECONDS}")
+        return StateConfig(
+            backend=backend,
+            url=url,
+            password_env=self.string(table, "password_env", "state."),
+            password_keyring=self.string(table, "password_keyring", "state."),
+            timeout_s=float(timeout),
+            prefix=self.string(table, "prefix", "state.") or "llm-cascade",
         )
 
     def template(self, name: str, value: Any, cascades: Mapping[str, CascadeConfig]) -> Template:

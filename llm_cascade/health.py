@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import policy
 from . import rules as rules_mod
+from .breakers import open_store
 from .clock import Clock, SystemClock, json_time
 from .config import AppConfig, CascadeEntry, ProviderConfig
 from .errors import ProviderError, UsageError
@@ -178,7 +179,7 @@ class Prober:
 
     def _open_store(self) -> Store | None:
         try:
-            return Store(self.config.database_path)
+            return open_store(self.config)
         except StoreError as exc:
             logger.warning("cannot use the database '%s' (%s); %s", exc.path, exc.reason, NO_STATE)
             return None

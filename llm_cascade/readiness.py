@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .breakers import BackendError, BackendStatus, backend_status, open_backend
 from .config import AppConfig
 from .errors import LlmCascadeError
 from .keys import Backend, KeyStatus, key_fix, key_statuses, keyring_backend, lookup_for
@@ -55,16 +56,29 @@ class Report:
     problems: tuple[str, ...]
     warnings: tuple[str, ...]
     config_warnings: tuple[str, ...] = ()  # unknown keys; load_config already logged them
+    state: BackendStatus | None = None  # where the breakers live, and whether it answers
 
     @property
     def runnable(self) -> bool:
         return not self.problems
 
 
-def _states(config: AppConfig, keys: list[str]) -> tuple[dict[str, EntryState], str | None]:
-    """Cooldown states from the database if it exists; it is not created here."""
+def _states(
+    config: AppConfig, keys: list[str], status: BackendStatus
+) -> tuple[dict[str, EntryState], str | None]:
+    """Cooldown states from the shared backend when it answers, else from the database if it
+    exists; neither is created here."""
     from .store import Store
 
+    if keys and config.state.shared and status.reachable:
+        try:
+            backend = open_backend(config.state)
+            try:
+                return backend.states(keys), None
+            finally:
+                backend.close()
+        except BackendError as exc:
+            return {}, f"cannot read cooldowns: {exc}"
     if not keys or not config.database_path.exists():
         return {}, None
     try:
@@ -84,7 +98,8 @@ def check(config: AppConfig, now: float) -> Report:
     backend = keyring_backend() if config.keyring else None
     in_use = backend is not None and backend.problem is None
     all_keys = [e.key for c in config.cascades.values() for e in c.entries]
-    states, db_warning = _states(config, all_keys)
+    status = backend_status(config)
+    states, db_warning = _states(config, all_keys, status)
     cascades = tuple(
         CascadeReport(
             c.name,
@@ -99,6 +114,11 @@ def check(config: AppConfig, now: float) -> Report:
     )
     problems: list[str] = []
     warnings = [w for w in (keyring_warning, db_warning) if w]
+    if not status.reachable:
+        warnings.append(
+            f"the state backend is unreachable ({status.detail}); runs fall back to the local"
+            f" breaker state in '{config.database_path}'"
+        )
     if not cascades:
         problems.append(
             "no cascades defined: add a [cascades.NAME] table with"
@@ -131,6 +151,7 @@ def check(config: AppConfig, now: float) -> Report:
         problems=tuple(problems),
         warnings=tuple(warnings),
         config_warnings=config.warnings,
+        state=status,
     )
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .breakers import open_store
 from .clock import json_time
 from .config import AppConfig
 from .errors import LlmCascadeError, UsageError
@@ -57,11 +58,12 @@ def opened(
     config: AppConfig, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
 ) -> Iterator[Store | None]:
     """The config's database for one view or edit; None when there is none yet. Any SQLite
-    error inside becomes one line naming the database, instead of a traceback."""
-    if not has_database(config):
+    error inside becomes one line naming the database, instead of a traceback. With a shared
+    `[state]` backend, the breakers are the backend's; if it cannot be used, BackendError."""
+    if not has_database(config) and not config.state.shared:
         yield None
         return
-    with Store(config.database_path, busy_timeout_s=busy_timeout_s) as store:
+    with open_store(config, busy_timeout_s, strict=True) as store:
         try:
             yield store
         except sqlite3.Error as exc:
@@ -149,3 +151,46 @@ def clear_auth_cooldowns(config: AppConfig, provider: str) -> list[str]:
         if keys:
             store.clear_cooldowns(keys)
     return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    copied: int
+    kept: int  # entries whose cooldown on the backend already ran later
+    source: str
+    target: str
+
+
+def migrate_state(config: AppConfig) -> Migration:
+    """Copy the local database's breakers (those with failures or a cooldown) into the shared
+    backend `[state]` names. A longer cooldown already on the backend is kept: a copy never
+    shortens what the fleet decided."""
+    from .breakers import open_backend
+    from .config import safe_url
+
+    if not config.state.shared:
+        raise UsageError(
+            '[state] backend is \'sqlite\': set backend = "redis" or "postgres" and its url'
+            " first; the local database is already the state"
+        )
+    target = f"{config.state.backend} at {safe_url(config.state.url or '')}"
+    source = str(config.database_path)
+    if not has_database(config):
+        return Migration(0, 0, source, target)
+    with Store(config.database_path) as local:
+        try:
+            local_states = [s for s in local.all_states() if s.failures or s.cooldown_until]
+        except sqlite3.Error as exc:
+            raise DatabaseUnreadable(f"cannot use the database '{source}': {exc}") from None
+    backend = open_backend(config.state)
+    try:
+        there = backend.states(s.key for s in local_states)
+        chosen = [s for s in local_states if not _later_there(s, there[s.key])]
+        backend.put_states(chosen)
+    finally:
+        backend.close()
+    return Migration(len(chosen), len(local_states) - len(chosen), source, target)
+
+
+def _later_there(local: EntryState, there: EntryState) -> bool:
+    return (there.cooldown_until or 0.0) > (local.cooldown_until or 0.0)

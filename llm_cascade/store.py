@@ -118,6 +118,18 @@ class EntryState:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """A failure to count on an entry's breaker, at `now`; `cooldown_for(level)` gives the
+    seconds to cool down (None: no cooldown), `level` counting this failure."""
+
+    key: str
+    now: float
+    cooldown_for: Callable[[int], float | None]
+    rule: str | None = None
+    owner: str | None = None  # the run whose probe lease this verdict ends
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One row of attempt_log; the first eight fields are the original's columns."""
 
@@ -362,21 +374,14 @@ class Store:
         if not reset:
             self.log_attempt(record, now)
             return
-        sent = format_ts(now - record.latency_ms / 1000)
-        stamp = format_ts(now)
         with self._write() as conn:
             _insert(conn, record, now)
-            # One statement: it touches the row only if there is something to reset and no
-            # verdict newer than this request's sending (timestamps compare as strings).
-            conn.execute(
-                "UPDATE cooldown SET failures = 0, probe_owner = NULL, probe_until = NULL,"
-                " reason = NULL, updated_at = ?,"
-                " cooldown_until = CASE WHEN cooldown_until > ? THEN ? ELSE cooldown_until END"
-                " WHERE provider_model = ? AND (updated_at IS NULL OR updated_at <= ?)"
-                " AND (failures > 0 OR probe_owner IS NOT NULL OR reason IS NOT NULL"
-                " OR cooldown_until > ?)",
-                (stamp, stamp, stamp, record.provider_model, sent, stamp),
-            )
+            _close(conn, record.provider_model, now - record.latency_ms / 1000, now)
+
+    def reset_breaker(self, key: str, sent: float, now: float) -> None:
+        """Close `key`'s breaker after an answer to a request sent at `sent` (no log row)."""
+        with self._write() as conn:
+            _close(conn, key, sent, now)
 
     def record_failure(
         self,
@@ -391,32 +396,16 @@ class Store:
         `level` counts consecutive failures including this one. The new instant never
         shortens a longer cooldown another process set. Returns (until, level).
         """
-        key = record.provider_model
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT cooldown_until, failures FROM cooldown WHERE provider_model = ?", (key,)
-            ).fetchone()
-            level = (row[1] or 0) + 1 if row else 1
-            seconds = cooldown_for(level)
-            until = None
-            if seconds is not None:
-                existing = parse_ts(row[0]) if row else None
-                until = _writable(max(now + seconds, existing or 0.0))
-                conn.execute(
-                    "INSERT INTO cooldown (provider_model, cooldown_until, failures, reason,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (provider_model) DO UPDATE SET"
-                    " cooldown_until = excluded.cooldown_until, failures = excluded.failures,"
-                    " reason = excluded.reason, updated_at = excluded.updated_at,"
-                    " probe_owner = NULL, probe_until = NULL",
-                    (key, format_ts(until), level, record.rule, format_ts(now)),
-                )
-                record = replace(record, cooldown_until=until)
-            elif owner is not None:
-                # No cooldown (e.g. a caller error): free the probe so the next run can try.
-                _free_probe(conn, key, owner)
-            _insert(conn, record, now)
+            failure = Failure(record.provider_model, now, cooldown_for, record.rule, owner)
+            until, level = _open(conn, failure)
+            _insert(conn, record if until is None else replace(record, cooldown_until=until), now)
         return until, level
+
+    def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
+        """The breaker half of `record_failure` (no log row)."""
+        with self._write() as conn:
+            return _open(conn, failure)
 
     def release_probe(self, key: str, owner: str) -> None:
         """Give back `owner`'s probe lease without a verdict (its run was cancelled)."""
@@ -442,6 +431,23 @@ class Store:
                 f"DELETE FROM cooldown WHERE provider_model IN ({marks})", wanted
             ).rowcount
 
+    def put_states(self, states: Iterable[EntryState]) -> int:
+        """Write these breakers' cooldowns, failure counts and reasons as they are (a copy
+        from another backend; probe leases stay behind); returns how many."""
+        rows = [
+            (s.key, format_ts(_writable(s.cooldown_until or 0.0)), s.failures, s.reason)
+            for s in states
+        ]
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO cooldown (provider_model, cooldown_until, failures, reason)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (provider_model) DO UPDATE SET"
+                " cooldown_until = excluded.cooldown_until, failures = excluded.failures,"
+                " reason = excluded.reason",
+                rows,
+            )
+        return len(rows)
+
 
 def _derived(status: int | None) -> str:
     """The outcome of a row the original wrote (it has none): 2xx answered, else failed."""
@@ -464,6 +470,49 @@ def _ts(text: str | None) -> float | None:
 
 def _state(row: tuple[Any, ...]) -> EntryState:
     return EntryState(row[0], _ts(row[1]), row[2] or 0, _ts(row[3]), row[4])
+
+
+def _close(conn: sqlite3.Connection, key: str, sent: float, now: float) -> None:
+    """Reset `key`'s failure run, unless a verdict newer than `sent` is recorded."""
+    stamp = format_ts(now)
+    # One statement: it touches the row only if there is something to reset and no
+    # verdict newer than this request's sending (timestamps compare as strings).
+    conn.execute(
+        "UPDATE cooldown SET failures = 0, probe_owner = NULL, probe_until = NULL,"
+        " reason = NULL, updated_at = ?,"
+        " cooldown_until = CASE WHEN cooldown_until > ? THEN ? ELSE cooldown_until END"
+        " WHERE provider_model = ? AND (updated_at IS NULL OR updated_at <= ?)"
+        " AND (failures > 0 OR probe_owner IS NOT NULL OR reason IS NOT NULL"
+        " OR cooldown_until > ?)",
+        (stamp, stamp, stamp, key, format_ts(sent), stamp),
+    )
+
+
+def _open(conn: sqlite3.Connection, failure: Failure) -> tuple[float | None, int]:
+    """Count a failure and cool the entry down if its `cooldown_for(level)` says so."""
+    key, now, rule, owner = failure.key, failure.now, failure.rule, failure.owner
+    row = conn.execute(
+        "SELECT cooldown_until, failures FROM cooldown WHERE provider_model = ?", (key,)
+    ).fetchone()
+    level = (row[1] or 0) + 1 if row else 1
+    seconds = failure.cooldown_for(level)
+    if seconds is None:
+        if owner is not None:
+            # No cooldown (e.g. a caller error): free the probe so the next run can try.
+            _free_probe(conn, key, owner)
+        return None, level
+    existing = parse_ts(row[0]) if row else None
+    until = _writable(max(now + seconds, existing or 0.0))
+    conn.execute(
+        "INSERT INTO cooldown (provider_model, cooldown_until, failures, reason,"
+        " updated_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (provider_model) DO UPDATE SET"
+        " cooldown_until = excluded.cooldown_until, failures = excluded.failures,"
+        " reason = excluded.reason, updated_at = excluded.updated_at,"
+        " probe_owner = NULL, probe_until = NULL",
+        (key, format_ts(until), level, rule, format_ts(now)),
+    )
+    return until, level
 
 
 def _free_probe(conn: sqlite3.Connection, key: str, owner: str) -> None:

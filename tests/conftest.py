@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import keyring
 import pytest
@@ -11,8 +12,10 @@ import pytest
 from llm_cascade.clock import ManualClock
 from llm_cascade.simulator import Simulator
 
+from .state_servers import PostgresServer, RedisServer
 from .support import SIM_AWS_KEY, SIM_KEY, MemoryKeyring
 
+S = TypeVar("S", RedisServer, PostgresServer)
 KEY_VARS = (
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",
@@ -69,3 +72,22 @@ def sim(_session_sim: Simulator) -> Simulator:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+def _serving(server: S) -> Iterator[S]:
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests keep apart by key prefix."""
+    yield from _serving(RedisServer().start())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session; each test gets an empty schema."""
+    yield from _serving(PostgresServer().start())

@@ -224,6 +224,18 @@ def test_keyring_is_imported_only_where_keys_are_read_and_its_backend_chosen():
     assert users == {"llm_cascade.keys", "llm_cascade.keyring_choice"}, users
 
 
+STATE_CLIENTS = {"redis": "llm_cascade.breakers.redis", "psycopg": "llm_cascade.breakers.postgres"}
+STATE_STACK = {"redis", "psycopg", *STATE_CLIENTS.values()}
+
+
+@pytest.mark.parametrize(("library", "module"), STATE_CLIENTS.items())
+def test_each_state_client_is_imported_only_by_its_backend(library, module):
+    users = {name for name in MODULES if library in third_party(name)}
+    assert users == {module}, users
+    importers = {name for name in MODULES if module in internal(name)}
+    assert importers == {"llm_cascade.breakers"}, importers
+
+
 # --- start-up cost ---------------------------------------------------------------------------
 
 
@@ -255,6 +267,7 @@ def test_a_run_imports_only_what_a_plain_run_uses(tmp_path, sim):
     unused = others | {"llm_cascade.cli.config_cmd", "rich", "keyring", "tomli_w", "platformdirs"}
     unused |= SERVER_STACK
     unused |= {"llm_cascade.structured", "jsonschema_rs", "pydantic"}  # only runs with a schema
+    unused |= STATE_STACK  # only with a shared [state] backend
     assert not unused & loaded, sorted(unused & loaded)
 
 

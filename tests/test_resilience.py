@@ -157,6 +157,18 @@ def test_failed_rm_and_usage_errors(tmp_path, sim):
     assert saved_files(tmp_path) == []
 
 
+def assert_one_probe(sim, procs: list[subprocess.Popen[str]]) -> None:
+    """Of six runs started on a half-open `a` (held) with `b` behind it: one probed a, while
+    five skipped it for b; then each got its answer."""
+    assert sim.wait_for(5, "b", timeout=120)  # five processes skipped the probing entry...
+    assert sim.count("a") == 1  # ...and only one request reached the recovering provider
+    sim.release()
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert sim.count("a") == 1
+    assert sorted(outputs) == ["fallback\n"] * 5 + ["probe answered\n"]
+    assert all(p.returncode == 0 for p in procs)
+
+
 def test_one_probe_reaches_a_recovering_provider_from_many_processes(tmp_path, sim):
     cfg = write_config(tmp_path, sim, {"x": ["a", "b"]})
     config = load_config(cfg)
@@ -168,13 +180,7 @@ def test_one_probe_reaches_a_recovering_provider_from_many_processes(tmp_path, s
     sim.script("b", Reply("fallback"))
     procs = [start_cli("run", "-C", "x", "-c", str(cfg), "-p", f"p{i}") for i in range(6)]
 
-    assert sim.wait_for(5, "b", timeout=120)  # five processes skipped the probing entry...
-    assert sim.count("a") == 1  # ...and only one request reached the recovering provider
-    sim.release()
-    outputs = [p.communicate(timeout=60)[0] for p in procs]
-    assert sim.count("a") == 1
-    assert sorted(outputs) == ["fallback\n"] * 5 + ["probe answered\n"]
-    assert all(p.returncode == 0 for p in procs)
+    assert_one_probe(sim, procs)
     with Store(config.database_path) as store:
         assert store.states(["sim/a"])["sim/a"].failures == 0  # the probe closed the breaker
 

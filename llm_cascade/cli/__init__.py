@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "status": (".state", "status", False),
     "log": (".state", "log", False),
     "reset": (".state", "reset", False),
+    "state": (".state", "state_app", True),
     "health": (".views_cmd", "health", False),
     "stats": (".views_cmd", "stats", False),
     "metrics": (".views_cmd", "metrics", False),

@@ -69,12 +69,20 @@ def _keyring_line(report: Report) -> str:
     return f"{report.keyring.name}{note}"
 
 
+def _state_line(state: Any) -> str:
+    health = "reachable" if state.reachable else "unreachable"
+    last = f"; last fell back {state.last_fallback}" if state.last_fallback else ""
+    return f"{state.backend} at {state.where} ({health}{last})"
+
+
 def _print(report: Report, now: float) -> None:
     db_note = "" if report.database_exists else " (not created yet; the first run creates it)"
     echo(f"Config:         {report.config_path}")
     echo(f"Database:       {report.database_path}{db_note}")
     echo(f"Failed prompts: {report.failure_dir}")
     echo(f"Keyring:        {_keyring_line(report)}")
+    if report.state is not None and report.state.where is not None:
+        echo(f"State:          {_state_line(report.state)}")
     if report.cascades:
         rows = [
             [c.name, str(i), e.key, e.key_status.where, _cooldown(e.state, now)]
@@ -133,6 +141,15 @@ def _as_json(report: Report, now: float) -> dict[str, Any]:
             }
             for c in report.cascades
         ],
+        "state": None
+        if report.state is None
+        else {
+            "backend": report.state.backend,
+            "url": report.state.where,
+            "reachable": report.state.reachable,
+            "detail": report.state.detail,
+            "last_fallback": report.state.last_fallback,
+        },
         "problems": list(report.problems),
         "warnings": list(report.warnings),
         "config_warnings": list(report.config_warnings),

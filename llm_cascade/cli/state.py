@@ -125,3 +125,23 @@ def reset(
         say("Nothing to reset: no database yet.")
         return
     say(f"Reset {count} entr{'y' if count == 1 else 'ies'}.")
+
+
+state_app = typer.Typer(
+    help="The breakers' shared backend (the config's state table).", no_args_is_help=True
+)
+
+
+@state_app.command("migrate")
+def migrate(config: ConfigOption = None) -> None:
+    """Copy the breakers of the local database into the shared backend the config's state
+    table names (a longer cooldown already there is kept)."""
+    from ..config import load_config
+    from ..state import migrate_state
+
+    done = migrate_state(load_config(config))
+    kept = f"; kept {done.kept} longer cooldown{'s' if done.kept != 1 else ''}" if done.kept else ""
+    say(
+        f"Copied {done.copied} breaker{'s' if done.copied != 1 else ''}"
+        f" from '{done.source}' to {done.target}{kept}."
+    )

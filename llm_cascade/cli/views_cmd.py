@@ -64,11 +64,18 @@ def health(
     if not 0 <= slow <= 3600:
         raise UsageError(f"--slow: expected seconds from 0 to 3600, got {slow}")
     options = HealthOptions(deep=deep, update=update, timeout_s=timeout, slow_s=slow)
-    results = check(load_config(config), cascade, options)
+    app_config = load_config(config)
+    results = check(app_config, cascade, options)
     if json_output:
         echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         echo(_health_table(results))
+    if app_config.state.shared:
+        from ..breakers import backend_status
+
+        state = backend_status(app_config)
+        health = "reachable" if state.reachable else f"unreachable: {state.detail}"
+        say(f"State backend: {state.backend} at {state.where}: {health}")
     if not all(r.healthy for r in results):
         raise typer.Exit(1)
 
