@@ -19,6 +19,7 @@ Other processes can script a running simulator with `POST /_sim/script`, read
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -223,6 +224,13 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[_Handler], sim: Simulator) -> None:
         self.sim = sim
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a cancelled hedge, a closed stream) is routine, as for a
+        real server; anything else is a simulator bug and is printed."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
