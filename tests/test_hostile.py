@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import struct
 import subprocess
@@ -21,7 +22,7 @@ from llm_cascade import redaction
 from llm_cascade.clock import parse_ts
 from llm_cascade.config import load_config
 from llm_cascade.keys import lookup_for, resolve_key
-from llm_cascade.simulator import Fail, Reply
+from llm_cascade.simulator import Fail, Reply, Simulator
 
 from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
 
@@ -124,8 +125,14 @@ def gzip_bomb(inflated: int) -> bytes:
     return first + block * (count - 1) + end + struct.pack("<II", crc, inflated & 0xFFFFFFFF)
 
 
-def run_cli_peak_memory(*args: str) -> tuple[int, str, str, int]:
-    """Run the CLI; return its exit status, stdout, stderr and its own peak RSS in bytes."""
+def run_cli_peak_memory(sim: Simulator, *args: str) -> tuple[int, str, str, int]:
+    """Run the CLI, whose last request goes to the simulator's model `b` (scripted to hold);
+    return its exit status, stdout, stderr and its peak RSS in bytes up to that request.
+
+    The peak is the process's own high-water mark (`VmHWM`, which starts afresh at exec), read
+    while `b` holds the reply: `ru_maxrss` would also count the test process's pages that the
+    child shared between fork and exec, which grow with every test run before this one.
+    """
     with open(os.devnull, "rb") as stdin:
         proc = subprocess.Popen(
             [*cli_command(), *args],
@@ -134,12 +141,14 @@ def run_cli_peak_memory(*args: str) -> tuple[int, str, str, int]:
             stderr=subprocess.PIPE,
             env={**os.environ, "SIM_KEY": SIM_KEY},
         )
-        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-    return proc.returncode, out.decode(), err.decode(), usage.ru_maxrss * 1024
+        try:
+            assert sim.wait_for(1, "b"), "the run never asked the fallback entry"
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
+        finally:
+            sim.release()
+        out, err = proc.communicate(timeout=60)
+    return proc.returncode, out.decode(), err.decode(), peak
 
 
 def test_a_gzip_bomb_is_cut_off_at_the_limit_without_being_inflated(tmp_path, sim):
@@ -147,8 +156,9 @@ def test_a_gzip_bomb_is_cut_off_at_the_limit_without_being_inflated(tmp_path, si
     assert len(bomb) < 2 * MiB
     with RawServer(bomb, headers={"Content-Encoding": "gzip"}) as raw:
         cfg = raw_then_sim(tmp_path, sim, raw, max_response_bytes=MiB)
+        sim.script("b", Reply("from the simulator", hold=True))
         code, out, err, peak = run_cli_peak_memory(
-            "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--json"
+            sim, "run", "-C", "x", "-c", str(cfg), "-p", "hi", "--json"
         )
     assert code == 0, err
     result = json.loads(out)
