@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import sqlite3
 from pathlib import Path
 
@@ -542,7 +543,15 @@ def test_stats_show_the_cost_of_priced_entries(tmp_path, sim):
     costs = {e["entry"]: e["cost"] for e in cascade["entries"]}
     assert costs == {"sim/a": pytest.approx(2 * (11 * 1000 + 7 * 2000) / 1e6), "sim/b": None}
     text = run_cli("stats", "-c", str(cfg)).stdout
-    assert "COST" in text and "0.0500" in text
+    assert "COST" in text and re.search(r"\s0\.05\s", text), text
+
+
+def test_stats_show_a_tiny_cost_without_rounding_it_to_zero(tmp_path, sim):
+    cheap = entry("sim", "a", price={"input": 1.0, "output": 2.0})  # 25 millionths a run
+    cfg = write_config(tmp_path, sim, {"x": [cheap]})
+    assert run_cli("run", "-c", str(cfg), "-C", "x", "hi").returncode == 0
+    text = run_cli("stats", "-c", str(cfg)).stdout
+    assert "2.5e-05" in text, text
 
 
 def test_the_templates_commented_routing_cascade_loads_once_uncommented():

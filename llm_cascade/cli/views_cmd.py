@@ -151,7 +151,7 @@ def _cascade_text(cascade: CascadeStats, ttft: bool, cost: bool = False) -> str:
         ]
         row += [_ms(e.ttft_ms.get(p)) for p in ("p50", "p95")] if ttft else []
         row += [str(e.input_tokens), str(e.output_tokens), str(e.cooldowns)]
-        row += ["-" if e.cost is None else f"{e.cost:.4f}"] if cost else []
+        row += ["-" if e.cost is None else f"{e.cost:.6g}"] if cost else []  # cents to micros
         rows.append(row)
     title = f"Cascade {cascade.name}" + ("" if cascade.in_config else " (not in config)")
     summary = (
