@@ -218,17 +218,13 @@ class AnthropicAdapter(Adapter):
         stop = data.get("stop_reason")
         stop_reason = stop if isinstance(stop, str) else None
         _check_stop(stop_reason)
-        input_tokens, output_tokens = _usage(obj(data.get("usage")))
-        response = LlmResponse(
-            content=tuple(blocks),
-            model=str(data.get("model") or options.model),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
+        return self.answer(
+            blocks,
+            str(data.get("model") or options.model),
+            _usage(obj(data.get("usage"))),
+            stop_reason,
+            f"no text or tool calls (stop_reason: {stop_reason})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or tool calls (stop_reason: {stop_reason})")
-        return response
 
     # --- health probes ---------------------------------------------------------------------
 

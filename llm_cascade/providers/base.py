@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ProviderError
-from ..types import Conversation, LlmResponse, Message, OutputFormat, ToolCall, ToolDefinition
+from ..types import (
+    ContentBlock,
+    Conversation,
+    LlmResponse,
+    Message,
+    OutputFormat,
+    ToolCall,
+    ToolDefinition,
+)
 
 if TYPE_CHECKING:
     from .streaming import StreamParser
@@ -319,6 +327,21 @@ class Adapter(ABC):
     @staticmethod
     def malformed(reason: str) -> ProviderError:
         return ProviderError("invalid_response", reason)
+
+    @staticmethod
+    def answer(
+        blocks: Iterable[ContentBlock],
+        model: str,
+        usage: tuple[int | None, int | None],
+        stop_reason: str | None,
+        nothing: str,
+    ) -> LlmResponse:
+        """A reply as an LlmResponse; one with neither text nor tool calls is `empty`, with
+        `nothing` saying what the vendor's stop field said ("no text or tool calls (...)")."""
+        response = LlmResponse(tuple(blocks), model, usage[0], usage[1], stop_reason)
+        if not response.has_content():
+            raise Adapter.empty(nothing)
+        return response
 
     # --- streaming ---------------------------------------------------------------------------
 

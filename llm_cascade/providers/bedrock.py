@@ -232,17 +232,13 @@ class BedrockAdapter(Adapter):
         parsed = [_parse_block(b) for b in content]
         if options.output is not None:  # the answer tool's input is the answer
             parsed = _answer_blocks(content, options.output) or parsed
-        input_tokens, output_tokens = _usage(obj(data.get("usage")))
-        response = LlmResponse(
-            content=tuple(b for b in parsed if b is not None),
-            model=options.model,  # Converse does not name it
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
+        return self.answer(
+            (b for b in parsed if b is not None),
+            options.model,  # Converse does not name it
+            _usage(obj(data.get("usage"))),
+            stop_reason,
+            f"no text or tool use (stopReason: {stop_reason})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or tool use (stopReason: {stop_reason})")
-        return response
 
     def error_details(self, data: Any, headers: Mapping[str, str]) -> tuple[str | None, str | None]:
         """`{"message"}` (or `Message`) with the type from `x-amzn-ErrorType`."""

@@ -162,17 +162,13 @@ class CohereAdapter(Adapter):
                 blocks.append(TextBlock(text))
         calls = message.get("tool_calls")
         blocks += [_tool_call(c) for c in calls] if isinstance(calls, list) else []
-        input_tokens, output_tokens = _usage(obj(data.get("usage")))
-        response = LlmResponse(
-            content=tuple(blocks),
-            model=options.model,  # the reply does not name it
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
+        return self.answer(
+            blocks,
+            options.model,  # the reply does not name it
+            _usage(obj(data.get("usage"))),
+            stop_reason,
+            f"no text or tool calls (finish_reason: {stop_reason})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or tool calls (finish_reason: {stop_reason})")
-        return response
 
     def parse_error(self, data: Any) -> tuple[str | None, str | None]:
         """`{"id", "message"}`; a trial key's spent monthly allowance gets a code of its own."""

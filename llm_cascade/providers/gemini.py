@@ -303,18 +303,14 @@ class GeminiAdapter(Adapter):
             raise self.empty("no candidates")
         candidate = obj(candidates[0])
         stop_reason = _finish_reason(candidate)
-        input_tokens, output_tokens = _usage(data)
         version = data.get("modelVersion")
-        response = LlmResponse(
-            content=tuple(_answer_blocks(candidate)),
-            model=version if isinstance(version, str) and version else options.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
+        return self.answer(
+            _answer_blocks(candidate),
+            version if isinstance(version, str) and version else options.model,
+            _usage(data),
+            stop_reason,
+            f"no text or function calls (finishReason: {stop_reason})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or function calls (finishReason: {stop_reason})")
-        return response
 
     def parse_error(self, data: Any) -> tuple[str | None, str | None]:
         """Prefer the ErrorInfo reason (e.g. API_KEY_INVALID, sent with a 400) to the status."""

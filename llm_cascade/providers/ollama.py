@@ -132,17 +132,13 @@ class OllamaAdapter(Adapter):
         blocks += [_tool_call(c) for c in calls] if isinstance(calls, list) else []
         stop_reason = _done_reason(data)
         model = data.get("model")
-        input_tokens, output_tokens = _usage(data)
-        response = LlmResponse(
-            content=tuple(blocks),
-            model=model if isinstance(model, str) and model else options.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
+        return self.answer(
+            blocks,
+            model if isinstance(model, str) and model else options.model,
+            _usage(data),
+            stop_reason,
+            f"no text or tool calls (done_reason: {stop_reason})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or tool calls (done_reason: {stop_reason})")
-        return response
 
     # --- health probes ---------------------------------------------------------------------
 

@@ -252,18 +252,14 @@ class OpenAIAdapter(Adapter):
             raise self.empty(f"the model refused: {refusal}")
         calls = message_obj.get("tool_calls")
         blocks += [_tool_call(c) for c in calls] if isinstance(calls, list) else []
-        input_tokens, output_tokens = _usage(data)
         stop = choice.get("finish_reason")
-        response = LlmResponse(
-            content=tuple(blocks),
-            model=str(data.get("model") or options.model),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop if isinstance(stop, str) else None,
+        return self.answer(
+            blocks,
+            str(data.get("model") or options.model),
+            _usage(data),
+            stop if isinstance(stop, str) else None,
+            f"no text or tool calls (finish_reason: {stop})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or tool calls (finish_reason: {stop})")
-        return response
 
     # --- health probes ---------------------------------------------------------------------
 

@@ -223,18 +223,14 @@ class OpenAIResponsesAdapter(Adapter):
         if data.get("status") != "failed":  # a failed response's `error` is read below
             self.reject_error_body(data)
         stop_reason = _stop_reason(data)
-        input_tokens, output_tokens = _usage(data)
         model = data.get("model")
-        response = LlmResponse(
-            content=tuple(output_blocks(data.get("output"))),
-            model=model if isinstance(model, str) and model else options.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
+        return self.answer(
+            output_blocks(data.get("output")),
+            model if isinstance(model, str) and model else options.model,
+            _usage(data),
+            stop_reason,
+            f"no text or function calls (status: {stop_reason})",
         )
-        if not response.has_content():
-            raise self.empty(f"no text or function calls (status: {stop_reason})")
-        return response
 
     # Health asks the same `/models` endpoints as chat completions.
     def probe_requests(self, options: CallOptions) -> tuple[ProbeRequest, ...]:

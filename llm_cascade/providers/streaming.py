@@ -392,13 +392,10 @@ class StreamAssembler:
             TextBlock("".join(block)) if isinstance(block, list) else block.finished()
             for block in self._blocks
         ]
-        response = LlmResponse(
-            content=tuple(content),
-            model=self._model or options.model,
-            input_tokens=self._input_tokens,
-            output_tokens=self._output_tokens,
-            stop_reason=self._stop_reason,
+        return Adapter.answer(
+            content,
+            self._model or options.model,
+            (self._input_tokens, self._output_tokens),
+            self._stop_reason,
+            f"no text or tool calls (stop reason: {self._stop_reason})",
         )
-        if not response.has_content():
-            raise Adapter.empty(f"no text or tool calls (stop reason: {self._stop_reason})")
-        return response
