@@ -161,6 +161,26 @@ def cli_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "llm_cascade"]
 
 
+def run_in_terminal(*args: str) -> tuple[int | None, str]:
+    """Run the CLI in a pseudo-terminal to its end: its exit status and what it showed, with
+    the terminal's own CRLF line ends read back as LF (a CRLF the answer wrote stays CRLF)."""
+    import pexpect
+
+    child = pexpect.spawn(
+        cli_command()[0],
+        list(args),
+        env={**os.environ, "SIM_KEY": SIM_KEY},
+        encoding="utf-8",
+        timeout=30,
+    )
+    try:
+        child.expect(pexpect.EOF)
+        shown = child.before.replace("\r\n", "\n")
+    finally:
+        child.close(force=True)
+    return child.exitstatus, shown
+
+
 def run_cli(
     *args: str,
     stdin: str | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 
 from llm_cascade.simulator import Reply, Simulator, Stream
 
-from .support import SIM_KEY, cli_command, entry, run_cli, write_config
+from .support import SIM_KEY, cli_command, entry, run_cli, run_in_terminal, write_config
 
 
 def config(tmp_path: Path, sim: Simulator, *models: tuple[str, str]) -> Path:
@@ -218,22 +218,9 @@ def test_sigterm_ends_a_stream_whose_reader_stopped_reading(tmp_path, sim):
 
 
 def test_a_terminal_keeps_a_crlf_split_between_pieces_and_escapes_a_lone_cr(tmp_path, sim):
-    import pexpect
-
     pieces = ("one\r", "\ntwo\r", "three\x1b[2J")
     sim.script("a", Reply("".join(pieces), stream=Stream(pieces=pieces)))
     cfg = config(tmp_path, sim, ("sim", "a"))
-    child = pexpect.spawn(
-        cli_command()[0],
-        ["run", "-C", "x", "-c", str(cfg), "-p", "hi"],
-        env={**os.environ, "SIM_KEY": SIM_KEY},
-        encoding="utf-8",
-        timeout=30,
-    )
-    try:
-        child.expect(pexpect.EOF)
-        seen = child.before.replace("\r\n", "\n")  # the terminal's own line ends
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
+    status, seen = run_in_terminal("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert status == 0
     assert "one\r\ntwo\\x0dthree\\x1b[2J" in seen, repr(seen)

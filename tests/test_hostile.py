@@ -24,7 +24,15 @@ from llm_cascade.config import load_config
 from llm_cascade.keys import lookup_for, resolve_key
 from llm_cascade.simulator import Fail, Reply, Simulator
 
-from .support import SIM_KEY, RawServer, cli_command, entry, run_cli, write_config
+from .support import (
+    SIM_KEY,
+    RawServer,
+    cli_command,
+    entry,
+    run_cli,
+    run_in_terminal,
+    write_config,
+)
 
 MiB = 1024 * 1024
 
@@ -347,23 +355,10 @@ def test_the_answer_is_byte_faithful_on_a_pipe(tmp_path, sim):
 
 
 def test_a_terminal_sees_control_characters_in_the_answer_escaped(tmp_path, sim):
-    import pexpect
-
     with RawServer(openai_reply(ANSWER)) as raw:
         cfg = raw_then_sim(tmp_path, sim, raw)
-        child = pexpect.spawn(
-            cli_command()[0],
-            ["run", "-C", "x", "-c", str(cfg), "-p", "hi"],
-            env={**os.environ, "SIM_KEY": SIM_KEY},
-            encoding="utf-8",
-            timeout=30,
-        )
-        try:
-            child.expect(pexpect.EOF)
-        finally:
-            child.close(force=True)
-    assert child.exitstatus == 0, child.before
-    shown = child.before.replace("\r\n", "\n")  # the terminal's own line ends; CRLF stays CRLF
+        status, shown = run_in_terminal("run", "-C", "x", "-c", str(cfg), "-p", "hi")
+    assert status == 0, shown
     assert shown == "col1\tcol2\nline \\x1b[31mred\\x1b[0m\r\nend\\x9b\n"
 
 
