@@ -16,7 +16,15 @@ from typing import Any
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import MALFORMED, Event, StreamParts, cut
-from .base import SimRequest, Vendor, as_forced_call, check_image_data, check_key, require
+from .base import (
+    SimRequest,
+    Vendor,
+    as_forced_call,
+    body_model,
+    check_image_data,
+    check_key,
+    require,
+)
 
 # Top-level fields of the Messages API; anything else is "Extra inputs are not permitted".
 KNOWN_FIELDS = {
@@ -234,8 +242,7 @@ class AnthropicVendor(Vendor):
     def model_for(self, path: str, body: Any) -> str | None:
         if path != "/v1/messages":
             return None
-        model = body.get("model") if isinstance(body, Mapping) else None
-        return model if isinstance(model, str) else ""
+        return body_model(body)
 
     def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         check_key(request.headers.get("x-api-key"), api_key)

@@ -134,6 +134,12 @@ class Vendor(ABC):
         return ""
 
 
+def body_model(body: Any) -> str:
+    """The `model` field of a request body ("" when it has none, which `validate` refuses)."""
+    model = body.get("model") if isinstance(body, Mapping) else None
+    return model if isinstance(model, str) else ""
+
+
 def require(condition: bool, message: str, status: int = 400, code: str | None = None) -> None:
     """Raise Invalid(status, message) unless `condition` holds."""
     if not condition:

@@ -12,7 +12,7 @@ from typing import Any
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import Event, StreamParts, cut
-from .base import SimRequest, Vendor, check_image_url, check_key, require
+from .base import SimRequest, Vendor, body_model, check_image_url, check_key, require
 from .openai import bearer
 
 PATH = "/cohere/v2/chat"
@@ -97,8 +97,7 @@ class CohereVendor(Vendor):
     def model_for(self, path: str, body: Any) -> str | None:
         if path != PATH:
             return None
-        model = body.get("model") if isinstance(body, Mapping) else None
-        return model if isinstance(model, str) else ""
+        return body_model(body)
 
     def validate(self, request: SimRequest, api_key: str | None) -> None:
         check_key(bearer(request), api_key)

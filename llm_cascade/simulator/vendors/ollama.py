@@ -15,7 +15,7 @@ from typing import Any
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import Event, Framing, Ndjson, StreamParts
-from .base import SimRequest, Vendor, check_image_data, require
+from .base import SimRequest, Vendor, body_model, check_image_data, require
 
 ROLES = {"system", "user", "assistant", "tool"}
 INT_OPTIONS = {"num_predict", "num_ctx", "num_keep", "seed", "top_k", "repeat_last_n", "num_batch"}
@@ -99,8 +99,7 @@ class OllamaVendor(Vendor):
     def model_for(self, path: str, body: Any) -> str | None:
         if path != "/api/chat":
             return None
-        model = body.get("model") if isinstance(body, Mapping) else None
-        return model if isinstance(model, str) else ""
+        return body_model(body)
 
     def validate(self, request: SimRequest, api_key: str | None) -> None:
         body = request.body

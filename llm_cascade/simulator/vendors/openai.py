@@ -11,7 +11,7 @@ from typing import Any
 from ..behaviours import Empty, Reply, Stream
 from ..documents import JsonAnswer
 from ..wire import Event, StreamParts, cut
-from .base import Invalid, SimRequest, Vendor, check_image_url, check_key, require
+from .base import Invalid, SimRequest, Vendor, body_model, check_image_url, check_key, require
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # Chat Completions rejects arguments it does not know ("Unrecognized request argument").
@@ -251,8 +251,7 @@ class OpenAIVendor(Vendor):
     def model_for(self, path: str, body: Any) -> str | None:
         if not path.endswith("/chat/completions"):
             return None
-        model = body.get("model") if isinstance(body, Mapping) else None
-        return model if isinstance(model, str) else ""
+        return body_model(body)
 
     def check_auth(self, request: SimRequest, api_key: str | None) -> None:
         check_key(bearer(request), api_key)
