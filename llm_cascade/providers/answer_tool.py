@@ -34,11 +34,13 @@ def answer_schema(output: OutputFormat) -> tuple[dict[str, Any], bool]:
     return schema, wrapped
 
 
+def _unwrap(value: Any, wrapped: bool) -> Any:
+    return value[WRAPPED] if wrapped and isinstance(value, Mapping) and WRAPPED in value else value
+
+
 def document(value: Any, output: OutputFormat) -> str:
     """The answer tool's input as the document's text."""
-    if answer_schema(output)[1] and isinstance(value, Mapping) and WRAPPED in value:
-        value = value[WRAPPED]
-    return document_text(value)
+    return document_text(_unwrap(value, answer_schema(output)[1]))
 
 
 def _unwrapped(text: str) -> str:
@@ -48,9 +50,7 @@ def _unwrapped(text: str) -> str:
         value = untrusted.loads(text)
     except ValueError:
         return text
-    return document_text(
-        value[WRAPPED] if isinstance(value, Mapping) and WRAPPED in value else value
-    )
+    return document_text(_unwrap(value, wrapped=True))
 
 
 class AnswerStream:

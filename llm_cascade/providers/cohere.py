@@ -36,7 +36,7 @@ from .base import (
     obj,
     with_stream,
 )
-from .openai import JSON_HINT, bearer_auth, needs_json_hint
+from .openai import ask_for_output, bearer_auth
 from .streaming import (
     Delta,
     EndOfStream,
@@ -135,9 +135,7 @@ class CohereAdapter(Adapter):
         if options.temperature is not None:
             body["temperature"] = options.temperature
         if options.output is not None:
-            body["response_format"] = response_format(options.output)
-            if needs_json_hint(conversation, options.output):
-                body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
+            ask_for_output(body, conversation, options.output, response_format(options.output))
         body = with_stream(deep_merge(body, options.extra), stream)
         return WireRequest(f"{options.base_url}/v2/chat", body, bearer_auth(options))
 

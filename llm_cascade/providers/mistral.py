@@ -36,6 +36,7 @@ from .openai import (
     bearer_auth,
     chat_body,
     chat_message,
+    response_format,
 )
 from .streaming import Delta, StopDelta, StreamEvent, StreamParser
 
@@ -113,7 +114,7 @@ class MistralAdapter(OpenAIAdapter):
         if options.temperature is not None:
             body["temperature"] = options.temperature
         if options.output is not None:  # the same `response_format` as OpenAI's
-            ask_for_output(body, conversation, options.output)
+            ask_for_output(body, conversation, options.output, response_format(options.output))
         body = with_stream(deep_merge(body, translated(options.extra)), stream)
         return WireRequest(f"{options.base_url}/chat/completions", body, bearer_auth(options))
 

@@ -157,9 +157,12 @@ def needs_json_hint(conversation: Conversation, output: OutputFormat) -> bool:
     )
 
 
-def ask_for_output(body: dict[str, Any], conversation: Conversation, output: OutputFormat) -> None:
-    """Chat completions' `response_format`, with the system line JSON mode needs."""
-    body["response_format"] = response_format(output)
+def ask_for_output(
+    body: dict[str, Any], conversation: Conversation, output: OutputFormat, wire: dict[str, Any]
+) -> None:
+    """A chat body's `response_format` (`wire`, in its vendor's shape), with the system line
+    JSON mode needs."""
+    body["response_format"] = wire
     if needs_json_hint(conversation, output):
         body["messages"].insert(0, {"role": "system", "content": JSON_HINT})
 
@@ -230,7 +233,7 @@ class OpenAIAdapter(Adapter):
         if stream and options.stream_usage:
             body["stream_options"] = {"include_usage": True}  # else a stream has no usage
         if options.output is not None:
-            ask_for_output(body, conversation, options.output)
+            ask_for_output(body, conversation, options.output, response_format(options.output))
         body = with_stream(deep_merge(body, options.extra), stream)
         return WireRequest(f"{options.base_url}/chat/completions", body, bearer_auth(options))
 
