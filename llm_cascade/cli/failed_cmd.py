@@ -165,7 +165,9 @@ def retry(
     chosen = [s for s in chosen if s.status != "running"]  # another run still owns those
     from ..replay import routing_problem, with_saved_cascades
 
-    app_config, routes = with_saved_cascades(app_config, chosen)
+    routes: dict[str, str] = {}
+    if cascade is None:  # -C sends every prompt through that cascade instead
+        app_config, routes = with_saved_cascades(app_config, chosen)
     if not all_prompts:  # named prompts: a cascade that is gone is a usage error up front
         for saved in chosen:
             problem = routing_problem(app_config, saved, cascade, routes)
