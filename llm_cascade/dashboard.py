@@ -65,6 +65,7 @@ def snapshot(config: AppConfig, now: float) -> Snapshot:
         with opened(config, busy_timeout_s=BUSY_TIMEOUT_S) as store:
             if store is not None:
                 states = {s.key: s for s in store.all_states()}
+                store.fold_log()
                 counted = rollup.counts(store.conn, hour)
                 histograms = rollup.histograms(store.conn, hour)
                 errors = rollup.latest_errors(store.conn)

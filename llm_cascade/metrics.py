@@ -94,6 +94,7 @@ def render(config: AppConfig, now: float) -> str:
             histograms: dict[tuple[str, str, str, str], rollup.Histogram] = {}
             states: dict[str, EntryState] = {}
         else:
+            store.fold_log()
             counted = rollup.counts(store.conn)
             histograms = rollup.histograms(store.conn)
             states = {s.key: s for s in store.all_states()}

@@ -177,6 +177,7 @@ def collect(config: AppConfig, since: float, now: float, cascade: str | None = N
             states: dict[str, EntryState] = {}
             seen: set[str] = set()
         else:
+            store.fold_log()
             counted = rollup.counts(store.conn, hour, cascade)
             histograms = rollup.histograms(store.conn, hour, cascade)
             states = {s.key: s for s in store.all_states()}

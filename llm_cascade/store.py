@@ -8,6 +8,7 @@ hold entry keys, statuses and short error texts, never prompts or keys.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -23,7 +24,10 @@ from .errors import LlmCascadeError
 from .paths import ensure_private_dir
 from .routing import RouteStats
 
-SCHEMA_VERSION = 4  # 3: the aggregates of rollup.py; 4: routing state and spending
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 5  # 3: the aggregates of rollup.py; 4: routing state and spending;
+# 5: the aggregates folded in batches (rollup_mark) instead of by a per-row trigger
 # No instant written is later than this (9999-12-31T00:00:00Z): past year 9999 no timestamp
 # can be formatted, so an absurd cooldown or lease is clamped here instead of crashing.
 LATEST_INSTANT = 253_402_214_400.0
@@ -211,7 +215,9 @@ class Store:
             self.conn = conn
             self._use_wal(time.monotonic() + busy_timeout_s)
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._busy_ms = _millis(busy_timeout_s)
             self._migrate()
+            self._folded = rollup.folded_up_to(self.conn)
         except (OSError, sqlite3.Error) as exc:
             if conn is not None:
                 conn.close()
@@ -238,7 +244,8 @@ class Store:
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write may wait for another process's lock before failing."""
-        self.conn.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 0)}")
+        self._busy_ms = _millis(seconds)
+        self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def close(self) -> None:
         self.conn.close()
@@ -286,6 +293,30 @@ class Store:
             rollup.install(conn)
             routestate.install(conn, format_ts(time.time())[:7])
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def fold_log(self, *, wait: bool = True) -> None:
+        """Bring the aggregates up to the newest row; readers call it before they read.
+
+        A database that cannot be written now (locked past the wait, read-only, full) is left
+        as it is: its rows are safe and the aggregates catch up at a later fold.
+        """
+        try:
+            if not wait:
+                self.conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                with self._write() as conn:
+                    self._folded = rollup.catch_up(conn)
+            finally:
+                if not wait:
+                    self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        except sqlite3.Error as exc:
+            logger.debug("aggregates not folded now: %s", exc)
+
+    def _logged(self, row_id: int | None) -> None:
+        """After a row is committed: fold the waiting rows once there are enough of them, if
+        the lock is free at once (a busy database is left to the next writer or reader)."""
+        if row_id is not None and row_id - self._folded >= rollup.FOLD_EVERY:
+            self.fold_log(wait=False)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -343,7 +374,7 @@ class Store:
 
     def log_attempt(self, record: AttemptRecord, now: float) -> None:
         """One row, in a transaction of its own (a single statement needs no BEGIN/COMMIT)."""
-        _insert(self.conn, record, now)
+        self._logged(_insert(self.conn, record, now))
 
     def claim_probe(self, key: str, owner: str, now: float, lease_s: float) -> bool:
         """Atomically become the one run that probes a half-open entry; False if another is."""
@@ -375,8 +406,9 @@ class Store:
             self.log_attempt(record, now)
             return
         with self._write() as conn:
-            _insert(conn, record, now)
+            row_id = _insert(conn, record, now)
             _close(conn, record.provider_model, now - record.latency_ms / 1000, now)
+        self._logged(row_id)
 
     def reset_breaker(self, key: str, sent: float, now: float) -> None:
         """Close `key`'s breaker after an answer to a request sent at `sent` (no log row)."""
@@ -399,7 +431,9 @@ class Store:
         with self._write() as conn:
             failure = Failure(record.provider_model, now, cooldown_for, record.rule, owner)
             until, level = _open(conn, failure)
-            _insert(conn, record if until is None else replace(record, cooldown_until=until), now)
+            record = record if until is None else replace(record, cooldown_until=until)
+            row_id = _insert(conn, record, now)
+        self._logged(row_id)
         return until, level
 
     def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
@@ -417,6 +451,7 @@ class Store:
         of the hours before it; returns how many rows. The all-time totals stay."""
         stamp = format_ts(before)
         with self._write() as conn:
+            self._folded = rollup.catch_up(conn)  # the totals keep what is deleted
             rollup.prune_hourly(conn, stamp[:13])
             return conn.execute("DELETE FROM attempt_log WHERE timestamp < ?", (stamp,)).rowcount
 
@@ -523,8 +558,13 @@ def _free_probe(conn: sqlite3.Connection, key: str, owner: str) -> None:
     )
 
 
-def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> None:
-    conn.execute(
+def _millis(seconds: float) -> int:
+    return max(int(seconds * 1000), 0)
+
+
+def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> int | None:
+    """Write one attempt row; returns its id."""
+    return conn.execute(
         "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
         " latency_ms, input_tokens, output_tokens, outcome, error_kind, error_message, rule,"
         " cooldown_until, run_id, try_number, ttft_ms, chunks, cost)"
@@ -548,4 +588,4 @@ def _insert(conn: sqlite3.Connection, r: AttemptRecord, now: float) -> None:
             r.chunks,
             r.cost,
         ),
-    )
+    ).lastrowid

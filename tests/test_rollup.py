@@ -1,9 +1,12 @@
-"""The aggregates behind `stats` and `metrics`, on real SQLite files: the trigger and the
-fold-in of an existing log agree, rows the original tool writes count, prune keeps totals."""
+"""The aggregates behind `stats` and `metrics`, on real SQLite files: folding row by row, in
+one batch and at migration agree, writers fold on their own once enough rows wait, two
+processes folding at once count each row once, rows the original tool writes count, prune
+keeps totals."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from llm_cascade import rollup
@@ -15,16 +18,20 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 TABLES = ("attempt_hourly", "attempt_totals", "latency_hourly", "histogram_totals", "entry_errors")
 
 
-def log_runs(store: Store) -> None:
+def log_runs(store: Store, after_each: Callable[[], None] = lambda: None) -> None:
     """Two runs of our engine: a 429 that fails over to an answer, then a first-entry answer."""
     store.record_failure(
         AttemptRecord("c", "a/x", 429, 30, outcome="failed", rule="rate_limited", run_id="r1"),
         T0,
         lambda level: 30.0,
     )
+    after_each()
     store.log_attempt(AttemptRecord("c", "b/y", None, 0, outcome="skipped", run_id="r1"), T0)
+    after_each()
     store.record_success(AttemptRecord("c", "d/z", 200, 120, 11, 7, run_id="r1", ttft_ms=40), T0)
+    after_each()
     store.record_success(AttemptRecord("c", "a/x", 200, 80, 11, 7, run_id="r2"), T0 + 3600)
+    after_each()
 
 
 def log_original_rows(conn: sqlite3.Connection) -> None:
@@ -49,27 +56,82 @@ def aggregates(path: Path) -> dict[str, list[tuple[object, ...]]]:
         conn.close()
 
 
-def test_folding_in_an_existing_log_gives_what_the_trigger_keeps(tmp_path):
-    live = tmp_path / "live.sqlite"
-    with Store(live) as store:  # the trigger sees each row as it is written
+def test_folding_row_by_row_in_one_batch_and_at_migration_agree(tmp_path):
+    each = tmp_path / "each.sqlite"
+    with Store(each) as store:  # a reader after every row
+        log_runs(store, store.fold_log)
+        log_original_rows(store.conn)
+        store.fold_log()
+    batch = tmp_path / "batch.sqlite"
+    with Store(batch) as store:  # one reader after all of them
         log_runs(store)
         log_original_rows(store.conn)
+        assert aggregates(batch)["attempt_totals"] == []  # nothing folded yet
+        store.fold_log()
     late = tmp_path / "late.sqlite"
     with Store(late) as store:  # the same rows, logged before the aggregates existed
-        store.conn.execute(f"DROP TRIGGER {rollup.TRIGGER}")
-        for table in TABLES:
-            store.conn.execute(f"DELETE FROM {table}")
         log_runs(store)
         log_original_rows(store.conn)
+        for table in (*TABLES, "rollup_mark"):
+            store.conn.execute(f"DROP TABLE {table}")
         store.conn.execute("PRAGMA user_version = 2")
     Store(late).close()  # the migration folds them in
-    assert aggregates(late) == aggregates(live)
-    assert aggregates(live)["attempt_totals"]  # not vacuous
+    assert aggregates(late) == aggregates(batch) == aggregates(each)
+    assert aggregates(each)["attempt_totals"]  # not vacuous
+
+
+def test_a_database_whose_trigger_folded_every_row_is_not_folded_twice(tmp_path):
+    path = tmp_path / "db.sqlite"
+    with Store(path) as store:
+        log_runs(store)
+        store.fold_log()
+        exact = aggregates(path)
+        # As schema 4 left it: every row already in, a trigger folding the next, no mark.
+        store.conn.execute("DROP TABLE rollup_mark")
+        store.conn.execute(
+            f"CREATE TRIGGER {rollup.OLD_TRIGGER} AFTER INSERT ON attempt_log BEGIN SELECT 1; END"
+        )
+        store.conn.execute("PRAGMA user_version = 4")
+    with Store(path) as store:
+        store.fold_log()
+        triggers = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+    assert aggregates(path) == exact
+    assert rollup.OLD_TRIGGER not in triggers
+
+
+def test_a_writer_folds_by_itself_once_enough_rows_wait(tmp_path):
+    path = tmp_path / "db.sqlite"
+
+    def attempts() -> int:
+        return sum(r[4] for r in aggregates(path)["attempt_totals"])
+
+    with Store(path) as store:
+        for _ in range(rollup.FOLD_EVERY - 1):
+            store.log_attempt(AttemptRecord("c", "a/x", 200, 10), T0)
+        assert attempts() == 0
+        store.record_success(AttemptRecord("c", "a/x", 200, 10), T0)
+        assert attempts() == rollup.FOLD_EVERY
+        store.log_attempt(AttemptRecord("c", "a/x", 200, 10), T0)
+        assert attempts() == rollup.FOLD_EVERY  # the next batch waits again
+
+
+def test_two_processes_folding_the_same_rows_count_each_once(tmp_path):
+    path = tmp_path / "db.sqlite"
+    with Store(path) as one, Store(path) as two:
+        for i in range(10):
+            (one if i % 2 else two).log_attempt(AttemptRecord("c", "a/x", 200, 10), T0)
+        two.fold_log()
+        one.fold_log()  # its idea of the mark is stale: it must read the mark again
+        one.log_attempt(AttemptRecord("c", "a/x", 200, 10), T0)
+        two.fold_log()
+        one.fold_log()
+    assert [r[4] for r in aggregates(path)["attempt_totals"]] == [11]
 
 
 def test_runs_failovers_and_first_entry_answers_are_counted(tmp_path):
     with Store(tmp_path / "db.sqlite") as store:
         log_runs(store)
+        store.fold_log()
         rows = store.conn.execute(
             "SELECT provider_model, outcome, rule, attempts, failovers, runs, answered_runs,"
             " first_answered, cooldowns FROM attempt_totals ORDER BY 1, 2"
@@ -88,6 +150,8 @@ def test_rows_the_original_tool_writes_are_counted_with_the_outcome_it_meant(tmp
     conn = sqlite3.connect(path)
     log_original_rows(conn)
     conn.commit()
+    with Store(path) as store:  # what a reader (`stats`, `metrics`) does first
+        store.fold_log()
     totals = conn.execute(
         "SELECT outcome, attempts, input_tokens, output_tokens FROM attempt_totals ORDER BY 1"
     ).fetchall()
@@ -130,6 +194,7 @@ def test_every_value_finds_a_bucket_even_one_no_bound_holds(tmp_path):
             "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
             " latency_ms) VALUES ('2026-01-01T00:00:00Z', 'c', 'a/x', 200, 'n/a')"
         )
+        store.fold_log()
         buckets = store.conn.execute(
             "SELECT bucket, count FROM latency_hourly WHERE metric = 'latency'"
         ).fetchall()
