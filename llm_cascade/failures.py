@@ -1,14 +1,15 @@
 """Failed prompts on disk, so nothing is lost.
 
-A run writes its conversation here *before* the first attempt (status `pending`) and holds an
-advisory lock on the file while it runs. The file is removed only once the answer reached its
-reader (`PromptKeeper.delivered`); otherwise it is rewritten with what each entry did (status
-`failed`, `interrupted`, or `undelivered` with the answer that could not be written). A
-pending file nobody holds a lock on belongs to a run that was killed: `failed list` shows it
-as interrupted and `failed retry` can answer it. The same prompt of the same cascade saved
-again while one waits (a cron job firing during an outage) reuses that file. Files are
-created exclusively (no overwrite, even within one second), written through a temporary file,
-and readable by the owner only.
+A run writes its conversation here *before* the first attempt (status `pending`): appended to
+its process's in-flight log (`inflight.py`), which the process holds locked while it lives.
+Once the answer reached its reader (`PromptKeeper.delivered`) the log marks it ended;
+otherwise the prompt is saved as a file of its own with what each entry did (status `failed`,
+`interrupted`, or `undelivered` with the answer that could not be written). The prompts of a
+process that was killed are turned into files by the next reader (`failed list`, `status`,
+the dashboard): shown as interrupted, and `failed retry` can answer them. The same prompt of
+the same cascade saved again while one waits (a cron job firing during an outage) takes that
+file over and holds its lock while it runs. Files are created exclusively (no overwrite, even
+within one second), written through a temporary file, and readable by the owner only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import secrets
 import stat
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import files
+from . import files, inflight
 from .clock import format_ts, json_time
 from .errors import ConversationError, SaveOutcome, UsageError
 from .paths import ensure_private_dir
@@ -205,6 +207,38 @@ class PendingPrompt:
         self._close()  # once: later calls do nothing
 
 
+class InflightPrompt:
+    """A conversation written ahead in the process's in-flight log for a run in progress."""
+
+    def __init__(
+        self, store: FailureStore, ident: int, envelope: dict[str, Any], saved_at: float
+    ) -> None:
+        self.store = store
+        self.ident = ident
+        self.envelope = envelope
+        self.saved_at = saved_at
+        self.path = store.inflight_log.where
+        # Dropped unsettled (an answer its caller never used): saved as a file, interrupted.
+        self._dropped = weakref.finalize(self, store.abandon, ident, envelope, saved_at)
+
+    def done(self) -> None:
+        """The run answered: the log marks it ended."""
+        self._dropped.detach()
+        self.store.inflight_log.end(self.ident)
+
+    def finish(self, status: str, errors: Sequence[Mapping[str, Any]], **fields: Any) -> Path:
+        """Save it as a file with its final status and the per-entry errors; returns the path.
+        Raises OSError, and then the log still holds it."""
+        self.envelope.update(status=status, errors=list(errors), **fields)
+        path = self.store.write_file(self.envelope, self.saved_at)
+        self.done()
+        return path
+
+    def release(self) -> None:
+        """Nothing was sent: the prompt needs no keeping."""
+        self.done()
+
+
 class FailureStore:
     """The failed-prompts directory."""
 
@@ -212,6 +246,15 @@ class FailureStore:
         self.dir = directory
         self.owner_only = owner_only  # refuse a directory others could read (shared /tmp)
         self._made = False  # the folder was there at the last write: skip the checks
+        self._listing: tuple[int, list[str]] | None = None  # (folder mtime, names) for twins
+        self._log: inflight.InflightLog | None = None
+
+    @property
+    def inflight_log(self) -> inflight.InflightLog:
+        """This process's in-flight log in the folder."""
+        if self._log is None:
+            self._log = inflight.log_for(self.dir / inflight.FOLDER)
+        return self._log
 
     def fallback(self) -> FailureStore:
         """A private directory under the system temp dir, for when `dir` cannot be written."""
@@ -233,7 +276,7 @@ class FailureStore:
 
     def begin(
         self, cascade_name: str, conversation: Conversation, now: float, **extra: Any
-    ) -> PendingPrompt:
+    ) -> PendingPrompt | InflightPrompt:
         """Save the conversation before the first attempt and lock it. Raises OSError.
 
         An identical prompt of the same cascade already waiting here (a cron job that keeps
@@ -248,25 +291,83 @@ class FailureStore:
             return twin
         envelope = self._envelope(cascade_name, conversation, now, status="pending", **extra)
         envelope["digest"] = digest
-        path, fd = self._create(
-            cascade_name, envelope, now, keep_locked=True, tag=digest[:6], pretty=False
-        )
-        return PendingPrompt(self, path, fd, envelope)
+        self._check_dir()
+        data = _render(envelope, pretty=False)
+        try:
+            ident = self.inflight_log.begin(data, now)
+        except OSError as exc:  # no log here (say, a file took its name): a locked file
+            logger.debug("cannot write ahead in %s (%s); saving a file", self.dir, exc)
+            path, fd = self._create(
+                cascade_name, envelope, now, keep_locked=True, tag=digest[:6], pretty=False
+            )
+            return PendingPrompt(self, path, fd, envelope)
+        return InflightPrompt(self, ident, envelope, now)
+
+    def write_file(self, envelope: Mapping[str, Any], saved_at: float) -> Path:
+        """Save an in-flight prompt's envelope as a file of its own. Raises OSError."""
+        digest = envelope.get("digest")
+        tag = digest[:6] if isinstance(digest, str) else None
+        name = str(envelope.get("cascade_name", ""))
+        path, fd = self._create(name, envelope, saved_at, keep_locked=False, tag=tag)
+        os.close(fd)
+        return path
+
+    def abandon(self, ident: int, envelope: dict[str, Any], saved_at: float) -> None:
+        """An in-flight prompt no run will settle: saved as a file (read as interrupted)."""
+        try:
+            self.write_file(envelope, saved_at)
+        except OSError as exc:  # still in the log: a later reader saves it
+            logger.warning("could not save an unsettled prompt: %s", exc)
+            return
+        self.inflight_log.end(ident)
+
+    def _recover(self, prompt: inflight.Open) -> None:
+        """Save a dead process's in-flight prompt as a file, unless one holds it already."""
+        digest = prompt.envelope.get("digest")
+        name = str(prompt.envelope.get("cascade_name", ""))
+        if isinstance(digest, str):
+            for path in self._named_like(name, digest[:6]):
+                saved = self.load(path)
+                if saved is not None and saved.envelope.get("digest") == digest:
+                    return  # saved once already (the run died just after saving it)
+        self.write_file(prompt.envelope, prompt.saved_at)
+
+    def _in_flight(self) -> list[SavedPrompt]:
+        """Recover dead processes' prompts; the live ones', as running prompts."""
+        running = []
+        for prompt in inflight.survey(self.dir / inflight.FOLDER, self._recover):
+            digest = prompt.envelope.get("digest")
+            tag = digest[:6] if isinstance(digest, str) else "000000"
+            cascade = str(prompt.envelope.get("cascade_name", ""))
+            name = self._file_name(cascade, prompt.saved_at, tag)
+            running.append(SavedPrompt(self.dir / name, prompt.envelope, in_flight=True))
+        return running
 
     def _named_like(self, cascade_name: str, tag: str) -> list[Path]:
         """Files of this cascade whose name ends with `tag` (no glob: a pattern per digest
         would compile a new regex on every run)."""
         prefix = f"{sanitize_name(cascade_name)}_"
+        names = [
+            n
+            for n in self._names()
+            if n.startswith(prefix) and (n.endswith(f"_{tag}.json") or f"_{tag}-" in n)
+        ]
+        return [self.dir / name for name in names]
+
+    def _names(self) -> list[str]:
+        """The folder's file names, sorted; listed again only when the folder changed (its
+        mtime), and not kept when it changed in the last second (a coarse clock tick could
+        hide a later change)."""
         try:
-            names = [
-                e.name
-                for e in os.scandir(self.dir)
-                if e.name.startswith(prefix)
-                and (e.name.endswith(f"_{tag}.json") or f"_{tag}-" in e.name)
-            ]
+            mtime = os.stat(self.dir).st_mtime_ns
+            if self._listing is not None and self._listing[0] == mtime:
+                return self._listing[1]
+            names = sorted(e.name for e in os.scandir(self.dir))
         except OSError:  # no folder yet: no twin
             return []
-        return [self.dir / name for name in sorted(names)]
+        settled = time.time_ns() - mtime > 1_000_000_000
+        self._listing = (mtime, names) if settled else None
+        return names
 
     def _adopt_twin(self, cascade_name: str, digest: str, now: float) -> PendingPrompt | None:
         """Lock a saved prompt with this digest that no run holds, or None."""
@@ -330,16 +431,12 @@ class FailureStore:
         The name ends with `tag` (a digest prefix, to find twins by name) when it is free,
         else with random hex.
         """
-        if not self._made or self.owner_only:
-            self._ensure_dir()
-            self._made = True
-        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
+        self._check_dir()
         data = _render(envelope, pretty=pretty)
         while True:
             unique = tag or secrets.token_hex(3)
             tag = None if tag is None else f"{tag}-{secrets.token_hex(2)}"
-            name = f"{sanitize_name(cascade_name)}_{stamp}_{unique}.json"
-            final = (self.dir / name).absolute()
+            final = (self.dir / self._file_name(cascade_name, now, unique)).absolute()
             try:  # never overwrite, even within one second
                 return final, files.create_new(final, data, locked=keep_locked)
             except FileExistsError:
@@ -351,6 +448,16 @@ class FailureStore:
                 self._ensure_dir()
                 self._made = True
 
+    def _check_dir(self) -> None:
+        if not self._made or self.owner_only:
+            self._ensure_dir()
+            self._made = True
+
+    @staticmethod
+    def _file_name(cascade_name: str, now: float, unique: str) -> str:
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d_%H%M%S")
+        return f"{sanitize_name(cascade_name)}_{stamp}_{unique}.json"
+
     def replace(self, path: Path, envelope: Mapping[str, Any]) -> None:
         """Atomically rewrite an existing file."""
         write_private(path, envelope)
@@ -361,22 +468,24 @@ class FailureStore:
         """Every saved conversation, oldest first; unreadable files are skipped."""
         if not self.dir.is_dir():
             return []
+        running = self._in_flight()
         dated = []
         for path in self.dir.glob("*.json"):
             try:
                 dated.append((path.stat().st_mtime, path.name, path))
             except FileNotFoundError:
-                continue  # a run that just answered removed its pending file
+                continue  # a retry that just answered removed it
         found = []
         for _, _, path in sorted(dated):
             saved = self.load(path)
             if saved is not None:
                 found.append(saved)
-        return found
+        return found + running
 
     def count_waiting(self) -> int:
         """How many saved prompts wait for a retry: files no running run holds. Counted by
         name, without reading them, so a dashboard can ask every second."""
+        self._in_flight()  # a killed run's prompts become files that wait
         try:
             names = [e.name for e in os.scandir(self.dir) if e.name.endswith(".json")]
         except OSError:  # no folder yet
@@ -498,7 +607,7 @@ class PromptKeeper:
         cascade_name: str,
         conversation: Conversation,
         now: Callable[[], float],
-        existing: PendingPrompt | None = None,
+        existing: PendingPrompt | InflightPrompt | None = None,
         fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
@@ -506,7 +615,7 @@ class PromptKeeper:
         self.fields = dict(fields or {})  # saved with the prompt, whichever save writes it
         self.conversation = conversation
         self.now = now
-        self.pending = existing
+        self.pending: PendingPrompt | InflightPrompt | None = existing
         self.problems: list[str] = []
 
     def save_before(self, **extra: Any) -> None:

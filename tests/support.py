@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from keyring.backend import KeyringBackend
 from llm_cascade.cascade import Cascade, CascadeResult, RunOptions
 from llm_cascade.clock import ManualClock
 from llm_cascade.config import AppConfig, load_config
+from llm_cascade.failures import FailureStore
 from llm_cascade.simulator import Simulator
 from llm_cascade.simulator.vendors.bedrock import SIM_AWS_KEY as SIM_BEDROCK_KEY
 from llm_cascade.store import Store
@@ -274,3 +276,15 @@ class RawServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def saved_files(folder: Path) -> list[Path]:
+    """The saved prompts in `folder`, sorted by name, as `failed list` finds them: the prompts
+    a killed process had in flight are saved as files first."""
+    FailureStore(folder).list()
+    return sorted(folder.glob("*.json"))
+
+
+def saved_envelopes(folder: Path) -> list[dict[str, Any]]:
+    """What each saved prompt file in `folder` holds (see `saved_files`)."""
+    return [json.loads(p.read_text("utf-8")) for p in saved_files(folder)]

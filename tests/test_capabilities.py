@@ -16,7 +16,7 @@ from llm_cascade.simulator import Fail, Reply
 from llm_cascade.types import Conversation, OutputFormat, ToolDefinition
 
 from .providers.helpers import WEATHER_TOOL, provider_table
-from .support import entry, run_cli, run_engine, write_config
+from .support import entry, run_cli, run_engine, saved_files, write_config
 
 SCHEMA = OutputFormat({"type": "object", "properties": {"a": {"type": "integer"}}})
 
@@ -99,7 +99,7 @@ def test_no_entry_that_can_serve_is_a_usage_error_before_anything_is_sent(tmp_pa
         " structured output (a JSON Schema)"
     )
     assert sim.count() == 0
-    assert not (tmp_path / "failed").exists() or not list((tmp_path / "failed").iterdir())
+    assert saved_files(tmp_path / "failed") == []
 
 
 def test_the_error_says_what_each_entry_lacked_when_they_differ(tmp_path, sim, clock):

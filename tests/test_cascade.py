@@ -19,7 +19,7 @@ from llm_cascade.errors import CascadeFailed, UsageError
 from llm_cascade.simulator import Close, Empty, Fail, Hang, HtmlError, InvalidJson, Redirect, Reply
 from llm_cascade.store import AttemptRecord, Store
 
-from .support import SIM_KEY, entry, run_engine, write_config
+from .support import SIM_KEY, entry, run_engine, saved_files, write_config
 
 
 def cooldown_rows(tmp_path: Path) -> dict[str, tuple[str, int]]:
@@ -334,7 +334,7 @@ def test_skipped_entries_are_listed_first_in_the_failure_message(tmp_path, sim, 
 def test_success_leaves_no_saved_prompt(tmp_path, sim, clock):
     cfg = write_config(tmp_path, sim, {"x": ["a"]})
     run_engine(cfg, "x", clock=clock)
-    assert list((tmp_path / "failed").iterdir()) == []
+    assert saved_files(tmp_path / "failed") == []
 
 
 def test_unknown_cascade_is_a_usage_error_that_sends_and_saves_nothing(tmp_path, sim, clock):

@@ -11,7 +11,15 @@ from typing import Any
 
 from llm_cascade.simulator import Reply, Simulator, Stream
 
-from .support import SIM_KEY, cli_command, entry, run_cli, run_in_terminal, write_config
+from .support import (
+    SIM_KEY,
+    cli_command,
+    entry,
+    run_cli,
+    run_in_terminal,
+    saved_envelopes,
+    write_config,
+)
 
 
 def config(tmp_path: Path, sim: Simulator, *models: tuple[str, str]) -> Path:
@@ -27,7 +35,7 @@ def config(tmp_path: Path, sim: Simulator, *models: tuple[str, str]) -> Path:
 
 
 def saved(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "failed").glob("*.json"))]
+    return saved_envelopes(tmp_path / "failed")
 
 
 WORDS = Reply("the quick brown fox", stream=Stream(pieces=("the ", "quick ", "brown ", "fox")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_cascade import inflight
 from llm_cascade.errors import UsageError
 from llm_cascade.failures import FailureStore, sanitize_name
 from llm_cascade.types import Conversation
@@ -29,7 +31,13 @@ def prompt(text: str = "keep me") -> Conversation:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if not NAME.match(p.name))
+    """Names that are neither saved prompts nor in-flight logs (temp files, say)."""
+    logs = folder / inflight.FOLDER
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if not NAME.match(p.name) and p != logs and not (p.parent == logs and p.suffix == ".log")
+    )
 
 
 @pytest.fixture
@@ -158,7 +166,7 @@ def test_no_temporary_files_are_left_behind(failures):
     kept = failures.begin("x", prompt("4"), T0)
     assert leftovers(failures.dir) == []
     kept.done()
-    assert len(list(failures.dir.iterdir())) == 2
+    assert len(list(failures.dir.glob("*.json"))) == 2
 
 
 # --- pending, running, interrupted -----------------------------------------------------------
@@ -167,7 +175,7 @@ def test_no_temporary_files_are_left_behind(failures):
 def test_a_run_in_progress_is_listed_as_running(failures):
     pending = failures.begin("x", prompt(), T0, run_id="r1")
     [saved] = failures.list()
-    assert saved.path == pending.path
+    assert saved.path.parent == failures.dir
     assert saved.envelope["status"] == "pending"
     assert saved.envelope["run_id"] == "r1"
     assert saved.in_flight and saved.status == "running"
@@ -186,25 +194,25 @@ def test_finish_rewrites_the_file_with_its_status_and_errors(failures):
 
 
 CRASHING_RUN = """
-import sys
+import os, signal, sys
 from pathlib import Path
 from llm_cascade.failures import FailureStore
 from llm_cascade.types import Conversation
 pending = FailureStore(Path(sys.argv[1])).begin("x", Conversation.single_user_prompt("lost?"), 0.0)
-print(pending.path, flush=True)
-"""  # ...and exits without done() or finish(), as a killed run does
+os.kill(os.getpid(), signal.SIGKILL)
+"""  # ...killed before done() or finish()
 
 
 def test_a_pending_file_whose_run_is_gone_is_interrupted(failures):
     done = subprocess.run(
         [sys.executable, "-c", CRASHING_RUN, str(failures.dir)],
         capture_output=True,
-        text=True,
         timeout=30,
-        check=True,
     )
-    [saved] = failures.list()
-    assert str(saved.path) == done.stdout.strip()
+    assert done.returncode == -signal.SIGKILL
+    [saved] = failures.list()  # the dead process's in-flight prompt, saved as a file
+    assert saved.path.is_file() and saved.path.parent == failures.dir
+    assert list((failures.dir / inflight.FOLDER).iterdir()) == []  # its log is gone
     assert saved.envelope["status"] == "pending"
     assert (saved.in_flight, saved.status) == (False, "interrupted")
     assert saved.conversation() == prompt("lost?")

@@ -31,6 +31,7 @@ from .support import (
     entry,
     run_cli,
     run_in_terminal,
+    saved_envelopes,
     write_config,
 )
 
@@ -74,7 +75,7 @@ def attempt_rows(tmp_path: Path) -> list[tuple[Any, ...]]:
 
 
 def saved_prompts(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text("utf-8")) for p in (tmp_path / "failed").glob("*.json")]
+    return saved_envelopes(tmp_path / "failed")
 
 
 # --- 0. a stream asked for, a whole body sent ----------------------------------------------
@@ -381,8 +382,10 @@ def echoed(where: str) -> RawServer:
 
 
 def everything_shown_and_written(done: subprocess.CompletedProcess[str], tmp_path: Path) -> bytes:
-    """stdout, stderr, every file of the database (WAL too) and every saved prompt."""
-    files = [*(tmp_path / "state").iterdir(), *(tmp_path / "failed").glob("*")]
+    """stdout, stderr, every file of the database (WAL too) and of the failed-prompts folder
+    (saved prompts and in-flight logs)."""
+    files = [*(tmp_path / "state").iterdir(), *(tmp_path / "failed").rglob("*")]
+    files = [p for p in files if p.is_file()]
     return (done.stdout + done.stderr).encode() + b"".join(p.read_bytes() for p in files)
 
 

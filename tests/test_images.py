@@ -16,7 +16,7 @@ from llm_cascade.simulator import Fail, Reply
 from llm_cascade.types import Conversation, ImagePart, Message, OutputFormat, TextPart
 
 from .providers.helpers import provider_table
-from .support import HELP_HINT, entry, run_cli, tiny_png, write_config
+from .support import HELP_HINT, entry, run_cli, saved_envelopes, saved_files, tiny_png, write_config
 
 PNG = tiny_png()
 PNG_B64 = base64.b64encode(PNG).decode()
@@ -289,7 +289,7 @@ def test_a_cascade_that_cannot_take_images_is_a_usage_error_before_anything_is_s
     assert HELP_HINT.fullmatch(done.stderr.splitlines()[1])
     assert "nothing was sent: no entry supports images" in done.stderr
     assert sim.requests == []
-    assert not (tmp_path / "failed").exists() or not list((tmp_path / "failed").iterdir())
+    assert saved_files(tmp_path / "failed") == []
 
 
 def test_an_image_over_one_vendors_limit_skips_only_that_vendor(tmp_path, sim):
@@ -336,7 +336,7 @@ def test_a_saved_prompt_keeps_its_image_and_is_retried_after_the_file_is_gone(tm
     failed = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "What is this?", "-a", str(picture))
     assert failed.returncode == 1
     picture.unlink()
-    [saved] = (tmp_path / "failed").iterdir()
+    [saved] = saved_files(tmp_path / "failed")
     content = json.loads(saved.read_text())["conversation"]["messages"][0]["content"]
     assert content == [
         {"type": "text", "text": "What is this?"},
@@ -442,7 +442,7 @@ def test_failed_retry_through_a_cascade_without_vision_skips_that_prompt_and_goe
     assert done.returncode == 1, done.stderr  # one prompt still failing
     assert "nothing was sent: no entry supports images" in done.stdout + done.stderr
     assert [r.body["messages"][0]["content"] for r in sim.requests] == ["b"]  # the other went
-    left = [json.loads(p.read_text()) for p in (tmp_path / "failed").iterdir()]
+    left = saved_envelopes(tmp_path / "failed")
     assert [p["conversation"]["messages"][0]["content"][0]["text"] for p in left] == ["a"]
 
 

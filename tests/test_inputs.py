@@ -20,7 +20,7 @@ from llm_cascade.errors import UsageError
 from llm_cascade.failures import FailureStore
 from llm_cascade.simulator import Fail
 
-from .support import SIM_KEY, cli_command, error_line, run_cli, write_config
+from .support import SIM_KEY, cli_command, error_line, run_cli, saved_files, write_config
 
 # --- numbers too large to name an instant ----------------------------------------------------
 
@@ -405,7 +405,7 @@ def test_saved_prompts_of_any_shape_are_listed_and_shown_never_a_crash(tmp_path,
         done = run_cli(*args, "-c", str(cfg))
         assert done.returncode == 0, done.stderr
         assert done.stdout.count("x_20200101_000000_") >= count
-    for saved_file in sorted(folder.iterdir()):
+    for saved_file in saved_files(folder):
         for as_json in (False, True):
             # A conversation that is not one is a UsageError: exit 2, one line.
             with contextlib.suppress(UsageError):

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from llm_cascade.failures import FailureStore
 from llm_cascade.simulator import Fail, Reply
 
-from .support import SIM_KEY, cli_command, run_cli, write_config
+from .support import SIM_KEY, cli_command, run_cli, saved_envelopes, write_config
 
 
 def saved_prompts(tmp_path: Path) -> list[dict[str, object]]:
     folder = tmp_path / "failed"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return saved_envelopes(folder)
 
 
 def start_cli(*args: str, **popen: object) -> subprocess.Popen[bytes]:
@@ -290,7 +291,8 @@ def test_the_same_prompt_in_two_running_processes_gets_two_files(tmp_path, sim):
         second = start_cli("run", "-C", "x", "-c", str(cfg), "-p", "same", stderr=subprocess.PIPE)
         try:
             assert sim.wait_for(2, "a")
-            assert len(saved_prompts(tmp_path)) == 2
+            listed = FailureStore(tmp_path / "failed").list()
+            assert [p.status for p in listed] == ["running", "running"]
         finally:
             second.send_signal(signal.SIGTERM)
             second.communicate(timeout=30)

@@ -16,6 +16,7 @@ from llm_cascade.config import load_config
 from llm_cascade.simulator import Fail, Hang, Reply
 from llm_cascade.store import AttemptRecord, Store
 
+from . import support
 from .support import SIM_KEY, cli_command, entry, run_cli, write_config
 
 
@@ -31,7 +32,7 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
 
 
 def saved_files(tmp_path: Path) -> list[Path]:
-    return sorted((tmp_path / "failed").glob("*.json"))
+    return support.saved_files(tmp_path / "failed")
 
 
 def failed_list(cfg: Path) -> list[dict[str, object]]:

@@ -20,7 +20,7 @@ from llm_cascade.simulator import Fail, Hang, Reply, SimToolCall, Simulator, Str
 from llm_cascade.store import Store
 
 from .gateway import gateway
-from .support import entry, run_cli, write_config
+from .support import entry, run_cli, saved_files, write_config
 
 PROMPT = "the secret plan is tangerine"
 
@@ -67,7 +67,7 @@ def rows(tmp_path: Path) -> list[Any]:
 
 
 def saved(tmp_path: Path) -> list[Path]:
-    return sorted((tmp_path / "failed").glob("*.json"))
+    return saved_files(tmp_path / "failed")
 
 
 # --- OpenAI clients -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from llm_cascade.simulator import Fail, Reply
 
 from .gateway import gateway
-from .support import write_config
+from .support import saved_files, write_config
 
 REQUESTS = 200
 
@@ -50,7 +50,7 @@ def test_200_concurrent_requests_with_30_percent_failures_are_all_answered_or_sa
     assert all(
         r.text.rstrip().endswith("data: [DONE]") for r in answered if r.text.startswith("data")
     )
-    saved = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "failed").glob("*.json")}
+    saved = {p.stem: json.loads(p.read_text()) for p in saved_files(tmp_path / "failed")}
     assert set(saved) == {r.headers["x-llm-cascade-saved-prompt"] for r in failed}
     assert all(s["status"] == "failed" and len(s["errors"]) == 3 for s in saved.values())
     assert sim.count("a") == REQUESTS

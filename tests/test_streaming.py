@@ -4,7 +4,6 @@ format, failover before the first token, the mid-stream policies, time limits, c
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from llm_cascade.simulator import Fail, Reply, SimToolCall, Simulator, Stream
 from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
-from .support import entry, write_config
+from .support import entry, saved_envelopes, write_config
 
 TYPES = ("openai", "anthropic", "gemini", "ollama")
 
@@ -70,7 +69,7 @@ def rows(tmp_path: Path) -> list[Any]:
 
 
 def saved(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "failed").glob("*.json"))]
+    return saved_envelopes(tmp_path / "failed")
 
 
 # --- each vendor's stream ---------------------------------------------------------------------
