@@ -125,9 +125,7 @@ _COLUMNS = (
 )
 # The rows of one batch: after the mark, up to the newest row when the batch began. Bound
 # as parameters, so the statements are compiled once per connection and then reused.
-_BATCH = (
-    "(SELECT " + ", ".join(_COLUMNS) + " FROM attempt_log WHERE id > :after AND id <= :upto)"
-)
+_BATCH = "(SELECT " + ", ".join(_COLUMNS) + " FROM attempt_log WHERE id > :after AND id <= :upto)"
 # Requests that reached (or were cut short at) a provider: what a duration measures.
 _REQUEST = (
     "(a.outcome IN ('ok', 'failed', 'retrying') OR (a.outcome = 'deadline' AND a.latency_ms > 0))"
