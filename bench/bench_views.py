@@ -6,8 +6,9 @@ Builds a database of N attempt rows (default 1,000,000) spread over 30 days, 10 
 3 cascades, about 80 % answers, 10 % rate limits and 10 % skips; folds it into the aggregates
 as a migration would (timed); then times real `llm-cascade stats` and `metrics` processes
 (median of --runs). `health` probes 10 entries whose model pages each take 300 ms, then one:
-concurrent probes cost about one probe's latency. Also: what the aggregate trigger adds to
-one attempt row. Never part of the test suite.
+concurrent probes cost about one probe's latency. Also: what folding the aggregates (in
+batches of `rollup.FOLD_EVERY` rows, by the writers) adds to one attempt row. Never part of
+the test suite.
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ def build(db: Path, count: int) -> float:
     """Write `count` rows as an old database held them, then fold them in; the fold's seconds."""
     with Store(db) as store:
         conn = store.conn
-        conn.execute(f"DROP TRIGGER {rollup.TRIGGER}")
         conn.execute("BEGIN")
         marks = ", ".join("?" * len(COLUMNS.split(",")))
         conn.executemany(
@@ -98,9 +98,7 @@ def build(db: Path, count: int) -> float:
         )
         conn.execute("COMMIT")
         started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        rollup.install(conn)
-        conn.execute("COMMIT")
+        store.fold_log()
         return time.perf_counter() - started
 
 
@@ -113,20 +111,29 @@ def timed(args: list[str], runs: int) -> float:
     return statistics.median(samples)
 
 
-def trigger_cost(folder: Path, count: int = 2000) -> tuple[float, float]:
-    """Microseconds per logged row, with and without the aggregate trigger."""
-    with Store(folder / "trigger.sqlite") as store:
+def fold_cost(folder: Path, count: int = 2000, rounds: int = 5) -> tuple[float, float]:
+    """Microseconds per logged row (CPU, median of interleaved rounds), with the writers'
+    batched folding and without any."""
+    with Store(folder / "fold.sqlite") as store:
 
         def per_row(tag: str) -> float:
-            started = time.perf_counter()
+            started = time.process_time()
             for i in range(count):
                 record = AttemptRecord("c", "p/m", 200, 80, 11, 7, run_id=f"{tag}{i}")
                 store.log_attempt(record, time.time())
-            return (time.perf_counter() - started) / count * 1e6
+            return (time.process_time() - started) / count * 1e6
 
-        with_trigger = per_row("a")
-        store.conn.execute(f"DROP TRIGGER {rollup.TRIGGER}")
-        return with_trigger, per_row("b")
+        per_row("warm-up")
+        folded, bare = [], []
+        every = rollup.FOLD_EVERY
+        for r in range(rounds):
+            folded.append(per_row(f"a{r}"))
+            rollup.FOLD_EVERY = 2**62
+            try:
+                bare.append(per_row(f"b{r}"))
+            finally:
+                rollup.FOLD_EVERY = every
+        return statistics.median(folded), statistics.median(bare)
 
 
 def main() -> int:
@@ -164,10 +171,10 @@ def main() -> int:
             ("`health`, 10 entries, 300 ms probes", ["health", "-c", str(cfg)]),
         ]:
             print(f"| {label} | {timed(command, args.runs):.3f} |")
-    with_trigger, without = trigger_cost(folder)
+    folded, without = fold_cost(folder)
     print(
-        f"one logged row: {with_trigger:.0f} µs with the aggregate trigger,"
-        f" {without:.0f} µs without"
+        f"one logged row: {folded:.0f} µs with the aggregates folded in batches,"
+        f" {without:.0f} µs without folding"
     )
     return 0
 
