@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from . import rollup, routestate
 from .clock import format_ts, json_time, parse_ts
@@ -193,12 +193,21 @@ class AttemptRow:
         return values
 
 
+class LogSink(Protocol):
+    """Where each attempt row also goes once the local log has it (`[log]`); never raises."""
+
+    def write(self, record: AttemptRecord, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Store:
     """One connection to the shared database. Methods raise sqlite3.Error on I/O trouble."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self.log_sink: LogSink | None = None
         conn = None
         try:
             ensure_private_dir(path.parent)
@@ -241,6 +250,8 @@ class Store:
         self.conn.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 0)}")
 
     def close(self) -> None:
+        if self.log_sink is not None:
+            self.log_sink.close()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -344,6 +355,11 @@ class Store:
     def log_attempt(self, record: AttemptRecord, now: float) -> None:
         """One row, in a transaction of its own (a single statement needs no BEGIN/COMMIT)."""
         _insert(self.conn, record, now)
+        self._logged(record, now)
+
+    def _logged(self, record: AttemptRecord, now: float) -> None:
+        if self.log_sink is not None:
+            self.log_sink.write(record, now)
 
     def claim_probe(self, key: str, owner: str, now: float, lease_s: float) -> bool:
         """Atomically become the one run that probes a half-open entry; False if another is."""
@@ -377,6 +393,7 @@ class Store:
         with self._write() as conn:
             _insert(conn, record, now)
             _close(conn, record.provider_model, now - record.latency_ms / 1000, now)
+        self._logged(record, now)
 
     def reset_breaker(self, key: str, sent: float, now: float) -> None:
         """Close `key`'s breaker after an answer to a request sent at `sent` (no log row)."""
@@ -399,7 +416,9 @@ class Store:
         with self._write() as conn:
             failure = Failure(record.provider_model, now, cooldown_for, record.rule, owner)
             until, level = _open(conn, failure)
-            _insert(conn, record if until is None else replace(record, cooldown_until=until), now)
+            record = record if until is None else replace(record, cooldown_until=until)
+            _insert(conn, record, now)
+        self._logged(record, now)
         return until, level
 
     def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:
