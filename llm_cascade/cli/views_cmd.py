@@ -84,6 +84,12 @@ def health(
         state = backend_status(app_config)
         health = "reachable" if state.reachable else f"unreachable: {state.detail}"
         say(f"State backend: {state.backend} at {state.where}: {health}")
+    if app_config.log.shared:
+        from ..breakers import log_status
+
+        log = log_status(app_config)
+        health = "reachable" if log.reachable else f"unreachable: {log.detail}"
+        say(f"Attempt log backend: {log.backend} at {log.where}: {health}")
     if not all(r.healthy for r in results):
         raise typer.Exit(1)
 
