@@ -4,8 +4,8 @@ Each row the local SQLite log gets is also inserted into `llm_cascade_attempts` 
 columns, instants as timestamptz, plus `host`), one autocommitted INSERT per row. A PL/pgSQL
 trigger folds it, in the same statement, into hourly aggregates that mirror `rollup.py`'s:
 `llm_cascade_attempt_hourly` (counts per hour, cascade, entry, outcome, rule),
-`llm_cascade_histogram_hourly` (millisecond and token histograms with the same buckets) and
-`llm_cascade_entry_errors`. `stats`, `metrics` and `top` read only those, so their cost does
+`llm_cascade_latency_hourly` and `llm_cascade_histogram_totals` (millisecond and token
+histograms with the same buckets) and `llm_cascade_entry_errors`. `stats`, `metrics` and `top` read only those, so their cost does
 not grow with the log. The schema's version is in `llm_cascade_log_schema`, apart from the
 breakers' one, so hosts of an older version keep their shared breakers.
 
@@ -47,7 +47,8 @@ _COUNTS = (
     "answered_runs",
     "first_answered",
 )
-_HISTOGRAM_KEY = "hour, cascade_name, provider_model, metric, error, bucket"
+_HOURLY_KEY = "hour, cascade_name, provider_model, metric, bucket"
+_TOTALS_KEY = "cascade_name, provider_model, metric, error, bucket"
 _ROW_COLUMNS = (
     "cascade_name, provider_model, http_status, latency_ms, input_tokens, output_tokens,"
     " outcome, error_kind, error_message, rule, run_id, try_number, ttft_ms, chunks, cost"
@@ -79,6 +80,7 @@ BEGIN
     first_of_run := NOT FOUND AND oc <> 'probe';
     failover := FOUND AND prev.outcome = 'failed';
   END IF;
+  -- Buckets: the first bound >= the value, i.e. as many bounds as lie below `value - 1`.
   -- Two counts rows: always locked in key order, so concurrent inserts cannot deadlock.
   IF failover THEN
     before_own := (llm_cascade_hour(prev.timestamp), prev.cascade_name, prev.provider_model,
@@ -97,26 +99,28 @@ BEGIN
       prev.provider_model, 'failed', prev.rule, 0, 0, 0, 0, 0, 1, 0, 0, 0);
   END IF;
   IF oc = 'ok' THEN
-    PERFORM llm_cascade_observe(hr, NEW.cascade_name, NEW.provider_model, 'latency', '',
-      NEW.latency_ms, ms_bounds);
+    PERFORM llm_cascade_observe_hour(hr, NEW.cascade_name, NEW.provider_model, 'latency',
+      width_bucket(NEW.latency_ms - 1, ms_bounds));
     IF NEW.ttft_ms IS NOT NULL THEN
-      PERFORM llm_cascade_observe(hr, NEW.cascade_name, NEW.provider_model, 'ttft', '',
-        NEW.ttft_ms, ms_bounds);
+      PERFORM llm_cascade_observe_hour(hr, NEW.cascade_name, NEW.provider_model, 'ttft',
+        width_bucket(NEW.ttft_ms - 1, ms_bounds));
+      PERFORM llm_cascade_observe(NEW.cascade_name, NEW.provider_model, 'ttft', '',
+        width_bucket(NEW.ttft_ms - 1, ms_bounds), NEW.ttft_ms);
     END IF;
     IF NEW.input_tokens IS NOT NULL THEN
-      PERFORM llm_cascade_observe(hr, NEW.cascade_name, NEW.provider_model, 'input_tokens', '',
-        NEW.input_tokens, token_bounds);
+      PERFORM llm_cascade_observe(NEW.cascade_name, NEW.provider_model, 'input_tokens', '',
+        width_bucket(NEW.input_tokens - 1, token_bounds), NEW.input_tokens);
     END IF;
     IF NEW.output_tokens IS NOT NULL THEN
-      PERFORM llm_cascade_observe(hr, NEW.cascade_name, NEW.provider_model, 'output_tokens', '',
-        NEW.output_tokens, token_bounds);
+      PERFORM llm_cascade_observe(NEW.cascade_name, NEW.provider_model, 'output_tokens', '',
+        width_bucket(NEW.output_tokens - 1, token_bounds), NEW.output_tokens);
     END IF;
   END IF;
   IF oc IN ('ok', 'failed', 'retrying') OR (oc = 'deadline' AND NEW.latency_ms > 0) THEN
-    PERFORM llm_cascade_observe(hr, NEW.cascade_name, NEW.provider_model, 'duration',
+    PERFORM llm_cascade_observe(NEW.cascade_name, NEW.provider_model, 'duration',
       CASE WHEN oc = 'ok' THEN '' WHEN rl <> '' THEN rl
         WHEN NEW.http_status IS NOT NULL THEN NEW.http_status::text ELSE '_OTHER' END,
-      NEW.latency_ms, ms_bounds);
+      width_bucket(NEW.latency_ms - 1, ms_bounds), NEW.latency_ms);
   END IF;
   IF oc IN ('failed', 'retrying', 'deadline', 'missing_key')
       OR (oc = 'probe' AND NEW.error_kind IS NOT NULL) THEN
@@ -135,21 +139,27 @@ $fold$
 _COUNT_ARGS = ", ".join(f"{c}_ bigint" for c in _COUNTS)
 _COUNT = (
     "CREATE OR REPLACE FUNCTION llm_cascade_count(hour_ timestamptz, cascade_ text,"
-    f" entry_ text, outcome_ text, rule_ text, {_COUNT_ARGS}) RETURNS void LANGUAGE sql AS $c$"
-    f" INSERT INTO llm_cascade_attempt_hourly AS x ({_KEY}, {', '.join(_COUNTS)})"
+    f" entry_ text, outcome_ text, rule_ text, {_COUNT_ARGS}) RETURNS void LANGUAGE plpgsql"
+    f" AS $c$ BEGIN INSERT INTO llm_cascade_attempt_hourly AS x ({_KEY}, {', '.join(_COUNTS)})"
     " VALUES (hour_, cascade_, entry_, outcome_, rule_,"
     f" {', '.join(f'{c}_' for c in _COUNTS)}) ON CONFLICT ({_KEY}) DO UPDATE SET"
-    f" {', '.join(f'{c} = x.{c} + excluded.{c}' for c in _COUNTS)} $c$"
+    f" {', '.join(f'{c} = x.{c} + excluded.{c}' for c in _COUNTS)}; END $c$"
+)
+# PL/pgSQL, not SQL: its statements' plans are kept for the session, a SQL function's are not.
+_OBSERVE_HOUR = (
+    "CREATE OR REPLACE FUNCTION llm_cascade_observe_hour(hour_ timestamptz, cascade_ text,"
+    " entry_ text, metric_ text, bucket_ integer) RETURNS void LANGUAGE plpgsql AS $o$ BEGIN"
+    f" INSERT INTO llm_cascade_latency_hourly AS x ({_HOURLY_KEY}, count)"
+    " VALUES (hour_, cascade_, entry_, metric_, bucket_, 1)"
+    f" ON CONFLICT ({_HOURLY_KEY}) DO UPDATE SET count = x.count + 1; END $o$"
 )
 _OBSERVE = (
-    "CREATE OR REPLACE FUNCTION llm_cascade_observe(hour_ timestamptz, cascade_ text,"
-    " entry_ text, metric_ text, error_ text, value_ bigint, bounds_ bigint[])"
-    " RETURNS void LANGUAGE sql AS $o$"
-    f" INSERT INTO llm_cascade_histogram_hourly AS x ({_HISTOGRAM_KEY}, count, total)"
-    # the first bound >= value: as many bounds lie below it as below `value - 1` (integers)
-    " VALUES (hour_, cascade_, entry_, metric_, error_, width_bucket(value_ - 1, bounds_), 1,"
-    f" value_) ON CONFLICT ({_HISTOGRAM_KEY}) DO UPDATE SET count = x.count + 1,"
-    " total = x.total + excluded.total $o$"
+    "CREATE OR REPLACE FUNCTION llm_cascade_observe(cascade_ text, entry_ text, metric_ text,"
+    " error_ text, bucket_ integer, value_ bigint) RETURNS void LANGUAGE plpgsql AS $o$ BEGIN"
+    f" INSERT INTO llm_cascade_histogram_totals AS x ({_TOTALS_KEY}, count, total)"
+    " VALUES (cascade_, entry_, metric_, error_, bucket_, 1, value_)"
+    f" ON CONFLICT ({_TOTALS_KEY}) DO UPDATE SET count = x.count + 1,"
+    " total = x.total + excluded.total; END $o$"
 )
 _MIGRATIONS = {
     1: [
@@ -167,10 +177,16 @@ _MIGRATIONS = {
         " rule TEXT NOT NULL, "
         + ", ".join(f"{c} BIGINT NOT NULL DEFAULT 0" for c in _COUNTS)
         + f", PRIMARY KEY ({_KEY}))",
-        "CREATE TABLE IF NOT EXISTS llm_cascade_histogram_hourly (hour TIMESTAMPTZ NOT NULL,"
+        # answers' latency and time to first token per hour: `stats` and `top` windows
+        "CREATE TABLE IF NOT EXISTS llm_cascade_latency_hourly (hour TIMESTAMPTZ NOT NULL,"
         " cascade_name TEXT NOT NULL, provider_model TEXT NOT NULL, metric TEXT NOT NULL,"
-        " error TEXT NOT NULL, bucket INTEGER NOT NULL, count BIGINT NOT NULL DEFAULT 0,"
-        f" total BIGINT NOT NULL DEFAULT 0, PRIMARY KEY ({_HISTOGRAM_KEY}))",
+        " bucket INTEGER NOT NULL, count BIGINT NOT NULL DEFAULT 0,"
+        f" PRIMARY KEY ({_HOURLY_KEY}))",
+        # since the beginning, by error type: what the Prometheus histograms expose
+        "CREATE TABLE IF NOT EXISTS llm_cascade_histogram_totals (cascade_name TEXT NOT NULL,"
+        " provider_model TEXT NOT NULL, metric TEXT NOT NULL, error TEXT NOT NULL,"
+        " bucket INTEGER NOT NULL, count BIGINT NOT NULL DEFAULT 0,"
+        f" total BIGINT NOT NULL DEFAULT 0, PRIMARY KEY ({_TOTALS_KEY}))",
         "CREATE TABLE IF NOT EXISTS llm_cascade_entry_errors (provider_model TEXT PRIMARY KEY,"
         " attempt_id BIGINT NOT NULL, timestamp TIMESTAMPTZ, outcome TEXT, http_status INTEGER,"
         " rule TEXT, message TEXT)",
@@ -179,6 +195,7 @@ _MIGRATIONS = {
         " LANGUAGE sql IMMUTABLE AS $h$"
         " SELECT to_timestamp(floor(extract(epoch FROM t) / 3600) * 3600) $h$",
         _COUNT,
+        _OBSERVE_HOUR,
         _OBSERVE,
         _FOLD,
         "DROP TRIGGER IF EXISTS llm_cascade_attempts_fold ON llm_cascade_attempts",
@@ -318,27 +335,27 @@ class FleetLogReader:
     def histograms(
         self, since_hour: str | None = None, cascade: str | None = None
     ) -> dict[tuple[str, str, str, str], rollup.Histogram]:
-        where, args = _where(since_hour, cascade)
         if since_hour is None:  # all time: what the Prometheus histograms expose
-            where += " AND metric <> 'latency'"
-            error = "error"
+            where, args = _where(None, cascade)
+            sql = (
+                "SELECT cascade_name, provider_model, metric, error, bucket, SUM(count)::bigint,"
+                f" SUM(total)::bigint FROM llm_cascade_histogram_totals WHERE {where}"
+                " GROUP BY 1, 2, 3, 4, 5"
+            )
         else:  # the answers of the window
-            where += " AND metric IN ('latency', 'ttft') AND error = ''"
-            error = "''"
+            where, args = _where(since_hour, cascade)
+            sql = (
+                "SELECT cascade_name, provider_model, metric, '', bucket, SUM(count)::bigint, 0"
+                f" FROM llm_cascade_latency_hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5"
+            )
         with self.pg.tx() as conn:
-            rows = conn.execute(
-                f"SELECT cascade_name, provider_model, metric, {error}, bucket,"
-                " SUM(count)::bigint, SUM(total)::bigint FROM llm_cascade_histogram_hourly"
-                f" WHERE {where} GROUP BY 1, 2, 3, 4, 5",
-                args,
-            ).fetchall()
+            rows = conn.execute(sql, args).fetchall()
         found: dict[tuple[str, str, str, str], rollup.Histogram] = {}
-        for cascade_name, entry, metric, err, bucket, count, total in rows:
-            key = (cascade_name, entry, metric, err)
+        for cascade_name, entry, metric, error, bucket, count, total in rows:
+            key = (cascade_name, entry, metric, error)
             histogram = found.setdefault(key, rollup.Histogram({}))
             histogram.buckets[bucket] = count
-            shown = total if since_hour is None else 0
-            found[key] = rollup.Histogram(histogram.buckets, histogram.total + shown)
+            found[key] = rollup.Histogram(histogram.buckets, histogram.total + total)
         return found
 
     def latest_errors(self) -> dict[str, rollup.LatestError]:

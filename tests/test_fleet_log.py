@@ -24,7 +24,8 @@ from .support import error_line, run_async, run_cli, write_config
 from .test_fleet import SilentServer
 
 LOG_TABLES = (
-    "llm_cascade_attempts, llm_cascade_attempt_hourly, llm_cascade_histogram_hourly,"
+    "llm_cascade_attempts, llm_cascade_attempt_hourly, llm_cascade_latency_hourly,"
+    " llm_cascade_histogram_totals,"
     " llm_cascade_entry_errors, llm_cascade_log_schema, llm_cascade_breakers, llm_cascade_schema"
 )
 
