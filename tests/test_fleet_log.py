@@ -299,3 +299,17 @@ def test_an_unreachable_log_backend_is_reported_by_config_check(tmp_path, sim):
     report = json.loads(done.stdout)
     assert report["log"]["reachable"] is False and report["log"]["url"] == url
     assert any("attempt log backend is unreachable" in w for w in report["warnings"])
+
+
+def test_the_templates_commented_log_table_loads_once_uncommented():
+    import tomllib
+    from importlib import resources
+
+    from llm_cascade.config import parse_config
+
+    text = resources.files("llm_cascade").joinpath("config_template.toml").read_text()
+    block = text[text.index("# [log]") : text.index("# Breakers")]
+    lines = [ln[2:] for ln in block.splitlines() if ln.startswith("# ")]
+    log = parse_config(tomllib.loads("\n".join(lines))).log
+    assert log.server is not None and log.server.url == "postgresql://llmc@db.internal/llmc"
+    assert (log.server.password_env, log.host) == ("LLM_CASCADE_LOG_PASSWORD", "web-3")
