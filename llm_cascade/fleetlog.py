@@ -6,8 +6,9 @@ trigger folds it, in the same statement, into hourly aggregates that mirror `rol
 `llm_cascade_attempt_hourly` (counts per hour, cascade, entry, outcome, rule),
 `llm_cascade_latency_hourly` and `llm_cascade_histogram_totals` (millisecond and token
 histograms with the same buckets) and `llm_cascade_entry_errors`. `stats`, `metrics` and
-`top` read only those, so their cost does not grow with the log. The schema's version is in `llm_cascade_log_schema`, apart from the
-breakers' one, so hosts of an older version keep their shared breakers.
+`top` read only those, so their cost does not grow with the log. The schema's version is in
+`llm_cascade_log_schema`, apart from the breakers' one, so hosts of an older version keep
+their shared breakers.
 
 When PostgreSQL cannot be used the log says so once on stderr, records it in the local
 `state_fallback` table, keeps the rows local only and tries again after `RETRY_S`.
