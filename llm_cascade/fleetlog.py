@@ -236,7 +236,7 @@ def connection(server: StateConfig) -> PgConnection:
 
 def _params(host: str, record: AttemptRecord, now: float) -> tuple[Any, ...]:
     r = record
-    return (
+    values = (
         host,
         now,
         r.cooldown_until,
@@ -256,6 +256,8 @@ def _params(host: str, record: AttemptRecord, now: float) -> tuple[Any, ...]:
         r.chunks,
         r.cost,
     )
+    # PostgreSQL text holds no NUL (SQLite's does): one such error text must not cost the log.
+    return tuple(v.replace("\x00", "\\0") if isinstance(v, str) else v for v in values)
 
 
 class FleetLog:

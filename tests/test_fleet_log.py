@@ -313,3 +313,19 @@ def test_the_templates_commented_log_table_loads_once_uncommented():
     log = parse_config(tomllib.loads("\n".join(lines))).log
     assert log.server is not None and log.server.url == "postgresql://llmc@db.internal/llmc"
     assert (log.server.password_env, log.host) == ("LLM_CASCADE_LOG_PASSWORD", "web-3")
+
+
+def test_a_row_postgresql_text_cannot_hold_is_still_written(pg_url, caplog):
+    from llm_cascade.config import LogConfig, StateConfig
+    from llm_cascade.fleetlog import FleetLog
+    from llm_cascade.store import AttemptRecord
+
+    sink = FleetLog(LogConfig(StateConfig("postgres", pg_url), "one"), "db.sqlite")
+    try:
+        record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed", error_message="a\x00b")
+        sink.write(record, 1_800_000_000.0)
+        sink.write(record, 1_800_000_001.0)
+    finally:
+        sink.close()
+    assert not [r for r in caplog.records if "attempt log" in r.getMessage()]
+    assert [r[:3] for r in fleet_rows(pg_url)] == [("one", "sim/a", "failed")] * 2
