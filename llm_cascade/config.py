@@ -582,14 +582,24 @@ class _Parser:
         )
 
     def log(self, table: Mapping[str, Any], state: StateConfig) -> LogConfig:
-        """`[log]`; without a url, a postgres log uses the `[state]` server and credentials."""
+        """`[log]`; without a url, a postgres log takes the `[state]` server, credentials and
+        timeout (each key it sets itself wins)."""
         self.check_keys(table, LOG_KEYS, "log.")
         host = self.string(table, "host", "log.")
         if table.get("host") is not None and not host:
             raise self.fail("log.host", "must be a non-empty string")
-        backend = table.get("backend", "sqlite")
-        if backend == "postgres" and "url" not in table and state.backend == "postgres":
-            return LogConfig(state, host)
+        if (
+            table.get("backend") == "postgres"
+            and "url" not in table
+            and state.backend == "postgres"
+        ):
+            inherited = {
+                "url": state.url,
+                "password_env": state.password_env,
+                "password_keyring": state.password_keyring,
+                "timeout": state.timeout_s,
+            }
+            table = {**{k: v for k, v in inherited.items() if v is not None}, **table}
         server = self.server(table, "log.", LOG_BACKENDS)
         return LogConfig(server if server.backend == "postgres" else None, host)
 

@@ -329,3 +329,17 @@ def test_a_row_postgresql_text_cannot_hold_is_still_written(pg_url, caplog):
         sink.close()
     assert not [r for r in caplog.records if "attempt log" in r.getMessage()]
     assert [r[:3] for r in fleet_rows(pg_url)] == [("one", "sim/a", "failed")] * 2
+
+
+def test_a_log_without_url_takes_the_state_servers_and_may_set_its_own_timeout():
+    from llm_cascade.config import parse_config
+
+    state = {"backend": "postgres", "url": "postgresql://u@db/x", "password_env": "PW"}
+    log = parse_config({"state": state, "log": {"backend": "postgres", "timeout": 5}}).log
+    assert log.server is not None
+    assert (log.server.url, log.server.password_env, log.server.timeout_s) == (
+        "postgresql://u@db/x",
+        "PW",
+        5.0,
+    )
+    assert parse_config({"state": state}).log.server is None  # the log stays local by default
