@@ -1,8 +1,8 @@
 """The attempt log on PostgreSQL (`[log] backend = "postgres"`): every host's rows in one place.
 
 Each row the local SQLite log gets is also inserted into `llm_cascade_attempts` (the same
-columns, instants as timestamptz, plus `host`), one autocommitted INSERT per row. A PL/pgSQL
-trigger folds it, in the same statement, into hourly aggregates that mirror `rollup.py`'s:
+columns, instants as timestamptz, plus `host`) by a writer thread, rows queued together in one
+batch. A PL/pgSQL trigger folds each, in its INSERT, into aggregates that mirror `rollup.py`'s:
 `llm_cascade_attempt_hourly` (counts per hour, cascade, entry, outcome, rule),
 `llm_cascade_latency_hourly` and `llm_cascade_histogram_totals` (millisecond and token
 histograms with the same buckets) and `llm_cascade_entry_errors`. `stats`, `metrics` and
@@ -17,7 +17,9 @@ When PostgreSQL cannot be used the log says so once on stderr, records it in the
 from __future__ import annotations
 
 import logging
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -261,8 +263,12 @@ def _params(host: str, record: AttemptRecord, now: float) -> tuple[Any, ...]:
 
 
 class FleetLog:
-    """A store's log sink: each row it logs is also written to PostgreSQL, or, while that
-    fails, kept local only (said once per outage, recorded by `on_down(reason)`)."""
+    """A store's log sink: each row it logs is also written to PostgreSQL, by a writer thread,
+    so a run never waits for the server; rows queued meanwhile go in one batch (one round
+    trip). While the server fails, rows stay local only: said once per outage, and recorded
+    by `on_down(reason)`, called on the caller's thread (it writes the local database)."""
+
+    BATCH = 100
 
     def __init__(
         self,
@@ -279,12 +285,17 @@ class FleetLog:
         self.local = local
         self.on_down = on_down
         self.monotonic = monotonic
+        self.timeout_s = log.server.timeout_s
         self.down_until: float | None = None  # rows stay local only until then
+        self._unrecorded: str | None = None  # an outage `on_down` has not been told of
+        self._queue: queue.Queue[tuple[AttemptRecord, float] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
         self.pg: PgConnection | None = None
         try:
             self.pg = connection(log.server)
         except BackendError as exc:
             self._down(str(exc))
+            self._record()
 
     def _down(self, reason: str) -> None:
         if self.down_until is None:
@@ -294,25 +305,72 @@ class FleetLog:
                 reason,
                 self.local,
             )
-            self.on_down(reason)
+            self._unrecorded = reason
         self.down_until = self.monotonic() + RETRY_S
 
+    def _is_down(self) -> bool:
+        return self.down_until is not None and self.monotonic() < self.down_until
+
+    def _record(self) -> None:
+        reason, self._unrecorded = self._unrecorded, None
+        if reason is not None:
+            self.on_down(reason)
+
     def write(self, record: AttemptRecord, now: float) -> None:
+        self._record()
+        if self.pg is None or self._is_down():
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="fleet-log", daemon=True)
+            self._thread.start()
+        self._queue.put((record, now))
+
+    def _drain(self) -> None:
         from .breakers import BackendError
 
-        if self.pg is None or (self.down_until is not None and self.monotonic() < self.down_until):
-            return
-        try:
-            with self.pg.tx() as conn:
-                conn.execute(_INSERT, _params(self.host, record, now))
-        except BackendError as exc:
-            self._down(str(exc))
-        else:
-            self.down_until = None
+        assert self.pg is not None
+        while True:
+            item = self._queue.get()
+            batch = [] if item is None else [item]
+            while item is not None and len(batch) < self.BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    batch.append(item)
+            try:
+                if batch and not self._is_down():
+                    rows = [_params(self.host, record, now) for record, now in batch]
+                    with self.pg.tx() as conn, conn.cursor() as cursor:
+                        cursor.executemany(_INSERT, rows)
+                    self.down_until = None
+            except BackendError as exc:
+                self._down(str(exc))  # these rows stay local only
+            finally:
+                for _ in range(len(batch) + (item is None)):
+                    self._queue.task_done()
+            if item is None:
+                return
+
+    def flush(self) -> None:
+        """Wait until every queued row is written (or given up on)."""
+        if self._thread is not None:
+            self._queue.join()
+        self._record()
 
     def close(self) -> None:
-        if self.pg is not None:
+        """Write what is queued, waiting at most about two timeouts (a server that never
+        answers costs that, not a hang), then close the connection."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=2 * max(self.timeout_s, 1.0) + 1.0)
+            if not self._thread.is_alive() and self.pg is not None:
+                self.pg.close()
+            self._thread = None
+        elif self.pg is not None:
             self.pg.close()
+        self._record()
 
 
 class FleetLogReader:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,8 @@ def test_a_server_stopped_mid_run_keeps_the_rows_local_and_says_so_once(tmp_path
         async def scenario() -> list[str]:
             async with Cascade(config) as engine:
                 first = await engine.run("x", Conversation.single_user_prompt("one"))
+                assert engine.store is not None and engine.store.log_sink is not None
+                await asyncio.to_thread(engine.store.log_sink.flush)  # written by its thread
                 running = asyncio.create_task(
                     engine.run("x", Conversation.single_user_prompt("two"))
                 )
@@ -343,3 +346,32 @@ def test_a_log_without_url_takes_the_state_servers_and_may_set_its_own_timeout()
         5.0,
     )
     assert parse_config({"state": state}).log.server is None  # the log stays local by default
+
+
+def test_after_an_outage_the_log_is_written_again_once_it_is_retried(caplog):
+    from llm_cascade.config import LogConfig, StateConfig
+    from llm_cascade.fleetlog import RETRY_S, FleetLog
+    from llm_cascade.store import AttemptRecord
+
+    server = PostgresServer().start()
+    ticks, fell = [0.0], []
+    log = LogConfig(StateConfig("postgres", server.url, timeout_s=1), "one")
+    sink = FleetLog(log, "db.sqlite", fell.append, monotonic=lambda: ticks[0])
+    record = AttemptRecord("x", "sim/a", 200, 3)
+    try:
+        for step in ("up", "stop", "start", "retry"):
+            if step == "stop":
+                server.stop()
+            elif step == "start":
+                server.start()
+            elif step == "retry":
+                ticks[0] += RETRY_S
+            sink.write(replace(record, rule=step), 1_800_000_000.0)
+            sink.flush()
+        rows = [r[4] for r in fleet_rows(server.url)]
+    finally:
+        sink.close()
+        server.close()
+    assert rows == ["up", "retry"]  # while it was down (and not retried yet) rows stayed local
+    assert len(fell) == 1 and "PostgreSQL at" in fell[0]  # recorded once, on the caller's side
+    assert len([r for r in caplog.records if "attempt log" in r.getMessage()]) == 1
