@@ -171,6 +171,23 @@ class StateConfig:
         return self.backend != "sqlite"
 
 
+LOG_BACKENDS = ("sqlite", "postgres")
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """`[log]`: where the attempt log also goes. Every row stays in the local SQLite log;
+    with `server` (a PostgreSQL connection, as `[state]` describes one) it is also written
+    there, marked with `host`, and `stats`, `metrics` and `top` read the fleet from it."""
+
+    server: StateConfig | None = None
+    host: str | None = None  # the name this host's rows carry (default: its hostname)
+
+    @property
+    def shared(self) -> bool:
+        return self.server is not None
+
+
 def safe_url(url: str) -> str:
     """`url` with any password replaced by `***`: the only form that is shown or logged."""
     parts = urlsplit(url)
@@ -197,6 +214,7 @@ class AppConfig:
     default_cascade: str | None = None  # what `run` uses without -C
     templates: Mapping[str, Template] = field(default_factory=dict)
     state: StateConfig = field(default_factory=StateConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -254,8 +272,10 @@ TOP_KEYS = {
     "default_cascade",
     "templates",
     "state",
+    "log",
 }
 STATE_KEYS = {"backend", "url", "password_env", "password_keyring", "timeout", "prefix"}
+LOG_KEYS = {"backend", "url", "password_env", "password_keyring", "timeout", "host"}
 PROVIDER_KEYS = {"type", "api_key_service", "api_key_env", "base_url", "rules"}
 OPTION_KEYS = {f for f in Options.__dataclass_fields__}
 ENTRY_KEYS = {"provider", "model", "weight", "price", "budget", "retry_with"}
@@ -512,6 +532,7 @@ class _Parser:
             name: self.template(name, value, cascades)
             for name, value in self.table(raw.get("templates"), "templates").items()
         }
+        state = self.state(self.table(raw.get("state"), "state"))
         return AppConfig(
             providers=providers,
             cascades=cascades,
@@ -528,30 +549,59 @@ class _Parser:
             warnings=tuple(self.warnings),
             default_cascade=default_cascade,
             templates=templates,
-            state=self.state(self.table(raw.get("state"), "state")),
+            state=state,
+            log=self.log(self.table(raw.get("log"), "log"), state),
         )
 
     def state(self, table: Mapping[str, Any]) -> StateConfig:
         self.check_keys(table, STATE_KEYS, "state.")
-        backend = self.string(table, "backend", "state.") or "sqlite"
-        if backend not in STATE_BACKENDS:
-            raise self.fail("state.backend", f"must be one of {', '.join(STATE_BACKENDS)}")
-        url = self.string(table, "url", "state.")
+        return self.server(table, "state.", tuple(STATE_BACKENDS))
+
+    def server(
+        self, table: Mapping[str, Any], prefix: str, backends: tuple[str, ...]
+    ) -> StateConfig:
+        """A backend table's connection: `backend`, `url`, password sources, `timeout`."""
+        backend = self.string(table, "backend", prefix) or "sqlite"
+        if backend not in backends:
+            raise self.fail(f"{prefix}backend", f"must be one of {', '.join(backends)}")
+        url = self.string(table, "url", prefix)
         if backend != "sqlite":
             problem = _state_url_problem(url, STATE_BACKENDS[backend])
             if problem:
-                raise self.fail("state.url", problem)
+                raise self.fail(f"{prefix}url", problem)
         timeout = table.get("timeout", DEFAULT_STATE_TIMEOUT_S)
         if not _seconds(timeout):
-            raise self.fail("state.timeout", f"must be {_SECONDS}")
+            raise self.fail(f"{prefix}timeout", f"must be {_SECONDS}")
         return StateConfig(
             backend=backend,
             url=url,
-            password_env=self.string(table, "password_env", "state."),
-            password_keyring=self.string(table, "password_keyring", "state."),
+            password_env=self.string(table, "password_env", prefix),
+            password_keyring=self.string(table, "password_keyring", prefix),
             timeout_s=float(timeout),
-            prefix=self.string(table, "prefix", "state.") or "llm-cascade",
+            prefix=self.string(table, "prefix", prefix) or "llm-cascade",
         )
+
+    def log(self, table: Mapping[str, Any], state: StateConfig) -> LogConfig:
+        """`[log]`; without a url, a postgres log takes the `[state]` server, credentials and
+        timeout (each key it sets itself wins)."""
+        self.check_keys(table, LOG_KEYS, "log.")
+        host = self.string(table, "host", "log.")
+        if table.get("host") is not None and not host:
+            raise self.fail("log.host", "must be a non-empty string")
+        if (
+            table.get("backend") == "postgres"
+            and "url" not in table
+            and state.backend == "postgres"
+        ):
+            inherited = {
+                "url": state.url,
+                "password_env": state.password_env,
+                "password_keyring": state.password_keyring,
+                "timeout": state.timeout_s,
+            }
+            table = {**{k: v for k, v in inherited.items() if v is not None}, **table}
+        server = self.server(table, "log.", LOG_BACKENDS)
+        return LogConfig(server if server.backend == "postgres" else None, host)
 
     def template(self, name: str, value: Any, cascades: Mapping[str, CascadeConfig]) -> Template:
         prefix = f"templates.{name}."

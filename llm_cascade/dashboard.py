@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import rollup
-from .config import AppConfig
+from .config import AppConfig, safe_url
 from .errors import LlmCascadeError
 from .failures import FailureStore
+from .logsource import log_source, reads_fleet
 from .state import configured_keys, opened
 from .stats import TRIED, hour_start, percentile
 from .store import EntryState, Phase
@@ -51,10 +52,12 @@ class Snapshot:
     database: Path
     has_database: bool
     problem: str | None = None  # why the database could not be read this time
+    fleet: str | None = None  # where the fleet's log was read (the URL without its password)
 
 
-def snapshot(config: AppConfig, now: float) -> Snapshot:
-    """The dashboard's state at `now`."""
+def snapshot(config: AppConfig, now: float, *, local: bool = False) -> Snapshot:
+    """The dashboard's state at `now`: the fleet's log when `[log]` puts it on PostgreSQL
+    (unless `local`), else this host's."""
     hour, start = hour_start(now - WINDOW_S)
     states: dict[str, EntryState] = {}
     counted: list[rollup.Counts] = []
@@ -62,13 +65,15 @@ def snapshot(config: AppConfig, now: float) -> Snapshot:
     errors: dict[str, rollup.LatestError] = {}
     problem = None
     try:
-        with opened(config, busy_timeout_s=BUSY_TIMEOUT_S) as store:
+        with (
+            opened(config, busy_timeout_s=BUSY_TIMEOUT_S) as store,
+            log_source(config, store, local=local) as log,
+        ):
             if store is not None:
                 states = {s.key: s for s in store.all_states()}
-                store.fold_log()
-                counted = rollup.counts(store.conn, hour)
-                histograms = rollup.histograms(store.conn, hour)
-                errors = rollup.latest_errors(store.conn)
+            counted = log.counts(hour)
+            histograms = log.histograms(hour)
+            errors = log.latest_errors()
     except LlmCascadeError as exc:
         problem = str(exc)
     listed = configured_keys(config)
@@ -83,8 +88,11 @@ def snapshot(config: AppConfig, now: float) -> Snapshot:
         rows,
         FailureStore(config.failure_dir).count_waiting(),
         config.database_path,
-        config.database_path.exists(),
+        config.database_path.exists() or reads_fleet(config, local),
         problem,
+        safe_url(config.log.server.url or "")
+        if config.log.server is not None and reads_fleet(config, local)
+        else None,
     )
 
 

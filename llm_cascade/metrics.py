@@ -18,6 +18,7 @@ from . import files, rollup
 from .config import AppConfig
 from .errors import LlmCascadeError
 from .failures import FailureStore
+from .logsource import log_source
 from .state import opened
 from .store import EntryState
 from .telemetry import GEN_AI_PROVIDER
@@ -86,18 +87,15 @@ class _Entries:
         }
 
 
-def render(config: AppConfig, now: float) -> str:
-    """Every metric of the config's database and failed-prompts folder, in the text format."""
-    with opened(config) as store:
-        if store is None:
-            counted: list[rollup.Counts] = []
-            histograms: dict[tuple[str, str, str, str], rollup.Histogram] = {}
-            states: dict[str, EntryState] = {}
-        else:
-            store.fold_log()
-            counted = rollup.counts(store.conn)
-            histograms = rollup.histograms(store.conn)
-            states = {s.key: s for s in store.all_states()}
+def render(config: AppConfig, now: float, *, local: bool = False) -> str:
+    """Every metric of the attempt log (the fleet's when `[log]` puts it on PostgreSQL, unless
+    `local`), the breakers and the failed-prompts folder, in the text format."""
+    with opened(config) as store, log_source(config, store, local=local) as log:
+        counted = log.counts()
+        histograms = log.histograms()
+        states: dict[str, EntryState] = (
+            {} if store is None else {s.key: s for s in store.all_states()}
+        )
     entries = _Entries(config)
     families = [
         *_counters(entries, counted),

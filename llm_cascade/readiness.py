@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .breakers import BackendError, BackendStatus, backend_status, open_backend
+from .breakers import BackendError, BackendStatus, backend_status, log_status, open_backend
 from .config import AppConfig
 from .errors import LlmCascadeError
 from .keys import Backend, KeyStatus, key_fix, key_statuses, keyring_backend, lookup_for
@@ -57,6 +57,7 @@ class Report:
     warnings: tuple[str, ...]
     config_warnings: tuple[str, ...] = ()  # unknown keys; load_config already logged them
     state: BackendStatus | None = None  # where the breakers live, and whether it answers
+    log: BackendStatus | None = None  # where the attempt log also goes ([log]), if anywhere
 
     @property
     def runnable(self) -> bool:
@@ -119,6 +120,12 @@ def check(config: AppConfig, now: float) -> Report:
             f"the state backend is unreachable ({status.detail}); runs fall back to the local"
             f" breaker state in '{config.database_path}'"
         )
+    log = log_status(config) if config.log.shared else None
+    if log is not None and not log.reachable:
+        warnings.append(
+            f"the attempt log backend is unreachable ({log.detail}); runs keep their attempts"
+            f" in the local log '{config.database_path}' only"
+        )
     if not cascades:
         problems.append(
             "no cascades defined: add a [cascades.NAME] table with"
@@ -152,6 +159,7 @@ def check(config: AppConfig, now: float) -> Report:
         warnings=tuple(warnings),
         config_warnings=config.warnings,
         state=status,
+        log=log,
     )
 
 

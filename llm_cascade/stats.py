@@ -17,6 +17,7 @@ from . import rollup
 from .clock import format_ts, parse_ts
 from .config import AppConfig
 from .errors import UsageError
+from .logsource import log_source, reads_fleet
 from .routing import Price
 from .state import opened
 from .store import EntryState, Phase
@@ -163,31 +164,30 @@ class StatsReport:
         }
 
 
-def collect(config: AppConfig, since: float, now: float, cascade: str | None = None) -> StatsReport:
+def collect(
+    config: AppConfig, since: float, now: float, cascade: str | None = None, *, local: bool = False
+) -> StatsReport:
     """Stats of every cascade (or one) from the hour holding `since` until now.
 
+    The fleet's log when `[log]` puts it on PostgreSQL (unless `local`), else this host's.
     A cascade the config does not define is shown if the log knows it (it was renamed);
     one neither knows is a UsageError. No database yet: every entry with nothing counted.
     """
     hour, start = hour_start(since)
-    with opened(config) as store:
-        if store is None:
-            counted: list[rollup.Counts] = []
-            histograms: dict[tuple[str, str, str, str], rollup.Histogram] = {}
-            states: dict[str, EntryState] = {}
-            seen: set[str] = set()
-        else:
-            store.fold_log()
-            counted = rollup.counts(store.conn, hour, cascade)
-            histograms = rollup.histograms(store.conn, hour, cascade)
-            states = {s.key: s for s in store.all_states()}
-            seen = rollup.cascades_seen(store.conn)
+    with opened(config) as store, log_source(config, store, local=local) as log:
+        counted = log.counts(hour, cascade)
+        histograms = log.histograms(hour, cascade)
+        seen = log.cascades_seen()
+        states: dict[str, EntryState] = (
+            {} if store is None else {s.key: s for s in store.all_states()}
+        )
     if cascade is not None and cascade not in config.cascades and cascade not in seen:
         defined = ", ".join(sorted(config.cascades)) or "none"
         raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
     names = [cascade] if cascade is not None else _cascade_names(config, counted)
     cascades = tuple(_cascade(config, name, counted, histograms, states, now) for name in names)
-    return StatsReport(start, now, cascades, store is not None)
+    has_log = store is not None or reads_fleet(config, local)
+    return StatsReport(start, now, cascades, has_log)
 
 
 def _cascade_names(config: AppConfig, counted: Iterable[rollup.Counts]) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from . import rollup, routestate
 from .clock import format_ts, json_time, parse_ts
@@ -197,12 +197,21 @@ class AttemptRow:
         return values
 
 
+class LogSink(Protocol):
+    """Where each attempt row also goes once the local log has it (`[log]`); never raises."""
+
+    def write(self, record: AttemptRecord, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Store:
     """One connection to the shared database. Methods raise sqlite3.Error on I/O trouble."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self.log_sink: LogSink | None = None
         conn = None
         try:
             ensure_private_dir(path.parent)
@@ -248,6 +257,8 @@ class Store:
         self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def close(self) -> None:
+        if self.log_sink is not None:
+            self.log_sink.close()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -312,9 +323,12 @@ class Store:
         except sqlite3.Error as exc:
             logger.debug("aggregates not folded now: %s", exc)
 
-    def _logged(self, row_id: int | None) -> None:
-        """After a row is committed: fold the waiting rows once there are enough of them, if
-        the lock is free at once (a busy database is left to the next writer or reader)."""
+    def _logged(self, row_id: int | None, record: AttemptRecord, now: float) -> None:
+        """After a row is committed: hand it to the fleet log, if any, and fold the waiting
+        rows once there are enough of them, if the lock is free at once (a busy database is
+        left to the next writer or reader)."""
+        if self.log_sink is not None:
+            self.log_sink.write(record, now)
         if row_id is not None and row_id - self._folded >= rollup.FOLD_EVERY:
             self.fold_log(wait=False)
 
@@ -374,7 +388,7 @@ class Store:
 
     def log_attempt(self, record: AttemptRecord, now: float) -> None:
         """One row, in a transaction of its own (a single statement needs no BEGIN/COMMIT)."""
-        self._logged(_insert(self.conn, record, now))
+        self._logged(_insert(self.conn, record, now), record, now)
 
     def claim_probe(self, key: str, owner: str, now: float, lease_s: float) -> bool:
         """Atomically become the one run that probes a half-open entry; False if another is."""
@@ -408,7 +422,7 @@ class Store:
         with self._write() as conn:
             row_id = _insert(conn, record, now)
             _close(conn, record.provider_model, now - record.latency_ms / 1000, now)
-        self._logged(row_id)
+        self._logged(row_id, record, now)
 
     def reset_breaker(self, key: str, sent: float, now: float) -> None:
         """Close `key`'s breaker after an answer to a request sent at `sent` (no log row)."""
@@ -433,7 +447,7 @@ class Store:
             until, level = _open(conn, failure)
             record = record if until is None else replace(record, cooldown_until=until)
             row_id = _insert(conn, record, now)
-        self._logged(row_id)
+        self._logged(row_id, record, now)
         return until, level
 
     def fail_breaker(self, failure: Failure) -> tuple[float | None, int]:

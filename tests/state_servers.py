@@ -89,14 +89,16 @@ class RedisServer:
 
 
 class PostgresServer:
-    """A PostgreSQL cluster made by `initdb`, run by `pg_ctl` on its own port and socket dir."""
+    """A PostgreSQL cluster made by `initdb`, run by `pg_ctl` on its own port and socket dir.
+    With `password`, user `postgres` must give it (scram-sha-256); else anyone is trusted."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="llmc-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
         self.as_root = os.geteuid() == 0
         self.running = False
+        self.password = password
 
     @property
     def url(self) -> str:
@@ -123,12 +125,18 @@ class PostgresServer:
                 pytest.skip("PostgreSQL refuses root and there is no runuser to drop it")
             os.chown(self.dir, 65534, 65534)  # nobody
         if not self.data.exists():
+            auth = ["-A", "trust"]
+            if self.password is not None:
+                pwfile = self.dir / "pwfile"
+                pwfile.write_text(self.password + "\n")
+                if self.as_root:
+                    os.chown(pwfile, 65534, 65534)
+                auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
             self._run(
                 self._bin("initdb"),
                 "-D",
                 str(self.data),
-                "-A",
-                "trust",
+                *auth,
                 "-U",
                 "postgres",
                 "--no-sync",

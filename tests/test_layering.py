@@ -225,15 +225,22 @@ def test_keyring_is_imported_only_where_keys_are_read_and_its_backend_chosen():
 
 
 STATE_CLIENTS = {"redis": "llm_cascade.breakers.redis", "psycopg": "llm_cascade.breakers.postgres"}
-STATE_STACK = {"redis", "psycopg", *STATE_CLIENTS.values()}
+# PostgreSQL's one connection code, shared by the breakers and the attempt log ([log]).
+PG_CONNECTION = "llm_cascade.breakers.pg"
+STATE_STACK = {"redis", "psycopg", PG_CONNECTION, "llm_cascade.fleetlog", *STATE_CLIENTS.values()}
 
 
 @pytest.mark.parametrize(("library", "module"), STATE_CLIENTS.items())
 def test_each_state_client_is_imported_only_by_its_backend(library, module):
     users = {name for name in MODULES if library in third_party(name)}
-    assert users == {module}, users
+    assert users == {module} | ({PG_CONNECTION} if library == "psycopg" else set()), users
     importers = {name for name in MODULES if module in internal(name)}
     assert importers == {"llm_cascade.breakers"}, importers
+
+
+def test_the_postgresql_connection_serves_the_breakers_and_the_attempt_log_only():
+    importers = {name for name in MODULES if PG_CONNECTION in internal(name)}
+    assert importers == {"llm_cascade.breakers.postgres", "llm_cascade.fleetlog"}, importers
 
 
 # --- start-up cost ---------------------------------------------------------------------------

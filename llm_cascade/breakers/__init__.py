@@ -23,7 +23,14 @@ from ..config import AppConfig, StateConfig, safe_url
 from ..store import DEFAULT_BUSY_TIMEOUT_S, AttemptRecord, EntryState, Failure, Store
 from .base import BackendError, Breakers, SharedBreakers
 
-__all__ = ["BackendError", "BackendStatus", "Breakers", "SharedStore", "open_store"]
+__all__ = [
+    "BackendError",
+    "BackendStatus",
+    "Breakers",
+    "SharedStore",
+    "log_status",
+    "open_store",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,12 +124,7 @@ class SharedStore(Store):
         self.down_until = self.monotonic() + RETRY_S
 
     def _record_fallback(self, reason: str) -> None:
-        with self._write() as conn:
-            conn.execute(_FALLBACKS)
-            conn.execute(
-                "INSERT INTO state_fallback VALUES (?, ?, ?)",
-                (format_ts(time.time()), self.state_config.backend, reason[:500]),
-            )
+        record_fallback(self, self.state_config.backend, reason)
 
     def _shared(self, action: Callable[[Breakers], T], local: Callable[[], T]) -> T:
         if self.shared is not None and not self.falling_back:
@@ -200,17 +202,38 @@ class SharedStore(Store):
         super().close()
 
 
+def record_fallback(store: Store, backend: str, reason: str) -> None:
+    """A `state_fallback` row in the local database: this host fell back, now, and why."""
+    with store._write() as conn:
+        conn.execute(_FALLBACKS)
+        conn.execute(
+            "INSERT INTO state_fallback VALUES (?, ?, ?)",
+            (format_ts(time.time()), backend, reason[:500]),
+        )
+
+
 def open_store(
     config: AppConfig, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, *, strict: bool = False
 ) -> Store:
-    """The config's store: plain SQLite, or SQLite plus the shared breakers `[state]` names.
-    Raises StoreError (the local database); with `strict`, BackendError rather than fall
-    back."""
-    if not config.state.shared:
-        return Store(config.database_path, busy_timeout_s=busy_timeout_s)
-    return SharedStore(
-        config.database_path, config.state, busy_timeout_s=busy_timeout_s, strict=strict
+    """The config's store: plain SQLite, or SQLite plus the shared breakers `[state]` names;
+    with `[log] backend = "postgres"`, the attempt rows it logs also go there (not with
+    `strict`: views log nothing). Raises StoreError (the local database); with `strict`,
+    BackendError rather than fall back."""
+    store = (
+        SharedStore(
+            config.database_path, config.state, busy_timeout_s=busy_timeout_s, strict=strict
+        )
+        if config.state.shared
+        else Store(config.database_path, busy_timeout_s=busy_timeout_s)
     )
+    if config.log.shared and not strict:
+        from ..fleetlog import FALLBACK_BACKEND, FleetLog
+
+        def on_down(reason: str) -> None:
+            record_fallback(store, FALLBACK_BACKEND, reason)
+
+        store.log_sink = FleetLog(config.log, str(config.database_path), on_down)
+    return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,16 +265,40 @@ def backend_status(config: AppConfig) -> BackendStatus:
     return BackendStatus(state.backend, where, True, "reachable", last)
 
 
-def last_fallback(path: Path) -> str | None:
-    """The newest `state_fallback` row of the local database, as one line; None if none."""
+def log_status(config: AppConfig) -> BackendStatus:
+    """Like `backend_status`, for the attempt log `[log]` configures (its schema checked)."""
+    server = config.log.server
+    if server is None:
+        return BackendStatus("sqlite", None, True, f"local database '{config.database_path}'")
+    from ..fleetlog import FALLBACK_BACKEND, FleetLogReader
+
+    where = safe_url(server.url or "")
+    last = last_fallback(config.database_path, FALLBACK_BACKEND)
+    try:
+        reader = FleetLogReader(server)
+        try:
+            reader.ping()
+        finally:
+            reader.close()
+    except BackendError as exc:
+        return BackendStatus("postgres", where, False, str(exc), last)
+    return BackendStatus("postgres", where, True, "reachable", last)
+
+
+def last_fallback(path: Path, backend: str | None = None) -> str | None:
+    """The newest `state_fallback` row of the local database, as one line; None if none.
+    `backend`: only that backend's rows; None: the breakers' (not the log's)."""
     import sqlite3
 
     if not path.exists():
         return None
+    where, args = ("backend = ?", [backend]) if backend else ("backend NOT LIKE 'log:%'", [])
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)) as conn:
             row = conn.execute(
-                "SELECT timestamp, backend, reason FROM state_fallback ORDER BY rowid DESC LIMIT 1"
+                f"SELECT timestamp, backend, reason FROM state_fallback WHERE {where}"
+                " ORDER BY rowid DESC LIMIT 1",
+                args,
             ).fetchone()
     except sqlite3.Error:
         return None  # no fallback table: it never happened

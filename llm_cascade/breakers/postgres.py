@@ -9,18 +9,16 @@ version sits in `llm_cascade_schema`; an older one is upgraded in place, a newer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 
-from ..config import StateConfig, safe_url
+from ..config import StateConfig
 from ..store import LATEST_INSTANT, EntryState, Failure
-from .base import BackendError
+from .pg import PgConnection, migrate_schema
 
 SCHEMA_VERSION = 1
-_SCHEMA_LOCK = 0x6C6C6D63  # one advisory lock id for creating or upgrading the schema
 _TABLE = "llm_cascade_breakers"
 _COLUMNS = "provider_model, cooldown_until, failures, probe_until, reason"
 _MIGRATIONS = {
@@ -37,58 +35,12 @@ class PostgresBreakers:
     """The `Breakers` of one PostgreSQL database (psycopg 3, one connection, autocommit)."""
 
     def __init__(self, config: StateConfig, password: str | None = None) -> None:
-        assert config.url is not None
-        self.where = safe_url(config.url)
-        self.url = config.url
-        self.timeout_s = config.timeout_s
-        self.password = password
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        ms = max(int(self.timeout_s * 1000), 1)
-        extra: dict[str, Any] = {"password": self.password} if self.password else {}
-        conn = psycopg.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=max(round(self.timeout_s), 1),
-            options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
-            tcp_user_timeout=ms,
-            keepalives=1,
-            keepalives_idle=max(int(self.timeout_s), 1),
-            keepalives_interval=1,
-            keepalives_count=2,
-            application_name="llm-cascade",
-            **extra,
-        )
-        try:
-            _migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on the (re)opened connection; any failure becomes BackendError and
-        drops the connection, so the next call starts from a fresh one."""
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            with self._conn.transaction():
-                yield self._conn
-        except psycopg.Error as exc:
-            self._drop()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"PostgreSQL at {self.where}: {reason}") from None
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.pg = PgConnection(config, password, _migrate)
+        self.where = self.pg.where
+        self._tx = self.pg.tx
 
     def ping(self) -> None:
-        with self._tx() as conn:
-            conn.execute("SELECT 1")
+        self.pg.ping()
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -193,27 +145,11 @@ class PostgresBreakers:
         return len(rows)
 
     def close(self) -> None:
-        self._drop()
+        self.pg.close()
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:
-    """Create or upgrade the schema to SCHEMA_VERSION, one process at a time."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS llm_cascade_schema (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM llm_cascade_schema").fetchone()
-        version = row[0] if row and row[0] is not None else 0
-        if version > SCHEMA_VERSION:
-            raise psycopg.errors.FeatureNotSupported(
-                f"its schema is version {version}, newer than this llm-cascade's"
-                f" {SCHEMA_VERSION}: upgrade llm-cascade"
-            )
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[step]:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute("DELETE FROM llm_cascade_schema")
-            conn.execute("INSERT INTO llm_cascade_schema VALUES (%s)", (SCHEMA_VERSION,))
+    migrate_schema(conn, "llm_cascade_schema", SCHEMA_VERSION, _MIGRATIONS)
 
 
 def _free_probe(conn: psycopg.Connection[Any], key: str, owner: str) -> None:

@@ -57,6 +57,13 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+LocalOption = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Read this host's attempt log, not the fleet's ([log] backend = \"postgres\").",
+    ),
+]
 # A counted flag: `-v`, `-vv` or `--verbose --verbose`; the empty metavar and no default keep
 # typer's help from advertising a value (`--verbose INTEGER`) that the parser would refuse.
 VerboseOption = Annotated[

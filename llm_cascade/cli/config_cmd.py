@@ -83,6 +83,8 @@ def _print(report: Report, now: float) -> None:
     echo(f"Keyring:        {_keyring_line(report)}")
     if report.state is not None and report.state.where is not None:
         echo(f"State:          {_state_line(report.state)}")
+    if report.log is not None:
+        echo(f"Attempt log:    {_state_line(report.log)}")
     if report.cascades:
         rows = [
             [c.name, str(i), e.key, e.key_status.where, _cooldown(e.state, now)]
@@ -141,18 +143,23 @@ def _as_json(report: Report, now: float) -> dict[str, Any]:
             }
             for c in report.cascades
         ],
-        "state": None
-        if report.state is None
-        else {
-            "backend": report.state.backend,
-            "url": report.state.where,
-            "reachable": report.state.reachable,
-            "detail": report.state.detail,
-            "last_fallback": report.state.last_fallback,
-        },
+        "state": _status_json(report.state),
+        "log": _status_json(report.log),
         "problems": list(report.problems),
         "warnings": list(report.warnings),
         "config_warnings": list(report.config_warnings),
+    }
+
+
+def _status_json(status: Any) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    return {
+        "backend": status.backend,
+        "url": status.where,
+        "reachable": status.reachable,
+        "detail": status.detail,
+        "last_fallback": status.last_fallback,
     }
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._common import ConfigOption, echo
+from ._common import ConfigOption, LocalOption, echo
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -31,6 +31,7 @@ def top(
     once: Annotated[
         bool, typer.Option("--once", help="Print one frame and exit (no terminal needed).")
     ] = False,
+    local: LocalOption = False,
 ) -> None:
     """A live view of every entry: state, cooldown countdown, last hour, last error."""
     from ..errors import UsageError
@@ -41,12 +42,12 @@ def top(
 
     app_config = load_config(config)
     if once:
-        echo(_frame_text(app_config))
+        echo(_frame_text(app_config, local))
         return
-    _live(app_config)
+    _live(app_config, local)
 
 
-def _frame_text(config: AppConfig) -> str:
+def _frame_text(config: AppConfig, local: bool = False) -> str:
     """One frame as plain text, as wide as the terminal (or 120 columns)."""
     import io
     import shutil
@@ -59,11 +60,11 @@ def _frame_text(config: AppConfig) -> str:
     out = io.StringIO()
     width = shutil.get_terminal_size((120, 24)).columns
     console = Console(file=out, width=width, color_system=None, force_terminal=False)
-    console.print(_render(snapshot(config, time.time()), live=False))
+    console.print(_render(snapshot(config, time.time(), local=local), live=False))
     return out.getvalue().rstrip("\n")
 
 
-def _live(config: AppConfig) -> None:
+def _live(config: AppConfig, local: bool = False) -> None:
     """Redraw every second until `q` or Ctrl-C; the terminal is restored either way."""
     import os
     import select
@@ -84,7 +85,7 @@ def _live(config: AppConfig) -> None:
             while True:
                 now = time.monotonic()
                 if now >= next_draw:
-                    live.update(_render(snapshot(config, time.time())), refresh=True)
+                    live.update(_render(snapshot(config, time.time(), local=local)), refresh=True)
                     next_draw = now + REFRESH_S
                 ready, _, _ = select.select([fd], [], [], max(next_draw - time.monotonic(), 0))
                 if ready and os.read(fd, 1) in (b"q", b"Q"):
@@ -135,7 +136,8 @@ def _render(snap: Snapshot, live: bool = True) -> RenderableType:
         table.add_row(*cells, Text(probe), Text(error))
     footer = Text(
         f"pending failed prompts: {snap.pending_prompts}   database: {snap.database}"
-        f"{'' if snap.has_database else ' (none yet)'}   last hour from"
+        f"{'' if snap.has_database else ' (none yet)'}"
+        f"{f'   fleet log: {snap.fleet}' if snap.fleet else ''}   last hour from"
         f" {format_human(snap.window_start)}{'   q quits' if live else ''}"
     )
     parts: list[RenderableType] = [table, footer]

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._common import ConfigOption, JsonOption, complete_cascades, echo, format_table, say
+from ._common import (
+    ConfigOption,
+    JsonOption,
+    LocalOption,
+    complete_cascades,
+    echo,
+    format_table,
+    say,
+)
 
 if TYPE_CHECKING:
     from ..health import ProbeResult
@@ -76,6 +84,12 @@ def health(
         state = backend_status(app_config)
         health = "reachable" if state.reachable else f"unreachable: {state.detail}"
         say(f"State backend: {state.backend} at {state.where}: {health}")
+    if app_config.log.shared:
+        from ..breakers import log_status
+
+        log = log_status(app_config)
+        health = "reachable" if log.reachable else f"unreachable: {log.detail}"
+        say(f"Attempt log backend: {log.backend} at {log.where}: {health}")
     if not all(r.healthy for r in results):
         raise typer.Exit(1)
 
@@ -98,6 +112,7 @@ def stats(
     cascade: CascadeOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
+    local: LocalOption = False,
 ) -> None:
     """Per entry over a window: attempts, success rate, failovers, latency, tokens, cooldowns."""
     import time
@@ -108,7 +123,7 @@ def stats(
     now = time.time()
     start = parse_since(since, now)
     app_config = load_config(config)
-    report = collect(app_config, start, now, cascade)
+    report = collect(app_config, start, now, cascade, local=local)
     if json_output:
         echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -173,6 +188,7 @@ def metrics(
         ),
     ] = None,
     config: ConfigOption = None,
+    local: LocalOption = False,
 ) -> None:
     """Print the Prometheus text exposition: counters, breaker gauges, latency histograms."""
     import time
@@ -180,7 +196,7 @@ def metrics(
     from ..config import load_config
     from ..metrics import render, write_textfile
 
-    text = render(load_config(config), time.time())
+    text = render(load_config(config), time.time(), local=local)
     if textfile is None:
         echo(text.rstrip("\n"))
         return

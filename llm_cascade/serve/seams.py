@@ -10,10 +10,12 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def render_metrics(config: AppConfig, now: float) -> str:
-    """The Prometheus text of `llm-cascade metrics`."""
+    """The Prometheus text of `llm-cascade metrics --local`: each gateway exposes its own
+    host's counters (a scraper sums the fleet; the fleet's log would count it once per
+    gateway)."""
     from ..metrics import render
 
-    return render(config, now)
+    return render(config, now, local=True)
 
 
 async def check_health(config: AppConfig) -> None:

@@ -1,0 +1,377 @@
+"""The attempt log on PostgreSQL (`[log] backend = "postgres"`): real servers, real CLI
+processes, each "host" with its own local database, so only PostgreSQL can carry the fleet's
+rows into `stats`, `metrics` and `top`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_cascade.cascade import Cascade
+from llm_cascade.config import load_config
+from llm_cascade.simulator import Fail, Reply
+from llm_cascade.types import Conversation
+
+from .state_servers import PostgresServer, free_port
+from .support import error_line, run_async, run_cli, write_config
+from .test_fleet import SilentServer
+
+LOG_TABLES = (
+    "llm_cascade_attempts, llm_cascade_attempt_hourly, llm_cascade_latency_hourly,"
+    " llm_cascade_histogram_totals,"
+    " llm_cascade_entry_errors, llm_cascade_log_schema, llm_cascade_breakers, llm_cascade_schema"
+)
+
+
+def emptied(server: PostgresServer) -> str:
+    """The server's URL, its llm-cascade tables dropped (the session shares one server)."""
+    import psycopg
+
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {LOG_TABLES} CASCADE")
+    return server.url
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    return emptied(postgres_server)
+
+
+def host_config(
+    tmp_path: Path, sim, host: str, log: dict[str, Any], state: dict[str, Any] | None = None
+) -> Path:
+    extra: dict[str, Any] = {
+        "log": {"host": host, **log},
+        "database": {"path": str(tmp_path / host / "db.sqlite")},
+    }
+    if state is not None:
+        extra["state"] = state
+    return write_config(tmp_path, sim, {"x": ["a", "b"]}, extra=extra, name=f"{host}.toml")
+
+
+def fleet_rows(url: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT host, provider_model, outcome, http_status, rule,"
+            " cooldown_until IS NOT NULL FROM llm_cascade_attempts ORDER BY id"
+        ).fetchall()
+
+
+def stats_of(cfg: Path, *more: str) -> dict[str, Any]:
+    done = run_cli("stats", "--json", "-c", str(cfg), *more)
+    assert done.returncode == 0, done.stderr
+    counted: dict[str, Any] = json.loads(done.stdout)["cascades"]
+    return {c["cascade"]: c for c in counted}
+
+
+def entry_of(stats: dict[str, Any], key: str) -> dict[str, Any]:
+    [found] = [e for e in stats["x"]["entries"] if e["entry"] == key]
+    return found
+
+
+def metrics_of(cfg: Path, *more: str) -> list[str]:
+    done = run_cli("metrics", "-c", str(cfg), *more)
+    assert done.returncode == 0, done.stderr
+    # the countdown gauge moves between two reads; everything else must match
+    return [x for x in done.stdout.splitlines() if "cooldown_remaining" not in x]
+
+
+def test_two_hosts_rows_show_in_stats_metrics_and_top_of_either(tmp_path, sim, pg_url):
+    # host one shares its breakers on PostgreSQL too: its log defaults to that server
+    shared = {"backend": "postgres", "url": pg_url}
+    one = host_config(tmp_path, sim, "one", {"backend": "postgres"}, shared)
+    two = host_config(tmp_path, sim, "two", {"backend": "postgres", "url": pg_url})
+    sim.script("a", Fail(500, "upstream exploded"), Reply())
+    assert run_cli("run", "-C", "x", "-c", str(one), "-p", "q").returncode == 0  # a fails, b
+    # One host alone: the fleet's aggregates are exactly what its own SQLite log folds.
+    assert stats_of(one) == stats_of(one, "--local")
+    assert metrics_of(one) == metrics_of(one, "--local")
+
+    assert run_cli("run", "-C", "x", "-c", str(two), "-p", "q").returncode == 0  # a answers
+    assert [(r[0], r[1], r[2]) for r in fleet_rows(pg_url)] == [
+        ("one", "sim/a", "failed"),
+        ("one", "sim/b", "ok"),
+        ("two", "sim/a", "ok"),
+    ]
+    assert fleet_rows(pg_url)[0][3:] == (500, "server_error", True)  # the cooldown it set
+    for cfg in (one, two):
+        fleet = stats_of(cfg)
+        a, b = entry_of(fleet, "sim/a"), entry_of(fleet, "sim/b")
+        assert (a["attempts"], a["successes"], a["failovers"], a["cooldowns"]) == (2, 1, 1, 1)
+        assert (b["attempts"], b["successes"]) == (1, 1)
+        assert (fleet["x"]["runs"], fleet["x"]["answered_by_first_entry"]) == (2, 1)
+        text = "\n".join(metrics_of(cfg))
+        assert (
+            'llm_cascade_attempts_total{cascade="x",provider="sim",model="a",outcome="ok"} 1'
+            in text
+        )
+        assert 'llm_cascade_runs_total{cascade="x"} 2' in text
+        frame = run_cli("top", "--once", "-c", str(cfg))
+        assert frame.returncode == 0, frame.stderr
+        assert "upstream exploded" in frame.stdout  # host one's error, seen from either
+        assert f"fleet log: {pg_url}" in " ".join(frame.stdout.split())
+    local_two = entry_of(stats_of(two, "--local"), "sim/a")
+    assert (local_two["attempts"], local_two["failovers"]) == (1, 0)  # this host's only
+    assert "upstream exploded" not in run_cli("top", "--once", "--local", "-c", str(two)).stdout
+    with sqlite3.connect(tmp_path / "two" / "db.sqlite") as conn:  # every row still local
+        assert conn.execute("SELECT count(*) FROM attempt_log").fetchone() == (1,)
+
+    check = json.loads(run_cli("config", "check", "--json", "-c", str(two)).stdout)
+    assert check["log"]["reachable"] is True and check["log"]["backend"] == "postgres"
+    health = run_cli("health", "-c", str(one))
+    assert f"Attempt log backend: postgres at {pg_url}: reachable" in health.stderr
+
+
+def test_a_server_stopped_mid_run_keeps_the_rows_local_and_says_so_once(tmp_path, sim, caplog):
+    server = PostgresServer().start()
+    try:
+        cfg = host_config(
+            tmp_path, sim, "one", {"backend": "postgres", "url": server.url, "timeout": 1}
+        )
+        config = load_config(cfg)
+        sim.script("a", Reply("first"), Reply("held answer", hold=True), Reply("third"))
+
+        async def scenario() -> list[str]:
+            async with Cascade(config) as engine:
+                first = await engine.run("x", Conversation.single_user_prompt("one"))
+                assert engine.store is not None and engine.store.log_sink is not None
+                await asyncio.to_thread(engine.store.log_sink.flush)  # written by its thread
+                running = asyncio.create_task(
+                    engine.run("x", Conversation.single_user_prompt("two"))
+                )
+                assert await asyncio.to_thread(sim.wait_for, 2, "a")
+                server.stop()  # while the request is in flight
+                sim.release()
+                second = await running
+                third = await engine.run("x", Conversation.single_user_prompt("three"))
+                return [r.response.text for r in (first, second, third)]
+
+        assert run_async(scenario()) == ["first", "held answer", "third"]
+        warnings = [r.getMessage() for r in caplog.records if "attempt log" in r.getMessage()]
+        assert len(warnings) == 1, warnings  # said once, not per row
+        assert "stay in the local log" in warnings[0] and f"127.0.0.1:{server.port}" in warnings[0]
+        with sqlite3.connect(config.database_path) as conn:
+            assert conn.execute("SELECT count(*) FROM attempt_log").fetchone() == (3,)
+            fell = conn.execute("SELECT backend FROM state_fallback").fetchall()
+        assert fell == [("log:postgres",)]
+        down = run_cli("stats", "-c", str(cfg))  # the fleet's log cannot be read: one line
+        assert down.returncode == 1
+        assert error_line(down.stderr).startswith(f"Error: PostgreSQL at {server.url}:")
+        assert run_cli("stats", "--local", "-c", str(cfg)).returncode == 0
+        server.start()
+        assert len(fleet_rows(server.url)) == 1  # only the row written before the stop
+        check = run_cli("config", "check", "-c", str(cfg))
+        assert f"Attempt log:    postgres at {server.url} (reachable; last fell back" in (
+            check.stdout
+        )
+    finally:
+        server.close()
+
+
+def test_a_server_that_never_answers_costs_one_timeout_not_the_answer(tmp_path, sim):
+    silent = SilentServer()
+    try:
+        url = f"postgresql://127.0.0.1:{silent.port}/db"
+        cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": url, "timeout": 0.5})
+        done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q", timeout=30)
+        check = run_cli("config", "check", "-c", str(cfg), timeout=30)
+    finally:
+        silent.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Simulated answer from a: q\n"
+    [line] = [x for x in done.stderr.splitlines() if "attempt log" in x]
+    assert f"127.0.0.1:{silent.port}" in line
+    assert "the attempt log backend is unreachable" in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"backend": "postgres"}, "log.url: is required"),
+        ({"backend": "postgres", "url": "redis://127.0.0.1/"}, "must start with postgresql://"),
+        ({"backend": "postgres", "url": "postgresql://h:99999999/db"}, "not a valid URL"),
+        ({"backend": "redis", "url": "redis://127.0.0.1/"}, "log.backend: must be one of"),
+        ({"backend": "postgres", "url": "postgresql://h/db", "timeout": 0}, "log.timeout"),
+        ({"host": ""}, "log.host: must be a non-empty string"),
+    ],
+)
+def test_a_bad_log_table_is_a_config_error(tmp_path, sim, table, problem):
+    cfg = write_config(tmp_path, sim, {"x": ["a"]}, extra={"log": table})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
+    assert done.returncode == 2
+    assert problem in error_line(done.stderr)
+    assert sim.count() == 0
+
+
+@pytest.fixture
+def guarded() -> Iterator[PostgresServer]:
+    server = PostgresServer(password="s3cret-log-password").start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_wrong_password_is_one_line_and_the_password_is_never_shown(tmp_path, sim, guarded):
+    secret = "s3cret-log-password"
+    table = {"backend": "postgres", "url": guarded.url, "password_env": "LOG_PW", "timeout": 2}
+    cfg = host_config(tmp_path, sim, "one", table)
+    good = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q", env={"LOG_PW": secret})
+    assert good.returncode == 0 and "attempt log" not in good.stderr
+    ok_stats = run_cli("stats", "--json", "-c", str(cfg), env={"LOG_PW": secret})
+    assert (
+        entry_of({c["cascade"]: c for c in json.loads(ok_stats.stdout)["cascades"]}, "sim/a")[
+            "successes"
+        ]
+        == 1
+    )
+
+    wrong = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q", env={"LOG_PW": "nope"})
+    assert wrong.stdout == "Simulated answer from a: q\n"  # answered, logged locally
+    [line] = [x for x in wrong.stderr.splitlines() if "attempt log" in x]
+    assert "password authentication failed" in line
+    read = run_cli("stats", "-c", str(cfg), env={"LOG_PW": "nope"})
+    assert read.returncode == 1 and "password authentication failed" in error_line(read.stderr)
+    in_url = guarded.url.replace("postgres@", "postgres:hunter2@")
+    with_url = host_config(tmp_path, sim, "two", {"backend": "postgres", "url": in_url})
+    shown = run_cli("metrics", "-c", str(with_url))
+    assert shown.returncode == 1
+    assert "postgres:***@127.0.0.1" in error_line(shown.stderr)
+    assert "hunter2" not in shown.stdout + shown.stderr
+    outputs = good.stderr + wrong.stderr + read.stderr + ok_stats.stdout
+    assert secret not in outputs
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_database_an_older_version_made_gets_the_log_and_keeps_its_breakers(
+    tmp_path, sim, pg_url
+):
+    import psycopg
+
+    # What the version before the log left: the breakers' schema (version 1) and a breaker.
+    state = host_config(tmp_path, sim, "old", {}, {"backend": "postgres", "url": pg_url})
+    sim.script("a", Fail(429, retry_after="600"))
+    assert run_cli("run", "-C", "x", "-c", str(state), "-p", "q").returncode == 0
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('llm_cascade_attempts')").fetchone() == (None,)
+
+    new = host_config(
+        tmp_path, sim, "new", {"backend": "postgres"}, {"backend": "postgres", "url": pg_url}
+    )
+    done = run_cli("run", "-C", "x", "-c", str(new), "-p", "q", "-v")
+    assert done.returncode == 0 and "skipping sim/a" in done.stderr  # the old host's breaker
+    assert [(r[0], r[1], r[2]) for r in fleet_rows(pg_url)] == [
+        ("new", "sim/a", "skipped"),
+        ("new", "sim/b", "ok"),
+    ]
+    with psycopg.connect(pg_url) as conn:  # hosts of the older version keep their breakers
+        assert conn.execute("SELECT version FROM llm_cascade_schema").fetchall() == [(1,)]
+
+
+def test_a_log_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, pg_url):
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE llm_cascade_log_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO llm_cascade_log_schema VALUES (99)")
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
+    assert done.returncode == 0 and done.stdout == "Simulated answer from a: q\n"
+    [line] = [x for x in done.stderr.splitlines() if "attempt log" in x]
+    assert "schema is version 99, newer than this llm-cascade's 1: upgrade llm-cascade" in line
+    read = run_cli("stats", "-c", str(cfg))
+    assert read.returncode == 1 and "upgrade llm-cascade" in error_line(read.stderr)
+
+
+def test_an_unreachable_log_backend_is_reported_by_config_check(tmp_path, sim):
+    url = f"postgresql://127.0.0.1:{free_port()}/db"
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": url, "timeout": 0.5})
+    done = run_cli("config", "check", "--json", "-c", str(cfg))
+    report = json.loads(done.stdout)
+    assert report["log"]["reachable"] is False and report["log"]["url"] == url
+    assert any("attempt log backend is unreachable" in w for w in report["warnings"])
+
+
+def test_the_templates_commented_log_table_loads_once_uncommented():
+    import tomllib
+    from importlib import resources
+
+    from llm_cascade.config import parse_config
+
+    text = resources.files("llm_cascade").joinpath("config_template.toml").read_text()
+    block = text[text.index("# [log]") : text.index("# Breakers")]
+    lines = [ln[2:] for ln in block.splitlines() if ln.startswith("# ")]
+    log = parse_config(tomllib.loads("\n".join(lines))).log
+    assert log.server is not None and log.server.url == "postgresql://llmc@db.internal/llmc"
+    assert (log.server.password_env, log.host) == ("LLM_CASCADE_LOG_PASSWORD", "web-3")
+
+
+def test_a_row_postgresql_text_cannot_hold_is_still_written(pg_url, caplog):
+    from llm_cascade.config import LogConfig, StateConfig
+    from llm_cascade.fleetlog import FleetLog
+    from llm_cascade.store import AttemptRecord
+
+    sink = FleetLog(LogConfig(StateConfig("postgres", pg_url), "one"), "db.sqlite")
+    try:
+        record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed", error_message="a\x00b")
+        sink.write(record, 1_800_000_000.0)
+        sink.write(record, 1_800_000_001.0)
+    finally:
+        sink.close()
+    assert not [r for r in caplog.records if "attempt log" in r.getMessage()]
+    assert [r[:3] for r in fleet_rows(pg_url)] == [("one", "sim/a", "failed")] * 2
+
+
+def test_a_log_without_url_takes_the_state_servers_and_may_set_its_own_timeout():
+    from llm_cascade.config import parse_config
+
+    state = {"backend": "postgres", "url": "postgresql://u@db/x", "password_env": "PW"}
+    log = parse_config({"state": state, "log": {"backend": "postgres", "timeout": 5}}).log
+    assert log.server is not None
+    assert (log.server.url, log.server.password_env, log.server.timeout_s) == (
+        "postgresql://u@db/x",
+        "PW",
+        5.0,
+    )
+    assert parse_config({"state": state}).log.server is None  # the log stays local by default
+
+
+def test_after_an_outage_the_log_is_written_again_once_it_is_retried(caplog):
+    from llm_cascade.config import LogConfig, StateConfig
+    from llm_cascade.fleetlog import RETRY_S, FleetLog
+    from llm_cascade.store import AttemptRecord
+
+    server = PostgresServer().start()
+    ticks, fell = [0.0], []
+    log = LogConfig(StateConfig("postgres", server.url, timeout_s=1), "one")
+    sink = FleetLog(log, "db.sqlite", fell.append, monotonic=lambda: ticks[0])
+    record = AttemptRecord("x", "sim/a", 200, 3)
+    try:
+        for step in ("up", "stop", "start", "retry"):
+            if step == "stop":
+                server.stop()
+            elif step == "start":
+                server.start()
+            elif step == "retry":
+                ticks[0] += RETRY_S
+            sink.write(replace(record, rule=step), 1_800_000_000.0)
+            sink.flush()
+        rows = [r[4] for r in fleet_rows(server.url)]
+    finally:
+        sink.close()
+        server.close()
+    assert rows == ["up", "retry"]  # while it was down (and not retried yet) rows stayed local
+    assert len(fell) == 1 and "PostgreSQL at" in fell[0]  # recorded once, on the caller's side
+    assert len([r for r in caplog.records if "attempt log" in r.getMessage()]) == 1
