@@ -269,7 +269,8 @@ async def open_stream(
     budget: Budget,
     now: float,
 ) -> AsyncIterator[StreamReply | WholeReply]:
-    """POST a streamed request; iterate the reply for its deltas, then ask for `response()`.
+    """POST a streamed request; `read()` the reply's content until None, then ask for
+    `response()`.
 
     An error status is raised as for a whole reply, before anything is yielded; a server that
     answers a stream with one JSON body (some compatible ones ignore `stream`) is read whole.
@@ -300,7 +301,11 @@ async def open_stream(
             reply = _interpret(adapter, options, response, body, now)  # raises for errors
             yield WholeReply(reply)
             return
-        yield StreamReply(response, adapter, options, limits)
+        stream = StreamReply(response, adapter, options, limits)
+        try:
+            yield stream
+        finally:
+            stream.close()
     finally:
         await response.aclose()
 
@@ -322,6 +327,16 @@ class _StreamLimits:
             left.append(self.budget.idle)
         return max(min(left), 0.0)
 
+    def due(self, now: float, *, content: bool) -> float:
+        """When a read that starts `now` runs out (as `wait`, on the event loop's clock)."""
+        b = self.budget
+        due = self.started + b.total
+        if not content:
+            due = min(due, self.started + b.first_byte)
+        elif b.idle is not None:
+            due = min(due, now + b.idle)
+        return max(due, now)
+
     def timed_out(self, now: float, *, content: bool) -> ProviderError:
         """Which limit ran out, in words."""
         b = self.budget
@@ -337,11 +352,12 @@ class _StreamLimits:
 
 
 class WholeReply:
-    """A whole answer to a streamed request, read as a stream of one piece of each kind."""
+    """A whole answer to a streamed request, read as a stream of one read."""
 
     def __init__(self, reply: Reply) -> None:
         self.status = reply.status
         self._reply = reply
+        self._read = False
 
     def response(self) -> LlmResponse:
         return self._reply.response
@@ -350,20 +366,31 @@ class WholeReply:
     def text(self) -> str:
         return self._reply.response.text
 
-    async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
+    @property
+    def has_tool_calls(self) -> bool:
+        return bool(self._reply.response.tool_calls)
+
+    async def read(self) -> list[streaming.Content] | None:
+        """The whole answer's content at the first read, then None."""
+        if self._read:
+            return None
+        self._read = True
         response = self._reply.response
-        yield streaming.ModelDelta(response.model)
-        if response.text:
-            yield streaming.TextDelta(response.text)
+        pieces: list[streaming.Content] = (
+            [streaming.TextDelta(response.text)] if response.text else []
+        )
         for i, call in enumerate(response.tool_calls):
-            yield streaming.ToolCallDelta(i, call.id, call.name, call.arguments)
-        yield streaming.UsageDelta(response.input_tokens, response.output_tokens)
-        yield streaming.StopDelta(response.stop_reason)
-        yield streaming.EndOfStream()
+            pieces.append(streaming.ToolCallDelta(i, call.id, call.name, call.arguments))
+        return pieces
 
 
 class StreamReply:
-    """A 2xx stream being read: its deltas as they come, then the whole response."""
+    """A 2xx stream being read: its content as it comes, then the whole response.
+
+    Each `read` is one read of the body, framed, parsed and assembled at once: the content
+    it carried (none for a keep-alive) goes back in one list, so a caller pays per network
+    read, not per layer and event.
+    """
 
     def __init__(
         self,
@@ -374,15 +401,25 @@ class StreamReply:
     ) -> None:
         self.status = response.status_code
         self._response = response
-        self._adapter = adapter
         self._options = options
         self._limits = limits
         self._assembler = streaming.StreamAssembler()
+        self._framer = streaming.framer(adapter.stream_format)
+        self._parser = adapter.stream_parser(options)
+        self._inflate = _Inflater(response.headers.get("content-encoding", ""))
+        self._raw = response.aiter_raw()
+        self._clock = _ReadClock(limits)
+        self._received = 0
+        self._ended = False  # the body was read to its end
 
     @property
     def text(self) -> str:
         """The text that has arrived so far."""
         return self._assembler.text
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return self._assembler.has_tool_calls
 
     def response(self) -> LlmResponse:
         """The answer the deltas made (after the stream was read to its end)."""
@@ -393,59 +430,117 @@ class StreamReply:
             raise self._scrubbed(exc) from None
         return reply
 
-    async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
-        loop = asyncio.get_running_loop()
-        framer = streaming.framer(self._adapter.stream_format)
-        parser = self._adapter.stream_parser(self._options)
-        inflate = _Inflater(self._response.headers.get("content-encoding", ""))
-        limit = self._options.max_response_bytes
-        raw = self._response.aiter_raw()
-        received = 0
-        content = False
+    async def read(self) -> list[streaming.Content] | None:
+        """The content of the next read of the body (text, tool-call pieces; often none), or
+        None after its end. Raises ProviderError: a time limit, a broken connection, an error
+        event, a body too large, or one that ended before the vendor's end marker."""
+        if self._ended:
+            if not self._assembler.ended:
+                raise ProviderError(
+                    "truncated", "the stream ended before the provider's end-of-stream marker"
+                )
+            return None
+        content = self._assembler.content_started
+        clock = self._clock
+        clock.start(content=content)
         try:
-            # One timer for the whole stream, moved before each read and stopped while the
-            # caller has a delta (its time is not the stream's): cheaper than one per read.
-            async with asyncio.timeout(None) as timer:
-                while True:
-                    content = self._assembler.content_started
-                    now = loop.time()
-                    timer.reschedule(now + self._limits.wait(now, content=content))
-                    try:
-                        chunk = await anext(raw, None)
-                    except httpx.HTTPError as exc:
-                        raise transport_error(exc) from None
-                    timer.reschedule(None)
-                    if chunk is None:
-                        events = framer.finish()
-                    else:
-                        data = inflate(chunk, limit + 1 - received)
-                        received += len(data)
-                        if received > limit:
-                            raise ProviderError(
-                                "response_too_large", f"stream larger than {size_text(limit)}"
-                            )
-                        events = framer.feed(data)
-                    for event in events:
-                        try:
-                            deltas = parser.feed(event)
-                        except ProviderError as exc:
-                            raise self._scrubbed(exc) from None
-                        for delta in deltas:
-                            self._assembler.add(delta)
-                            yield delta
-                    if chunk is None:
-                        break
-        except TimeoutError:
-            raise self._limits.timed_out(loop.time(), content=content) from None
-        if not self._assembler.ended:
-            raise ProviderError(
-                "truncated", "the stream ended before the provider's end-of-stream marker"
-            )
+            chunk = await anext(self._raw, None)
+        except BaseException as exc:
+            ours = clock.stop()
+            if ours and isinstance(exc, asyncio.CancelledError):
+                raise self._limits.timed_out(clock.now(), content=content) from None
+            if isinstance(exc, httpx.HTTPError):
+                raise transport_error(exc) from None
+            raise
+        clock.stop()
+        if chunk is None:
+            self._ended = True
+            clock.close()
+            events = self._framer.finish()
+        else:
+            limit = self._options.max_response_bytes
+            data = self._inflate(chunk, limit + 1 - self._received)
+            self._received += len(data)
+            if self._received > limit:
+                raise ProviderError("response_too_large", f"stream larger than {size_text(limit)}")
+            events = self._framer.feed(data)
+        pieces: list[streaming.Content] = []
+        for event in events:
+            try:
+                deltas = self._parser.feed(event)
+            except ProviderError as exc:
+                raise self._scrubbed(exc) from None
+            pieces += self._assembler.take(deltas)
+        return pieces
+
+    def close(self) -> None:
+        """Stop the read clock (the stream is left, read to its end or not)."""
+        self._clock.close()
 
     def _scrubbed(self, exc: ProviderError) -> ProviderError:
         exc.status = exc.status or self.status
         exc.message = scrub(exc.message)
         return exc
+
+
+class _ReadClock:
+    """The time limits of a stream's reads, kept by one timer handle that is moved only when it
+    fires before the read in progress is due (most reads start and end without a timer call).
+
+    Between reads (while the caller has the content) nothing is due: the caller's time is not
+    the stream's. A read whose time runs out is cancelled, as `asyncio.timeout` does it, and
+    `stop` tells it was this clock that cancelled it.
+    """
+
+    def __init__(self, limits: _StreamLimits) -> None:
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self._due = math.inf  # when the read in progress runs out; inf between reads
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def start(self, *, content: bool) -> None:
+        now = self._loop.time()
+        self._due = due = self._limits.due(now, content=content)
+        task = self._task = asyncio.current_task()
+        assert task is not None
+        self._cancelling = task.cancelling()
+        handle = self._handle
+        if handle is None or handle.when() > due:
+            if handle is not None:
+                handle.cancel()
+            self._handle = self._loop.call_at(due, self._fire)
+
+    def stop(self) -> bool:
+        """The read ended; True if it was cancelled because its time ran out."""
+        self._due = math.inf
+        if not self._expired:
+            return False
+        self._expired = False
+        assert self._task is not None
+        return self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        due = self._due
+        if due == math.inf:  # between reads: the next read arms it again
+            return
+        if self._loop.time() < due:  # a read started since it was armed
+            self._handle = self._loop.call_at(due, self._fire)
+            return
+        assert self._task is not None
+        self._expired = True
+        self._task.cancel()
 
 
 def _payload(

@@ -25,6 +25,7 @@ from .base import (
     count,
     deep_merge,
     function_tools,
+    is_object,
     names_in,
     obj,
     with_stream,
@@ -295,11 +296,11 @@ class OpenAIStreamParser(StreamParser):
         if event.data.strip() == "[DONE]":
             return [EndOfStream()]
         data = event_json(event)
-        if not isinstance(data, Mapping):
+        if not is_object(data):
             raise self._adapter.malformed("stream event is not a JSON object")
         self._adapter.reject_error_body(data)  # `data: {"error": {...}}` mid-stream
         deltas = self.model_delta(data.get("model"))
-        if isinstance(data.get("usage"), Mapping):
+        if is_object(data.get("usage")):
             deltas.append(UsageDelta(*_usage(data)))
         choices = data.get("choices")
         for choice in map(obj, choices if isinstance(choices, list) else ()):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .. import untrusted
 from ..errors import ProviderError
@@ -85,6 +85,7 @@ class EndOfStream:
 
 Delta = TextDelta | ToolCallDelta | UsageDelta | StopDelta | ModelDelta | EndOfStream
 CONTENT = (TextDelta, ToolCallDelta)  # what counts as "output reached the caller"
+Content = TextDelta | ToolCallDelta
 
 
 def too_large() -> ProviderError:
@@ -329,17 +330,24 @@ class StreamAssembler:
         self._model: str | None = None
         self._ended = False
 
-    def add(self, delta: Delta) -> None:
+    def add(self, delta: Delta) -> bool:
+        """Take one delta; True if it is content for the caller (text, a tool-call piece)."""
+        if type(delta) is TextDelta:  # first and without a match: this runs for every delta
+            text = delta.text
+            if not text:
+                return False
+            self._text.append(text)
+            blocks = self._blocks
+            last = blocks[-1] if blocks else None
+            if type(last) is list:
+                last.append(text)
+            else:
+                blocks.append([text])
+            return True
         match delta:
-            case TextDelta(text) if text:
-                self._text.append(text)
-                last = self._blocks[-1] if self._blocks else None
-                if isinstance(last, list):
-                    last.append(text)
-                else:
-                    self._blocks.append([text])
             case ToolCallDelta():
                 self._add_call(delta)
+                return True
             case UsageDelta(input_tokens, output_tokens):
                 if input_tokens is not None:
                     self._input_tokens = input_tokens
@@ -351,6 +359,12 @@ class StreamAssembler:
                 self._model = model
             case EndOfStream():
                 self._ended = True
+        return False
+
+    def take(self, deltas: list[Delta]) -> list[Content]:
+        """`add` each delta; the content among them, in order."""
+        add = self.add
+        return cast("list[Content]", [d for d in deltas if add(d)])
 
     def _add_call(self, delta: ToolCallDelta) -> None:
         call = self._calls.get(delta.index)
