@@ -310,32 +310,33 @@ async def open_stream(
         await response.aclose()
 
 
-@dataclass(frozen=True, slots=True)
 class _StreamLimits:
     """The three clocks of a stream: to the first content event, between events, in all."""
 
-    budget: Budget
-    started: float  # the event loop's clock
+    __slots__ = ("_end", "_first", "_idle", "budget", "started")
+
+    def __init__(self, budget: Budget, started: float) -> None:
+        self.budget = budget
+        self.started = started  # the event loop's clock
+        self._end = started + budget.total
+        self._first = min(self._end, started + budget.first_byte)
+        self._idle = budget.idle
+
+    def due(self, now: float, content: bool) -> float:
+        """When a read that starts `now` runs out (the event loop's clock). Until content flows,
+        the first-byte clock rules: the idle one would cut a slow first token (a model loading)
+        shorter than configured."""
+        if not content:
+            due = self._first
+        elif self._idle is None or now + self._idle > self._end:
+            due = self._end
+        else:
+            due = now + self._idle
+        return due if due > now else now
 
     def wait(self, now: float, *, content: bool) -> float:
-        """How long the next read may take. Until content flows, the first-byte clock rules:
-        the idle one would cut a slow first token (a model loading) shorter than configured."""
-        left = [self.started + self.budget.total - now]
-        if not content:
-            left.append(self.started + self.budget.first_byte - now)
-        elif self.budget.idle is not None:
-            left.append(self.budget.idle)
-        return max(min(left), 0.0)
-
-    def due(self, now: float, *, content: bool) -> float:
-        """When a read that starts `now` runs out (as `wait`, on the event loop's clock)."""
-        b = self.budget
-        due = self.started + b.total
-        if not content:
-            due = min(due, self.started + b.first_byte)
-        elif b.idle is not None:
-            due = min(due, now + b.idle)
-        return max(due, now)
+        """How long a read that starts `now` may take."""
+        return self.due(now, content) - now
 
     def timed_out(self, now: float, *, content: bool) -> ProviderError:
         """Which limit ran out, in words."""
@@ -406,11 +407,14 @@ class StreamReply:
         self._assembler = streaming.StreamAssembler()
         self._framer = streaming.framer(adapter.stream_format)
         self._parser = adapter.stream_parser(options)
-        self._inflate = _Inflater(response.headers.get("content-encoding", ""))
+        inflater = _Inflater(response.headers.get("content-encoding", ""))
+        self._inflate = inflater if inflater.coding else None
         self._raw = response.aiter_raw()
         self._clock = _ReadClock(limits)
         self._received = 0
+        self._content = False  # content has come
         self._ended = False  # the body was read to its end
+        self._failure: ProviderError | None = None  # met after content the caller gets first
 
     @property
     def text(self) -> str:
@@ -434,20 +438,23 @@ class StreamReply:
         """The content of the next read of the body (text, tool-call pieces; often none), or
         None after its end. Raises ProviderError: a time limit, a broken connection, an error
         event, a body too large, or one that ended before the vendor's end marker."""
+        if self._failure is not None:
+            raise self._failure
         if self._ended:
             if not self._assembler.ended:
                 raise ProviderError(
                     "truncated", "the stream ended before the provider's end-of-stream marker"
                 )
             return None
-        content = self._assembler.content_started
+        content = self._content
         clock = self._clock
-        clock.start(content=content)
+        clock.start(content)
         try:
-            chunk = await anext(self._raw, None)
+            chunk: bytes | None = await self._raw.__anext__()
+        except StopAsyncIteration:
+            chunk = None
         except BaseException as exc:
-            ours = clock.stop()
-            if ours and isinstance(exc, asyncio.CancelledError):
+            if clock.stop() and isinstance(exc, asyncio.CancelledError):
                 raise self._limits.timed_out(clock.now(), content=content) from None
             if isinstance(exc, httpx.HTTPError):
                 raise transport_error(exc) from None
@@ -459,18 +466,24 @@ class StreamReply:
             events = self._framer.finish()
         else:
             limit = self._options.max_response_bytes
-            data = self._inflate(chunk, limit + 1 - self._received)
-            self._received += len(data)
+            if self._inflate is not None:
+                chunk = self._inflate(chunk, limit + 1 - self._received)
+            self._received += len(chunk)
             if self._received > limit:
                 raise ProviderError("response_too_large", f"stream larger than {size_text(limit)}")
-            events = self._framer.feed(data)
+            events = self._framer.feed(chunk)
         pieces: list[streaming.Content] = []
         for event in events:
             try:
                 deltas = self._parser.feed(event)
             except ProviderError as exc:
-                raise self._scrubbed(exc) from None
+                if not pieces:
+                    raise self._scrubbed(exc) from None
+                self._failure = self._scrubbed(exc)  # raised at the next read, as it came after
+                break
             pieces += self._assembler.take(deltas)
+        if pieces:
+            self._content = True
         return pieces
 
     def close(self) -> None:
@@ -497,6 +510,7 @@ class _ReadClock:
         self._loop = asyncio.get_running_loop()
         self._due = math.inf  # when the read in progress runs out; inf between reads
         self._handle: asyncio.TimerHandle | None = None
+        self._armed = math.inf  # when the handle fires
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._expired = False
@@ -504,17 +518,15 @@ class _ReadClock:
     def now(self) -> float:
         return self._loop.time()
 
-    def start(self, *, content: bool) -> None:
+    def start(self, content: bool) -> None:
+        """A read starts (`content`: after content came)."""
         now = self._loop.time()
-        self._due = due = self._limits.due(now, content=content)
+        self._due = due = self._limits.due(now, content)
         task = self._task = asyncio.current_task()
         assert task is not None
         self._cancelling = task.cancelling()
-        handle = self._handle
-        if handle is None or handle.when() > due:
-            if handle is not None:
-                handle.cancel()
-            self._handle = self._loop.call_at(due, self._fire)
+        if due < self._armed:
+            self._arm(due)
 
     def stop(self) -> bool:
         """The read ended; True if it was cancelled because its time ran out."""
@@ -529,14 +541,21 @@ class _ReadClock:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._armed = math.inf
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(when, self._fire)
+        self._armed = when
 
     def _fire(self) -> None:
-        self._handle = None
+        self._handle, self._armed = None, math.inf
         due = self._due
         if due == math.inf:  # between reads: the next read arms it again
             return
         if self._loop.time() < due:  # a read started since it was armed
-            self._handle = self._loop.call_at(due, self._fire)
+            self._arm(due)
             return
         assert self._task is not None
         self._expired = True

@@ -299,24 +299,27 @@ class OpenAIStreamParser(StreamParser):
         if not is_object(data):
             raise self._adapter.malformed("stream event is not a JSON object")
         self._adapter.reject_error_body(data)  # `data: {"error": {...}}` mid-stream
-        deltas = self.model_delta(data.get("model"))
+        model = data.get("model")  # repeated in every chunk: told once
+        deltas = [] if model == self._model else self.model_delta(model)
         if is_object(data.get("usage")):
             deltas.append(UsageDelta(*_usage(data)))
         choices = data.get("choices")
-        for choice in map(obj, choices if isinstance(choices, list) else ()):
-            if choice.get("index", 0) == 0:
-                deltas += _choice_deltas(choice)
+        if isinstance(choices, list):
+            for choice in choices:  # one that is no object carries nothing
+                if is_object(choice) and choice.get("index", 0) == 0:
+                    deltas += _choice_deltas(choice)
         return deltas
 
 
 def _choice_deltas(choice: Mapping[str, Any]) -> list[Delta]:
     delta = obj(choice.get("delta"))
     deltas: list[Delta] = []
-    text = _text(delta.get("content"))
+    content = delta.get("content")
+    text = content if isinstance(content, str) else _text(content)
     if text:
         deltas.append(TextDelta(text))
     calls = delta.get("tool_calls")
-    for position, raw in enumerate(calls if isinstance(calls, list) else ()):
+    for position, raw in enumerate(calls if calls and isinstance(calls, list) else ()):
         call = obj(raw)
         fn = obj(call.get("function"))
         index = call.get("index")

@@ -130,7 +130,7 @@ class _Lines:
         """`split` for a chunk with only LF line ends and nothing pending before it."""
         *lines, tail = chunk.split(b"\n")
         room = MAX_EVENT_BYTES - self.held
-        if len(tail) > room or any(len(line) > room for line in lines):
+        if len(chunk) > room and (len(tail) > room or max(map(len, lines), default=0) > room):
             raise too_large()
         self._line += tail
         return lines
@@ -165,42 +165,35 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         events = []
-        for raw in self._lines.split(chunk):
-            event = self._line(raw)
-            if event is not None:
-                events.append(event)
+        for raw in self._lines.split(chunk):  # one loop, no call per line: it runs per event
+            text = raw.decode("utf-8", errors="replace")  # a line end is never in a character
+            if self._first:
+                self._first = False
+                text = text.removeprefix("\ufeff")
+            if not text:  # a blank line dispatches the event
+                if self._data:
+                    events.append(StreamEvent("\n".join(self._data), self._name or None))
+                    self._data = []
+                self._name, self._lines.held = "", 0
+                continue
+            if text[0] == ":":
+                continue
+            name, _, value = text.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                self._data.append(value)
+            elif name == "event":
+                self._name = value
+            else:
+                continue  # id, retry and unknown fields
+            self._lines.held += len(raw)
         return events
 
     def finish(self) -> list[StreamEvent]:
         """The stream ended: an unfinished event is dropped, so nothing is returned."""
         self._lines.rest()
-        self._dispatch()
-        return []
-
-    def _line(self, raw: bytes) -> StreamEvent | None:
-        text = raw.decode("utf-8", errors="replace")  # a line end is never inside a character
-        if self._first:
-            self._first = False
-            text = text.removeprefix("\ufeff")
-        if not text:
-            return self._dispatch()
-        if text.startswith(":"):
-            return None
-        name, _, value = text.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._name = value
-        else:
-            return None  # id, retry and unknown fields
-        self._lines.held += len(raw)
-        return None
-
-    def _dispatch(self) -> StreamEvent | None:
-        data, name = self._data, self._name
         self._data, self._name, self._lines.held = [], "", 0
-        return StreamEvent("\n".join(data), name or None) if data else None
+        return []
 
 
 class NdjsonDecoder:
