@@ -35,9 +35,6 @@ from .keys import ResolvedKey, key_fix, lookup_for, missing_key_message, resolve
 from .mirror import Mirrors
 from .providers import get_adapter
 from .providers.base import Adapter, Budget, CallOptions
-from .providers.streaming import Content
-from .providers.streaming import TextDelta as TextPiece
-from .providers.streaming import ToolCallDelta as CallPiece
 from .results import CascadeResult, Parsed, RunOptions
 from .store import EntryState, Store, StoreError
 from .types import Conversation, LlmResponse, Message, TextBlock
@@ -980,12 +977,8 @@ class _Live:
         self.shown = 0  # pieces passed on (counted by `_reading`)
         self.error: BaseException | None = None  # what ended the reading, raised in `_stream`
 
-    async def next(self) -> list[Text | ToolCallDelta] | None:
-        """The events of the stream's next read (often none), or None once it ended."""
-        content = await self.reply.read()
-        if not content:
-            return None if content is None else []
-        pieces = [_event(piece) for piece in content]
+    def took(self, pieces: list[Text | ToolCallDelta]) -> list[Text | ToolCallDelta]:
+        """The pieces of one read (not none), as they are to be passed on."""
         sent = self.sent
         if sent.shown_tail:
             pieces = sent.unseen(pieces)
@@ -1005,14 +998,6 @@ class _Live:
         return sum(len(p.text) for p in self.batch[-left:] if isinstance(p, Text))
 
 
-def _event(piece: Content) -> Text | ToolCallDelta:
-    """A provider's piece of content as the event the caller gets."""
-    if type(piece) is TextPiece:
-        return Text(piece.text)
-    assert isinstance(piece, CallPiece)
-    return ToolCallDelta(piece.index, piece.id, piece.name, piece.arguments)
-
-
 _Step = StreamEvent | _Live  # what the layers of a run yield (`_Live` only when streaming)
 
 
@@ -1028,17 +1013,19 @@ async def _reading(
     async with aclosing(start()) as steps:
         async for step in steps:
             if isinstance(step, _Live):
+                read = step.reply.read
                 while True:
                     try:
-                        pieces = await step.next()
+                        content = await read()
                     except BaseException as exc:  # raised again by `_stream`: see there
                         step.error = exc
                         break
-                    if pieces is None:
+                    if content is None:
                         break
-                    for piece in pieces:
-                        step.shown += 1
-                        yield piece
+                    if content:  # a read of keep-alives or usage has none
+                        for piece in step.took(content):
+                            step.shown += 1
+                            yield piece
                 continue
             if isinstance(step, Done):
                 try:

@@ -438,13 +438,8 @@ class StreamReply:
         """The content of the next read of the body (text, tool-call pieces; often none), or
         None after its end. Raises ProviderError: a time limit, a broken connection, an error
         event, a body too large, or one that ended before the vendor's end marker."""
-        if self._failure is not None:
-            raise self._failure
-        if self._ended:
-            if not self._assembler.ended:
-                raise ProviderError(
-                    "truncated", "the stream ended before the provider's end-of-stream marker"
-                )
+        if self._failure is not None or self._ended:
+            self._check_end()
             return None
         content = self._content
         clock = self._clock
@@ -454,15 +449,35 @@ class StreamReply:
         except StopAsyncIteration:
             chunk = None
         except BaseException as exc:
-            if clock.stop() and isinstance(exc, asyncio.CancelledError):
-                raise self._limits.timed_out(clock.now(), content=content) from None
-            if isinstance(exc, httpx.HTTPError):
-                raise transport_error(exc) from None
-            raise
+            failure = self._read_failed(exc, content)
+            if failure is exc:
+                raise
+            raise failure from None
         clock.stop()
+        return self._content_of(chunk)
+
+    def _check_end(self) -> None:
+        """Raise what the stream ended with: an error event after content, or no end marker."""
+        if self._failure is not None:
+            raise self._failure
+        if not self._assembler.ended:
+            raise ProviderError(
+                "truncated", "the stream ended before the provider's end-of-stream marker"
+            )
+
+    def _read_failed(self, exc: BaseException, content: bool) -> BaseException:
+        """What a read that raised `exc` raises: a timeout of ours, a transport error, or it."""
+        if self._clock.stop() and isinstance(exc, asyncio.CancelledError):
+            return self._limits.timed_out(self._clock.now(), content=content)
+        if isinstance(exc, httpx.HTTPError):
+            return transport_error(exc)
+        return exc
+
+    def _content_of(self, chunk: bytes | None) -> list[streaming.Content]:
+        """The content of one piece of the body (None: its end), framed, parsed, assembled."""
         if chunk is None:
             self._ended = True
-            clock.close()
+            self._clock.close()
             events = self._framer.finish()
         else:
             limit = self._options.max_response_bytes
@@ -522,8 +537,10 @@ class _ReadClock:
         """A read starts (`content`: after content came)."""
         now = self._loop.time()
         self._due = due = self._limits.due(now, content)
-        task = self._task = asyncio.current_task()
-        assert task is not None
+        task = self._task
+        if task is None:  # a stream is read by one task, as one `asyncio.timeout` would bind
+            task = self._task = asyncio.current_task()
+            assert task is not None
         self._cancelling = task.cancelling()
         if due < self._armed:
             self._arm(due)

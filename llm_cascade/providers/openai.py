@@ -298,13 +298,15 @@ class OpenAIStreamParser(StreamParser):
         data = event_json(event)
         if not is_object(data):
             raise self._adapter.malformed("stream event is not a JSON object")
-        self._adapter.reject_error_body(data)  # `data: {"error": {...}}` mid-stream
+        if "error" in data or "type" in data:  # `data: {"error": {...}}` mid-stream
+            self._adapter.reject_error_body(data)
         model = data.get("model")  # repeated in every chunk: told once
         deltas = [] if model == self._model else self.model_delta(model)
-        if is_object(data.get("usage")):
+        usage = data.get("usage")
+        if usage is not None and is_object(usage):
             deltas.append(UsageDelta(*_usage(data)))
         choices = data.get("choices")
-        if isinstance(choices, list):
+        if choices and isinstance(choices, list):
             for choice in choices:  # one that is no object carries nothing
                 if is_object(choice) and choice.get("index", 0) == 0:
                     deltas += _choice_deltas(choice)

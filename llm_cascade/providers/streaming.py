@@ -17,7 +17,8 @@ from typing import Any, Protocol, cast
 from .. import untrusted
 from ..errors import ProviderError
 from ..text import shorten
-from ..types import ContentBlock, LlmResponse, TextBlock, ToolCall
+from ..types import ContentBlock, LlmResponse, Text, TextBlock, ToolCall
+from ..types import ToolCallDelta as ToolCallDelta  # re-exported: the parsers make them
 from .base import Adapter, CallOptions, StreamFormat, new_call_id
 
 # No real event comes near this (a delta is a few tokens; a whole tool call a few KiB): a larger
@@ -37,22 +38,8 @@ class StreamEvent:
 # --- deltas: what an adapter's parser makes of an event ---------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """More answer text."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A piece of the tool call at `index`: id and name usually in the first piece, then
-    arguments (JSON text) in pieces that are concatenated."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
+# More answer text, and a piece of the tool call at `index`: the events the caller gets.
+TextDelta = Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +98,15 @@ class _Lines:
         self.held = 0  # bytes the current event already holds: they count against the limit
 
     def split(self, chunk: bytes) -> list[bytes]:
+        if not self._line and not self._after_cr and b"\r" not in chunk:  # the common case
+            *lines, tail = chunk.split(b"\n")  # at C speed
+            room = MAX_EVENT_BYTES - self.held
+            if len(chunk) > room and (len(tail) > room or max(map(len, lines), default=0) > room):
+                raise too_large()
+            self._line += tail
+            return lines
         if not chunk:
             return []
-        if not self._line and not self._after_cr and b"\r" not in chunk:
-            return self._split_lf(chunk)  # the common case, at C speed
         start = 1 if self._after_cr and chunk[:1] == b"\n" else 0
         lines = []
         for match in self._end.finditer(chunk, start):
@@ -124,15 +116,6 @@ class _Lines:
             start = match.end()
         self._take(chunk, start, len(chunk))
         self._after_cr = self._cr and chunk.endswith(b"\r")
-        return lines
-
-    def _split_lf(self, chunk: bytes) -> list[bytes]:
-        """`split` for a chunk with only LF line ends and nothing pending before it."""
-        *lines, tail = chunk.split(b"\n")
-        room = MAX_EVENT_BYTES - self.held
-        if len(chunk) > room and (len(tail) > room or max(map(len, lines), default=0) > room):
-            raise too_large()
-        self._line += tail
         return lines
 
     def rest(self) -> bytes:
@@ -176,16 +159,20 @@ class SseDecoder:
                     self._data = []
                 self._name, self._lines.held = "", 0
                 continue
-            if text[0] == ":":
+            if text.startswith("data:"):  # most lines: no partition needed
+                value = text[5:]
+                self._data.append(value[1:] if value[:1] == " " else value)
+            elif text[0] == ":":
                 continue
-            name, _, value = text.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                self._data.append(value)
-            elif name == "event":
-                self._name = value
             else:
-                continue  # id, retry and unknown fields
+                name, _, value = text.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":  # a lone `data`, no colon: an empty line of data
+                    self._data.append(value)
+                elif name == "event":
+                    self._name = value
+                else:
+                    continue  # id, retry and unknown fields
             self._lines.held += len(raw)
         return events
 
@@ -356,8 +343,11 @@ class StreamAssembler:
 
     def take(self, deltas: list[Delta]) -> list[Content]:
         """`add` each delta; the content among them, in order."""
-        add = self.add
-        return cast("list[Content]", [d for d in deltas if add(d)])
+        content = []
+        for delta in deltas:
+            if self.add(delta):
+                content.append(delta)
+        return cast("list[Content]", content)
 
     def _add_call(self, delta: ToolCallDelta) -> None:
         call = self._calls.get(delta.index)
