@@ -496,7 +496,7 @@ class StreamReply:
                     raise self._scrubbed(exc) from None
                 self._failure = self._scrubbed(exc)  # raised at the next read, as it came after
                 break
-            pieces += self._assembler.take(deltas)
+            self._assembler.take(deltas, pieces)
         if pieces:
             self._content = True
         return pieces
@@ -512,8 +512,9 @@ class StreamReply:
 
 
 class _ReadClock:
-    """The time limits of a stream's reads, kept by one timer handle that is moved only when it
-    fires before the read in progress is due (most reads start and end without a timer call).
+    """The time limits of a stream's reads, kept by one timer handle. A read only notes when it
+    started; the handle, when it fires, works out whether the read in progress is due, and if
+    not moves itself to when it will be (most reads start and end without a timer call).
 
     Between reads (while the caller has the content) nothing is due: the caller's time is not
     the stream's. A read whose time runs out is cancelled, as `asyncio.timeout` does it, and
@@ -523,31 +524,23 @@ class _ReadClock:
     def __init__(self, limits: _StreamLimits) -> None:
         self._limits = limits
         self._loop = asyncio.get_running_loop()
-        self._due = math.inf  # when the read in progress runs out; inf between reads
+        self.now = self._loop.time
+        self._started = math.inf  # when the read in progress started; inf between reads
         self._handle: asyncio.TimerHandle | None = None
-        self._armed = math.inf  # when the handle fires
+        self._armed_for: bool | None = None  # the `content` of the reads the handle times
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._expired = False
 
-    def now(self) -> float:
-        return self._loop.time()
-
     def start(self, content: bool) -> None:
-        """A read starts (`content`: after content came)."""
-        now = self._loop.time()
-        self._due = due = self._limits.due(now, content)
-        task = self._task
-        if task is None:  # a stream is read by one task, as one `asyncio.timeout` would bind
-            task = self._task = asyncio.current_task()
-            assert task is not None
-        self._cancelling = task.cancelling()
-        if due < self._armed:
-            self._arm(due)
+        """A read starts (`content`: after content came, when the idle clock rules)."""
+        self._started = now = self.now()
+        if content is not self._armed_for:  # no handle yet, or content just began
+            self._arm(self._limits.due(now, content), content)
 
     def stop(self) -> bool:
         """The read ended; True if it was cancelled because its time ran out."""
-        self._due = math.inf
+        self._started = math.inf
         if not self._expired:
             return False
         self._expired = False
@@ -558,21 +551,26 @@ class _ReadClock:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._armed = math.inf
+        self._armed_for = None
 
-    def _arm(self, when: float) -> None:
+    def _arm(self, when: float, content: bool) -> None:
+        if self._task is None:  # a stream is read by one task, as one `asyncio.timeout` binds
+            self._task = asyncio.current_task()
+            assert self._task is not None
+            self._cancelling = self._task.cancelling()
         if self._handle is not None:
             self._handle.cancel()
         self._handle = self._loop.call_at(when, self._fire)
-        self._armed = when
+        self._armed_for = content
 
     def _fire(self) -> None:
-        self._handle, self._armed = None, math.inf
-        due = self._due
-        if due == math.inf:  # between reads: the next read arms it again
+        content, started = self._armed_for, self._started
+        self._handle, self._armed_for = None, None
+        if started == math.inf or content is None:  # between reads: the next one arms it
             return
-        if self._loop.time() < due:  # a read started since it was armed
-            self._arm(due)
+        due = self._limits.due(started, content)
+        if self.now() < due:  # the read in progress started after it was armed
+            self._arm(due, content)
             return
         assert self._task is not None
         self._expired = True

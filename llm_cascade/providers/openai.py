@@ -309,13 +309,13 @@ class OpenAIStreamParser(StreamParser):
         if choices and isinstance(choices, list):
             for choice in choices:  # one that is no object carries nothing
                 if is_object(choice) and choice.get("index", 0) == 0:
-                    deltas += _choice_deltas(choice)
+                    _choice_deltas(choice, deltas)
         return deltas
 
 
-def _choice_deltas(choice: Mapping[str, Any]) -> list[Delta]:
+def _choice_deltas(choice: Mapping[str, Any], deltas: list[Delta]) -> None:
+    """The deltas of one choice, added to `deltas`."""
     delta = obj(choice.get("delta"))
-    deltas: list[Delta] = []
     content = delta.get("content")
     text = content if isinstance(content, str) else _text(content)
     if text:
@@ -336,7 +336,6 @@ def _choice_deltas(choice: Mapping[str, Any]) -> list[Delta]:
     stop = choice.get("finish_reason")
     if isinstance(stop, str):
         deltas.append(StopDelta(stop))
-    return deltas
 
 
 ADAPTER = OpenAIAdapter()

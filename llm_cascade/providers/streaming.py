@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from .. import untrusted
 from ..errors import ProviderError
@@ -99,7 +99,8 @@ class _Lines:
 
     def split(self, chunk: bytes) -> list[bytes]:
         if not self._line and not self._after_cr and b"\r" not in chunk:  # the common case
-            *lines, tail = chunk.split(b"\n")  # at C speed
+            lines = chunk.split(b"\n")  # at C speed
+            tail = lines.pop()
             room = MAX_EVENT_BYTES - self.held
             if len(chunk) > room and (len(tail) > room or max(map(len, lines), default=0) > room):
                 raise too_large()
@@ -156,12 +157,11 @@ class SseDecoder:
             if not text:  # a blank line dispatches the event
                 if self._data:
                     events.append(StreamEvent("\n".join(self._data), self._name or None))
-                    self._data = []
+                    self._data.clear()
                 self._name, self._lines.held = "", 0
                 continue
-            if text.startswith("data:"):  # most lines: no partition needed
-                value = text[5:]
-                self._data.append(value[1:] if value[:1] == " " else value)
+            if text.startswith("data: "):  # most lines: no partition needed
+                self._data.append(text[6:])
             elif text[0] == ":":
                 continue
             else:
@@ -341,13 +341,11 @@ class StreamAssembler:
                 self._ended = True
         return False
 
-    def take(self, deltas: list[Delta]) -> list[Content]:
-        """`add` each delta; the content among them, in order."""
-        content = []
+    def take(self, deltas: list[Delta], content: list[Content]) -> None:
+        """`add` each delta; the content among them goes to `content`, in order."""
         for delta in deltas:
             if self.add(delta):
-                content.append(delta)
-        return cast("list[Content]", content)
+                content.append(delta)  # type: ignore[arg-type]  # add() said it is content
 
     def _add_call(self, delta: ToolCallDelta) -> None:
         call = self._calls.get(delta.index)
