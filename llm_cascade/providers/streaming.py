@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .. import untrusted
 from ..errors import ProviderError
@@ -26,9 +26,8 @@ from .base import Adapter, CallOptions, StreamFormat, new_call_id
 MAX_EVENT_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One framed event, still text."""
+class StreamEvent(NamedTuple):
+    """One framed event, still text (a tuple: made once per event, at half a dataclass's cost)."""
 
     data: str
     name: str | None = None  # SSE `event:` field; None for NDJSON lines and unnamed SSE events
