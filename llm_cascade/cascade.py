@@ -93,7 +93,8 @@ class Cascade:
         self.mirrors = Mirrors(self)  # copies of requests sent in the background
         # Runs not closed yet: a stream its reader left without closing it (a plain `async
         # for` that broke or raised) ends when it is collected, which may be after aclose().
-        self._running: weakref.WeakSet[AsyncGenerator[_Step, None]] = weakref.WeakSet()
+        self._running: weakref.WeakKeyDictionary[AsyncGenerator[_Step, None], _Run]
+        self._running = weakref.WeakKeyDictionary()
 
     def _resolve_key(self, provider: ProviderConfig) -> ResolvedKey:
         """Keyring, then env var; after the keyring failed once, env vars only: a locked
@@ -117,7 +118,9 @@ class Cascade:
     async def aclose(self) -> None:
         """End the runs still open, then close the HTTP client and the database if the engine
         opened them: a run ended first can still log its attempt and close its connection."""
-        for events in list(self._running):
+        for events, run in list(self._running.items()):
+            if run.reading():  # its stream is being read in another task: not ours to end
+                continue
             with contextlib.suppress(RuntimeError):  # running in another task: not ours to end
                 await events.aclose()
         await self.mirrors.cancel()
@@ -237,7 +240,7 @@ class Cascade:
             self, cascade, conversation, opts, keeper, stream=stream, unfit=unfit, check=check
         )
         events = run.events()
-        self._running.add(events)
+        self._running[events] = run
         return events
 
     async def http_client(self) -> httpx.AsyncClient:
@@ -359,6 +362,7 @@ class _Run:
         self.check = check  # the answer must be this JSON document
         self.route: routing.Route | None = None  # how the strategy ordered the entries
         self.hedged_out: set[str] = set()  # entries cancelled because another answered first
+        self.streams: set[_Live] = set()  # the streams open now (a hedged race has several)
         self.started = engine.clock.monotonic()
         deadline = opts.deadline_s if opts.deadline_s is not None else cascade.deadline
         self.deadline_at = None if deadline is None else self.started + deadline
@@ -371,6 +375,11 @@ class _Run:
             remaining=self._remaining,
         )
         self.trace = telemetry.RunTrace(cascade.name, self.id)  # OpenTelemetry, if tracing
+
+    def reading(self) -> bool:
+        """True while a stream of this run is being read (by `_reading`, outside the run's
+        own generators, which are idle then)."""
+        return any(live.reading for live in self.streams)
 
     async def events(self) -> AsyncGenerator[_Step, None]:
         """The run: its events (deltas only when streaming), then `Done`; or CascadeFailed."""
@@ -751,7 +760,11 @@ class _Run:
         now = self.e.clock.now()
         async with _http.open_stream(client, adapter, conversation, call, budget, now) as stream:
             sent.live = live = _Live(stream, sent, self.e.clock.monotonic)
-            yield live
+            self.streams.add(live)
+            try:
+                yield live
+            finally:
+                self.streams.discard(live)
             if live.error is not None:
                 raise live.error
             sent.reply = _http.Reply(stream.response(), stream.status)
@@ -964,7 +977,7 @@ class _Exchange:
 class _Live:
     """A stream being read, and how much of it `_reading` passed on."""
 
-    __slots__ = ("batch", "error", "monotonic", "reply", "sent", "shown", "taken")
+    __slots__ = ("batch", "error", "monotonic", "reading", "reply", "sent", "shown", "taken")
 
     def __init__(
         self, reply: StreamReply | WholeReply, sent: _Exchange, monotonic: Callable[[], float]
@@ -976,6 +989,7 @@ class _Live:
         self.taken = 0  # pieces read
         self.shown = 0  # pieces passed on (counted by `_reading`)
         self.error: BaseException | None = None  # what ended the reading, raised in `_stream`
+        self.reading = False  # a read is in progress
 
     def took(self, pieces: list[Text | ToolCallDelta]) -> list[Text | ToolCallDelta]:
         """The pieces of one read (not none), as they are to be passed on."""
@@ -1015,11 +1029,14 @@ async def _reading(
             if isinstance(step, _Live):
                 read = step.reply.read
                 while True:
+                    step.reading = True
                     try:
                         content = await read()
                     except BaseException as exc:  # raised again by `_stream`: see there
                         step.error = exc
                         break
+                    finally:
+                        step.reading = False
                     if content is None:
                         break
                     if content:  # a read of keep-alives or usage has none
