@@ -406,7 +406,8 @@ class StreamReply:
         self._limits = limits
         self._assembler = streaming.StreamAssembler()
         self._framer = streaming.framer(adapter.stream_format)
-        self._parser = adapter.stream_parser(options)
+        self._parse = adapter.stream_parser(options).feed
+        self._limit = options.max_response_bytes
         inflater = _Inflater(response.headers.get("content-encoding", ""))
         self._inflate = inflater if inflater.coding else None
         self._raw = response.aiter_raw()
@@ -480,7 +481,7 @@ class StreamReply:
             self._clock.close()
             events = self._framer.finish()
         else:
-            limit = self._options.max_response_bytes
+            limit = self._limit
             if self._inflate is not None:
                 chunk = self._inflate(chunk, limit + 1 - self._received)
             self._received += len(chunk)
@@ -490,7 +491,7 @@ class StreamReply:
         pieces: list[streaming.Content] = []
         for event in events:
             try:
-                deltas = self._parser.feed(event)
+                deltas = self._parse(event)
             except ProviderError as exc:
                 if not pieces:
                     raise self._scrubbed(exc) from None

@@ -321,7 +321,15 @@ def _choice_deltas(choice: Mapping[str, Any], deltas: list[Delta]) -> None:
     if text:
         deltas.append(TextDelta(text))
     calls = delta.get("tool_calls")
-    for position, raw in enumerate(calls if calls and isinstance(calls, list) else ()):
+    if calls and isinstance(calls, list):
+        _call_deltas(calls, deltas)
+    stop = choice.get("finish_reason")
+    if isinstance(stop, str):
+        deltas.append(StopDelta(stop))
+
+
+def _call_deltas(calls: list[Any], deltas: list[Delta]) -> None:
+    for position, raw in enumerate(calls):
         call = obj(raw)
         fn = obj(call.get("function"))
         index = call.get("index")
@@ -333,9 +341,6 @@ def _choice_deltas(choice: Mapping[str, Any], deltas: list[Delta]) -> None:
                 _arguments(fn.get("arguments"), ""),
             )
         )
-    stop = choice.get("finish_reason")
-    if isinstance(stop, str):
-        deltas.append(StopDelta(stop))
 
 
 ADAPTER = OpenAIAdapter()

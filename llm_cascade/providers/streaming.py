@@ -148,7 +148,9 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         events = []
-        for raw in self._lines.split(chunk):  # one loop, no call per line: it runs per event
+        lines = self._lines
+        held = lines.held
+        for raw in lines.split(chunk):  # one loop, no call per line: it runs per event
             text = raw.decode("utf-8", errors="replace")  # a line end is never in a character
             if self._first:
                 self._first = False
@@ -157,7 +159,7 @@ class SseDecoder:
                 if self._data:
                     events.append(StreamEvent("\n".join(self._data), self._name or None))
                     self._data.clear()
-                self._name, self._lines.held = "", 0
+                self._name, held = "", 0
                 continue
             if text.startswith("data: "):  # most lines: no partition needed
                 self._data.append(text[6:])
@@ -172,7 +174,8 @@ class SseDecoder:
                     self._name = value
                 else:
                     continue  # id, retry and unknown fields
-            self._lines.held += len(raw)
+            held += len(raw)
+        lines.held = held
         return events
 
     def finish(self) -> list[StreamEvent]:
