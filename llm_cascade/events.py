@@ -16,6 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+# The pieces of content are the adapters' own (types.py): passed on as they were parsed.
+from .types import Text, ToolCallDelta
+
+__all__ = ["Done", "EntryStarted", "Reset", "StreamEvent", "Switched", "Text", "ToolCallDelta"]
+
 if TYPE_CHECKING:
     from .cascade import Answer
     from .results import CascadeResult
@@ -28,23 +33,6 @@ class EntryStarted:
     entry: str
     try_number: int = 1
     probe: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    """A piece of answer text, as it arrived."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A piece of a tool call: `index` names the call; id and name come with its first piece."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)

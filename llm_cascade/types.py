@@ -95,6 +95,29 @@ class ToolCall:
             return self.arguments
 
 
+# Pieces of a streamed answer: what an adapter's stream parser makes of the text and tool calls
+# it reads, and the very objects `Cascade.stream` hands its caller (llm_cascade.events), so a
+# chunk is not copied on its way.
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A piece of answer text, as it arrived."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call: `index` names the call; id and name come with its first piece,
+    then arguments (JSON text) in pieces that are concatenated."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class TextBlock:
     """A run of answer text."""

@@ -25,6 +25,9 @@ _MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
 
 
+_DECODER = json.JSONDecoder()
+
+
 class NestedTooDeep(ValueError):
     """JSON nested deeper than we accept."""
 
@@ -53,7 +56,9 @@ def loads(text: str, max_depth: int = MAX_NESTING) -> Any:
     to matter, or a surrogate escape), so an ordinary reply costs one `json.loads`.
     """
     try:
-        value = json.loads(text)
+        # json.loads without its checks of arguments never passed (it runs per stream event);
+        # a BOM still goes through it, for its own error.
+        value = _DECODER.decode(text) if text[:1] != "\ufeff" else json.loads(text)
     except RecursionError:
         raise NestedTooDeep(max_depth) from None
     deep = text.count("[") + text.count("{") > max_depth

@@ -269,7 +269,8 @@ async def open_stream(
     budget: Budget,
     now: float,
 ) -> AsyncIterator[StreamReply | WholeReply]:
-    """POST a streamed request; iterate the reply for its deltas, then ask for `response()`.
+    """POST a streamed request; `read()` the reply's content until None, then ask for
+    `response()`.
 
     An error status is raised as for a whole reply, before anything is yielded; a server that
     answers a stream with one JSON body (some compatible ones ignore `stream`) is read whole.
@@ -300,27 +301,42 @@ async def open_stream(
             reply = _interpret(adapter, options, response, body, now)  # raises for errors
             yield WholeReply(reply)
             return
-        yield StreamReply(response, adapter, options, limits)
+        stream = StreamReply(response, adapter, options, limits)
+        try:
+            yield stream
+        finally:
+            stream.close()
     finally:
         await response.aclose()
 
 
-@dataclass(frozen=True, slots=True)
 class _StreamLimits:
     """The three clocks of a stream: to the first content event, between events, in all."""
 
-    budget: Budget
-    started: float  # the event loop's clock
+    __slots__ = ("_end", "_first", "_idle", "budget", "started")
+
+    def __init__(self, budget: Budget, started: float) -> None:
+        self.budget = budget
+        self.started = started  # the event loop's clock
+        self._end = started + budget.total
+        self._first = min(self._end, started + budget.first_byte)
+        self._idle = budget.idle
+
+    def due(self, now: float, content: bool) -> float:
+        """When a read that starts `now` runs out (the event loop's clock). Until content flows,
+        the first-byte clock rules: the idle one would cut a slow first token (a model loading)
+        shorter than configured."""
+        if not content:
+            due = self._first
+        elif self._idle is None or now + self._idle > self._end:
+            due = self._end
+        else:
+            due = now + self._idle
+        return due if due > now else now
 
     def wait(self, now: float, *, content: bool) -> float:
-        """How long the next read may take. Until content flows, the first-byte clock rules:
-        the idle one would cut a slow first token (a model loading) shorter than configured."""
-        left = [self.started + self.budget.total - now]
-        if not content:
-            left.append(self.started + self.budget.first_byte - now)
-        elif self.budget.idle is not None:
-            left.append(self.budget.idle)
-        return max(min(left), 0.0)
+        """How long a read that starts `now` may take."""
+        return self.due(now, content) - now
 
     def timed_out(self, now: float, *, content: bool) -> ProviderError:
         """Which limit ran out, in words."""
@@ -337,11 +353,12 @@ class _StreamLimits:
 
 
 class WholeReply:
-    """A whole answer to a streamed request, read as a stream of one piece of each kind."""
+    """A whole answer to a streamed request, read as a stream of one read."""
 
     def __init__(self, reply: Reply) -> None:
         self.status = reply.status
         self._reply = reply
+        self._read = False
 
     def response(self) -> LlmResponse:
         return self._reply.response
@@ -350,20 +367,31 @@ class WholeReply:
     def text(self) -> str:
         return self._reply.response.text
 
-    async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
+    @property
+    def has_tool_calls(self) -> bool:
+        return bool(self._reply.response.tool_calls)
+
+    async def read(self) -> list[streaming.Content] | None:
+        """The whole answer's content at the first read, then None."""
+        if self._read:
+            return None
+        self._read = True
         response = self._reply.response
-        yield streaming.ModelDelta(response.model)
-        if response.text:
-            yield streaming.TextDelta(response.text)
+        pieces: list[streaming.Content] = (
+            [streaming.TextDelta(response.text)] if response.text else []
+        )
         for i, call in enumerate(response.tool_calls):
-            yield streaming.ToolCallDelta(i, call.id, call.name, call.arguments)
-        yield streaming.UsageDelta(response.input_tokens, response.output_tokens)
-        yield streaming.StopDelta(response.stop_reason)
-        yield streaming.EndOfStream()
+            pieces.append(streaming.ToolCallDelta(i, call.id, call.name, call.arguments))
+        return pieces
 
 
 class StreamReply:
-    """A 2xx stream being read: its deltas as they come, then the whole response."""
+    """A 2xx stream being read: its content as it comes, then the whole response.
+
+    Each `read` is one read of the body, framed, parsed and assembled at once: the content
+    it carried (none for a keep-alive) goes back in one list, so a caller pays per network
+    read, not per layer and event.
+    """
 
     def __init__(
         self,
@@ -374,15 +402,29 @@ class StreamReply:
     ) -> None:
         self.status = response.status_code
         self._response = response
-        self._adapter = adapter
         self._options = options
         self._limits = limits
         self._assembler = streaming.StreamAssembler()
+        self._framer = streaming.framer(adapter.stream_format)
+        self._parse = adapter.stream_parser(options).feed
+        self._limit = options.max_response_bytes
+        inflater = _Inflater(response.headers.get("content-encoding", ""))
+        self._inflate = inflater if inflater.coding else None
+        self._raw = response.aiter_raw()
+        self._clock = _ReadClock(limits)
+        self._received = 0
+        self._content = False  # content has come
+        self._ended = False  # the body was read to its end
+        self._failure: ProviderError | None = None  # met after content the caller gets first
 
     @property
     def text(self) -> str:
         """The text that has arrived so far."""
         return self._assembler.text
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return self._assembler.has_tool_calls
 
     def response(self) -> LlmResponse:
         """The answer the deltas made (after the stream was read to its end)."""
@@ -393,59 +435,147 @@ class StreamReply:
             raise self._scrubbed(exc) from None
         return reply
 
-    async def __aiter__(self) -> AsyncIterator[streaming.Delta]:
-        loop = asyncio.get_running_loop()
-        framer = streaming.framer(self._adapter.stream_format)
-        parser = self._adapter.stream_parser(self._options)
-        inflate = _Inflater(self._response.headers.get("content-encoding", ""))
-        limit = self._options.max_response_bytes
-        raw = self._response.aiter_raw()
-        received = 0
-        content = False
+    async def read(self) -> list[streaming.Content] | None:
+        """The content of the next read of the body (text, tool-call pieces; often none), or
+        None after its end. Raises ProviderError: a time limit, a broken connection, an error
+        event, a body too large, or one that ended before the vendor's end marker."""
+        if self._failure is not None or self._ended:
+            self._check_end()
+            return None
+        content = self._content
+        clock = self._clock
+        clock.start(content)
         try:
-            # One timer for the whole stream, moved before each read and stopped while the
-            # caller has a delta (its time is not the stream's): cheaper than one per read.
-            async with asyncio.timeout(None) as timer:
-                while True:
-                    content = self._assembler.content_started
-                    now = loop.time()
-                    timer.reschedule(now + self._limits.wait(now, content=content))
-                    try:
-                        chunk = await anext(raw, None)
-                    except httpx.HTTPError as exc:
-                        raise transport_error(exc) from None
-                    timer.reschedule(None)
-                    if chunk is None:
-                        events = framer.finish()
-                    else:
-                        data = inflate(chunk, limit + 1 - received)
-                        received += len(data)
-                        if received > limit:
-                            raise ProviderError(
-                                "response_too_large", f"stream larger than {size_text(limit)}"
-                            )
-                        events = framer.feed(data)
-                    for event in events:
-                        try:
-                            deltas = parser.feed(event)
-                        except ProviderError as exc:
-                            raise self._scrubbed(exc) from None
-                        for delta in deltas:
-                            self._assembler.add(delta)
-                            yield delta
-                    if chunk is None:
-                        break
-        except TimeoutError:
-            raise self._limits.timed_out(loop.time(), content=content) from None
+            chunk: bytes | None = await self._raw.__anext__()
+        except StopAsyncIteration:
+            chunk = None
+        except BaseException as exc:
+            failure = self._read_failed(exc, content)
+            if failure is exc:
+                raise
+            raise failure from None
+        clock.stop()
+        return self._content_of(chunk)
+
+    def _check_end(self) -> None:
+        """Raise what the stream ended with: an error event after content, or no end marker."""
+        if self._failure is not None:
+            raise self._failure
         if not self._assembler.ended:
             raise ProviderError(
                 "truncated", "the stream ended before the provider's end-of-stream marker"
             )
 
+    def _read_failed(self, exc: BaseException, content: bool) -> BaseException:
+        """What a read that raised `exc` raises: a timeout of ours, a transport error, or it."""
+        if self._clock.stop() and isinstance(exc, asyncio.CancelledError):
+            return self._limits.timed_out(self._clock.now(), content=content)
+        if isinstance(exc, httpx.HTTPError):
+            return transport_error(exc)
+        return exc
+
+    def _content_of(self, chunk: bytes | None) -> list[streaming.Content]:
+        """The content of one piece of the body (None: its end), framed, parsed, assembled."""
+        if chunk is None:
+            self._ended = True
+            self._clock.close()
+            events = self._framer.finish()
+        else:
+            limit = self._limit
+            if self._inflate is not None:
+                chunk = self._inflate(chunk, limit + 1 - self._received)
+            self._received += len(chunk)
+            if self._received > limit:
+                raise ProviderError("response_too_large", f"stream larger than {size_text(limit)}")
+            events = self._framer.feed(chunk)
+        pieces: list[streaming.Content] = []
+        for event in events:
+            try:
+                deltas = self._parse(event)
+            except ProviderError as exc:
+                if not pieces:
+                    raise self._scrubbed(exc) from None
+                self._failure = self._scrubbed(exc)  # raised at the next read, as it came after
+                break
+            self._assembler.take(deltas, pieces)
+        if pieces:
+            self._content = True
+        return pieces
+
+    def close(self) -> None:
+        """Stop the read clock (the stream is left, read to its end or not)."""
+        self._clock.close()
+
     def _scrubbed(self, exc: ProviderError) -> ProviderError:
         exc.status = exc.status or self.status
         exc.message = scrub(exc.message)
         return exc
+
+
+class _ReadClock:
+    """The time limits of a stream's reads, kept by one timer handle. A read only notes when it
+    started; the handle, when it fires, works out whether the read in progress is due, and if
+    not moves itself to when it will be (most reads start and end without a timer call).
+
+    Between reads (while the caller has the content) nothing is due: the caller's time is not
+    the stream's. A read whose time runs out is cancelled, as `asyncio.timeout` does it, and
+    `stop` tells it was this clock that cancelled it.
+    """
+
+    def __init__(self, limits: _StreamLimits) -> None:
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self.now = self._loop.time
+        self._started = math.inf  # when the read in progress started; inf between reads
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for: bool | None = None  # the `content` of the reads the handle times
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    def start(self, content: bool) -> None:
+        """A read starts (`content`: after content came, when the idle clock rules)."""
+        self._started = now = self.now()
+        if content is not self._armed_for:  # no handle yet, or content just began
+            self._arm(self._limits.due(now, content), content)
+
+    def stop(self) -> bool:
+        """The read ended; True if it was cancelled because its time ran out."""
+        self._started = math.inf
+        if not self._expired:
+            return False
+        self._expired = False
+        assert self._task is not None
+        return self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_for = None
+
+    def _arm(self, when: float, content: bool) -> None:
+        if self._task is None:  # a stream is read by one task, as one `asyncio.timeout` binds
+            self._task = asyncio.current_task()
+            assert self._task is not None
+            self._cancelling = self._task.cancelling()
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(when, self._fire)
+        self._armed_for = content
+
+    def _fire(self) -> None:
+        content, started = self._armed_for, self._started
+        self._handle, self._armed_for = None, None
+        if started == math.inf or content is None:  # between reads: the next one arms it
+            return
+        due = self._limits.due(started, content)
+        if self.now() < due:  # the read in progress started after it was armed
+            self._arm(due, content)
+            return
+        assert self._task is not None
+        self._expired = True
+        self._task.cancel()
 
 
 def _payload(

@@ -16,7 +16,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeGuard
 
 from ..errors import ProviderError
 from ..types import (
@@ -109,9 +109,15 @@ def with_stream(body: dict[str, Any], stream: bool, *, say_no: bool = False) -> 
     return body
 
 
+def is_object(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """True for a JSON object. Decoded JSON's objects are dicts, told apart without the cost
+    of the Mapping ABC's check (it runs several times for every event of a stream)."""
+    return isinstance(value, dict) or (value is not None and isinstance(value, Mapping))
+
+
 def obj(value: Any) -> Mapping[str, Any]:
     """`value` if it is a JSON object, else an empty one (lenient parsing of vendor replies)."""
-    return value if isinstance(value, Mapping) else {}
+    return value if is_object(value) else {}
 
 
 MAX_COUNT = 2**63 - 1  # the largest integer SQLite stores; anything above is not a real count
@@ -294,7 +300,7 @@ class Adapter(ABC):
 
     def reject_error_body(self, data: Any) -> None:
         """Raise if a 2xx body is an error object (gateways and error events send these)."""
-        if not isinstance(data, Mapping) or not (data.get("error") or data.get("type") == "error"):
+        if not is_object(data) or not (data.get("error") or data.get("type") == "error"):
             return
         message, code = self.parse_error(data)
         if message or code:

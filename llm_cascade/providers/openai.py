@@ -25,6 +25,7 @@ from .base import (
     count,
     deep_merge,
     function_tools,
+    is_object,
     names_in,
     obj,
     with_stream,
@@ -295,27 +296,40 @@ class OpenAIStreamParser(StreamParser):
         if event.data.strip() == "[DONE]":
             return [EndOfStream()]
         data = event_json(event)
-        if not isinstance(data, Mapping):
+        if not is_object(data):
             raise self._adapter.malformed("stream event is not a JSON object")
-        self._adapter.reject_error_body(data)  # `data: {"error": {...}}` mid-stream
-        deltas = self.model_delta(data.get("model"))
-        if isinstance(data.get("usage"), Mapping):
+        if "error" in data or "type" in data:  # `data: {"error": {...}}` mid-stream
+            self._adapter.reject_error_body(data)
+        model = data.get("model")  # repeated in every chunk: told once
+        deltas = [] if model == self._model else self.model_delta(model)
+        usage = data.get("usage")
+        if usage is not None and is_object(usage):
             deltas.append(UsageDelta(*_usage(data)))
         choices = data.get("choices")
-        for choice in map(obj, choices if isinstance(choices, list) else ()):
-            if choice.get("index", 0) == 0:
-                deltas += _choice_deltas(choice)
+        if choices and isinstance(choices, list):
+            for choice in choices:  # one that is no object carries nothing
+                if is_object(choice) and choice.get("index", 0) == 0:
+                    _choice_deltas(choice, deltas)
         return deltas
 
 
-def _choice_deltas(choice: Mapping[str, Any]) -> list[Delta]:
+def _choice_deltas(choice: Mapping[str, Any], deltas: list[Delta]) -> None:
+    """The deltas of one choice, added to `deltas`."""
     delta = obj(choice.get("delta"))
-    deltas: list[Delta] = []
-    text = _text(delta.get("content"))
+    content = delta.get("content")
+    text = content if isinstance(content, str) else _text(content)
     if text:
         deltas.append(TextDelta(text))
     calls = delta.get("tool_calls")
-    for position, raw in enumerate(calls if isinstance(calls, list) else ()):
+    if calls and isinstance(calls, list):
+        _call_deltas(calls, deltas)
+    stop = choice.get("finish_reason")
+    if isinstance(stop, str):
+        deltas.append(StopDelta(stop))
+
+
+def _call_deltas(calls: list[Any], deltas: list[Delta]) -> None:
+    for position, raw in enumerate(calls):
         call = obj(raw)
         fn = obj(call.get("function"))
         index = call.get("index")
@@ -327,10 +341,6 @@ def _choice_deltas(choice: Mapping[str, Any]) -> list[Delta]:
                 _arguments(fn.get("arguments"), ""),
             )
         )
-    stop = choice.get("finish_reason")
-    if isinstance(stop, str):
-        deltas.append(StopDelta(stop))
-    return deltas
 
 
 ADAPTER = OpenAIAdapter()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .. import untrusted
 from ..errors import ProviderError
 from ..text import shorten
-from ..types import ContentBlock, LlmResponse, TextBlock, ToolCall
+from ..types import ContentBlock, LlmResponse, Text, TextBlock, ToolCall
+from ..types import ToolCallDelta as ToolCallDelta  # re-exported: the parsers make them
 from .base import Adapter, CallOptions, StreamFormat, new_call_id
 
 # No real event comes near this (a delta is a few tokens; a whole tool call a few KiB): a larger
@@ -25,9 +26,8 @@ from .base import Adapter, CallOptions, StreamFormat, new_call_id
 MAX_EVENT_BYTES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One framed event, still text."""
+class StreamEvent(NamedTuple):
+    """One framed event, still text (a tuple: made once per event, at half a dataclass's cost)."""
 
     data: str
     name: str | None = None  # SSE `event:` field; None for NDJSON lines and unnamed SSE events
@@ -37,22 +37,8 @@ class StreamEvent:
 # --- deltas: what an adapter's parser makes of an event ---------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """More answer text."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A piece of the tool call at `index`: id and name usually in the first piece, then
-    arguments (JSON text) in pieces that are concatenated."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
+# More answer text, and a piece of the tool call at `index`: the events the caller gets.
+TextDelta = Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +71,7 @@ class EndOfStream:
 
 Delta = TextDelta | ToolCallDelta | UsageDelta | StopDelta | ModelDelta | EndOfStream
 CONTENT = (TextDelta, ToolCallDelta)  # what counts as "output reached the caller"
+Content = TextDelta | ToolCallDelta
 
 
 def too_large() -> ProviderError:
@@ -110,10 +97,16 @@ class _Lines:
         self.held = 0  # bytes the current event already holds: they count against the limit
 
     def split(self, chunk: bytes) -> list[bytes]:
+        if not self._line and not self._after_cr and b"\r" not in chunk:  # the common case
+            lines = chunk.split(b"\n")  # at C speed
+            tail = lines.pop()
+            room = MAX_EVENT_BYTES - self.held
+            if len(chunk) > room and (len(tail) > room or max(map(len, lines), default=0) > room):
+                raise too_large()
+            self._line += tail
+            return lines
         if not chunk:
             return []
-        if not self._line and not self._after_cr and b"\r" not in chunk:
-            return self._split_lf(chunk)  # the common case, at C speed
         start = 1 if self._after_cr and chunk[:1] == b"\n" else 0
         lines = []
         for match in self._end.finditer(chunk, start):
@@ -123,15 +116,6 @@ class _Lines:
             start = match.end()
         self._take(chunk, start, len(chunk))
         self._after_cr = self._cr and chunk.endswith(b"\r")
-        return lines
-
-    def _split_lf(self, chunk: bytes) -> list[bytes]:
-        """`split` for a chunk with only LF line ends and nothing pending before it."""
-        *lines, tail = chunk.split(b"\n")
-        room = MAX_EVENT_BYTES - self.held
-        if len(tail) > room or any(len(line) > room for line in lines):
-            raise too_large()
-        self._line += tail
         return lines
 
     def rest(self) -> bytes:
@@ -164,42 +148,41 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         events = []
-        for raw in self._lines.split(chunk):
-            event = self._line(raw)
-            if event is not None:
-                events.append(event)
+        lines = self._lines
+        held = lines.held
+        for raw in lines.split(chunk):  # one loop, no call per line: it runs per event
+            text = raw.decode("utf-8", errors="replace")  # a line end is never in a character
+            if self._first:
+                self._first = False
+                text = text.removeprefix("\ufeff")
+            if not text:  # a blank line dispatches the event
+                if self._data:
+                    events.append(StreamEvent("\n".join(self._data), self._name or None))
+                    self._data.clear()
+                self._name, held = "", 0
+                continue
+            if text.startswith("data: "):  # most lines: no partition needed
+                self._data.append(text[6:])
+            elif text[0] == ":":
+                continue
+            else:
+                name, _, value = text.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":  # a lone `data`, no colon: an empty line of data
+                    self._data.append(value)
+                elif name == "event":
+                    self._name = value
+                else:
+                    continue  # id, retry and unknown fields
+            held += len(raw)
+        lines.held = held
         return events
 
     def finish(self) -> list[StreamEvent]:
         """The stream ended: an unfinished event is dropped, so nothing is returned."""
         self._lines.rest()
-        self._dispatch()
-        return []
-
-    def _line(self, raw: bytes) -> StreamEvent | None:
-        text = raw.decode("utf-8", errors="replace")  # a line end is never inside a character
-        if self._first:
-            self._first = False
-            text = text.removeprefix("\ufeff")
-        if not text:
-            return self._dispatch()
-        if text.startswith(":"):
-            return None
-        name, _, value = text.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._name = value
-        else:
-            return None  # id, retry and unknown fields
-        self._lines.held += len(raw)
-        return None
-
-    def _dispatch(self) -> StreamEvent | None:
-        data, name = self._data, self._name
         self._data, self._name, self._lines.held = [], "", 0
-        return StreamEvent("\n".join(data), name or None) if data else None
+        return []
 
 
 class NdjsonDecoder:
@@ -329,17 +312,24 @@ class StreamAssembler:
         self._model: str | None = None
         self._ended = False
 
-    def add(self, delta: Delta) -> None:
+    def add(self, delta: Delta) -> bool:
+        """Take one delta; True if it is content for the caller (text, a tool-call piece)."""
+        if type(delta) is TextDelta:  # first and without a match: this runs for every delta
+            text = delta.text
+            if not text:
+                return False
+            self._text.append(text)
+            blocks = self._blocks
+            last = blocks[-1] if blocks else None
+            if type(last) is list:
+                last.append(text)
+            else:
+                blocks.append([text])
+            return True
         match delta:
-            case TextDelta(text) if text:
-                self._text.append(text)
-                last = self._blocks[-1] if self._blocks else None
-                if isinstance(last, list):
-                    last.append(text)
-                else:
-                    self._blocks.append([text])
             case ToolCallDelta():
                 self._add_call(delta)
+                return True
             case UsageDelta(input_tokens, output_tokens):
                 if input_tokens is not None:
                     self._input_tokens = input_tokens
@@ -351,6 +341,13 @@ class StreamAssembler:
                 self._model = model
             case EndOfStream():
                 self._ended = True
+        return False
+
+    def take(self, deltas: list[Delta], content: list[Content]) -> None:
+        """`add` each delta; the content among them goes to `content`, in order."""
+        for delta in deltas:
+            if self.add(delta):
+                content.append(delta)  # type: ignore[arg-type]  # add() said it is content
 
     def _add_call(self, delta: ToolCallDelta) -> None:
         call = self._calls.get(delta.index)
