@@ -66,9 +66,6 @@ def setup(*, json_lines: bool) -> None:
         logger.setLevel(level)
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True  # ours says more, and no query string
-    # No line shows a thread, process or source line: a record need not look them up (the
-    # logging docs' own advice for a hot path; the access line is one per request).
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -76,13 +73,6 @@ def access(
     method: str, path: str, status: int, ms: float, sent: int, **fields: str | int | None
 ) -> None:
     """One line per request: `POST /v1/chat/completions 200 12.3ms 456B cascade=... entry=...`."""
-    if not ACCESS.isEnabledFor(logging.INFO):
-        return
     core = {"method": method, "path": path, "status": status, "ms": round(ms, 1), "bytes": sent}
     message = f"{method} {path} {status} {ms:.1f}ms {sent}B"
-    # Made here rather than by `ACCESS.info`, which would walk the stack for a source line
-    # that no line shows.
-    record = logging.LogRecord(ACCESS.name, logging.INFO, __file__, 0, message, None, None)
-    record.fields = {**core, **fields}
-    record.shown = fields
-    ACCESS.handle(record)
+    ACCESS.info(message, extra={"fields": {**core, **fields}, "shown": fields})

@@ -72,7 +72,6 @@ def serve(
         log_config=None,
         access_log=False,  # one line of ours per request instead
         server_header=False,
-        proxy_headers=False,
         ws="none",
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(grace_s),
