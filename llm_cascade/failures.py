@@ -219,7 +219,9 @@ class InflightPrompt:
         self.saved_at = saved_at
         self.path = store.inflight_log.where
         # Dropped unsettled (an answer its caller never used): saved as a file, interrupted.
-        self._dropped = weakref.finalize(self, store.abandon, ident, envelope, saved_at)
+        self._dropped = weakref.finalize(
+            self, store.abandon, ident, envelope, saved_at, os.getpid()
+        )
 
     def done(self) -> None:
         """The run answered: the log marks it ended."""
@@ -312,8 +314,12 @@ class FailureStore:
         os.close(fd)
         return path
 
-    def abandon(self, ident: int, envelope: dict[str, Any], saved_at: float) -> None:
-        """An in-flight prompt no run will settle: saved as a file (read as interrupted)."""
+    def abandon(self, ident: int, envelope: dict[str, Any], saved_at: float, pid: int) -> None:
+        """An in-flight prompt no run will settle: saved as a file (read as interrupted).
+        Not in a forked child (`pid` began it): the parent still runs it, a copy would be sent
+        twice."""
+        if pid != os.getpid():
+            return
         try:
             self.write_file(envelope, saved_at)
         except OSError as exc:  # still in the log: a later reader saves it

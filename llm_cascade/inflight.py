@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,7 @@ class InflightLog:
         self._next = 0
         self._open: dict[int, bytes] = {}  # id -> its begin line, for a rotation
         self._open_bytes = 0
+        self._cut = False  # the last line was cut short: the next starts on a line of its own
 
     @property
     def where(self) -> Path:
@@ -114,10 +116,12 @@ class InflightLog:
         self._open, self._open_bytes = {}, 0
 
     def _append(self, line: bytes) -> None:
+        if self._cut:  # else this line would be glued to the cut one and skipped with it
+            line = b"\n" + line
         written = os.write(self._fd, line)
         self._size += written
-        if written < len(line):  # a full disk: the line is cut, readers skip it
-            self._append(b"\n")
+        self._cut = written < len(line)
+        if self._cut:  # a full disk: the line is cut, readers skip it
             raise OSError(28, "No space left on device")
 
     def _compact(self) -> None:
@@ -185,10 +189,12 @@ def survey(folder: Path, save: Callable[[Open], None]) -> list[Open]:
 
 def _read_log(path: Path, save: Callable[[Open], None]) -> list[Open]:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:  # gone, or a symlink planted in its place: never followed
         return []
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device: not a log
+            return []
         dead = files.lock(fd, blocking=False)
         if dead and os.fstat(fd).st_nlink == 0:
             return []  # its writer rotated it away: the prompts are in the new log

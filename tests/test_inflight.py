@@ -168,3 +168,49 @@ def test_an_inflight_name_taken_by_something_else_falls_back_to_a_file(tmp_path,
     assert asked(folder) == [("running", "q")]
     held.done()
     assert asked(folder) == []
+
+
+def test_a_forked_child_that_drops_the_parents_prompt_saves_no_copy_of_it(tmp_path):
+    store = FailureStore(tmp_path)
+    held = store.begin("x", prompt("parent's"), T0)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        try:
+            del held  # the child's copy of the parent's run goes away, unsettled
+            gc.collect()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert asked(tmp_path) == [("running", "parent's")]  # no waiting copy to send twice
+    held.done()
+    assert asked(tmp_path) == []
+
+
+def test_a_symlink_planted_as_a_log_is_not_followed(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b'b 1 1.0 {"cascade_name": "x", "status": "pending"}\n')
+    folder = tmp_path / "failed"
+    FailureStore(folder).begin("x", prompt("q"), T0).done()  # makes the folders
+    (folder / inflight.FOLDER / "1-planted.log").symlink_to(outside)
+    assert FailureStore(folder).list() == []  # nothing read from outside the folder
+    assert list(folder.glob("*.json")) == []
+    assert outside.exists()
+
+
+def test_a_line_cut_by_a_full_disk_does_not_swallow_the_next_prompt(tmp_path):
+    in_child(
+        tmp_path,
+        "import resource\n"
+        "log = store.inflight_log\n"
+        "store.begin('x', Conversation.single_user_prompt('first'), 1.0).done()\n"
+        "limit = os.fstat(log._fd).st_size + 40\n"  # the next line is cut at 40 bytes
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    log.begin(b'{' + b' ' * 80 + b'}', 1.0)\n"
+        "    sys.exit('the begin was not cut')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)\n"  # space again
+        "held = store.begin('x', Conversation.single_user_prompt('second'), 1.0)",
+    )
+    assert asked(tmp_path) == [("interrupted", "second")]
