@@ -294,11 +294,12 @@ def install(conn: sqlite3.Connection) -> None:
     folded = conn.execute(exists, (OLD_TRIGGER,)).fetchone() is not None
     conn.execute(f"DROP TRIGGER IF EXISTS {OLD_TRIGGER}")
     # Under the old trigger every row is already in; otherwise none is.
-    conn.execute("INSERT INTO rollup_mark (id) VALUES (?)", (_newest(conn) if folded else 0,))
+    conn.execute("INSERT INTO rollup_mark (id) VALUES (?)", (newest(conn) if folded else 0,))
     catch_up(conn)
 
 
-def _newest(conn: sqlite3.Connection) -> int:
+def newest(conn: sqlite3.Connection) -> int:
+    """The id of the newest attempt row (0 when there is none)."""
     return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM attempt_log").fetchone()[0])
 
 
@@ -314,7 +315,7 @@ def catch_up(conn: sqlite3.Connection) -> int:
     Call it inside a write transaction: the rows, the sums and the mark move together, so
     two processes folding at once never count a row twice.
     """
-    after, upto = folded_up_to(conn), _newest(conn)
+    after, upto = folded_up_to(conn), newest(conn)
     if upto <= after:
         return after
     if not _FOLD:

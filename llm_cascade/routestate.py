@@ -1,13 +1,18 @@
-"""What routing and budgets read, kept by SQLite itself as attempts are written.
+"""What routing and budgets read: per-entry moving averages and the spending per period.
 
 - `entry_route`: per entry, moving averages of answered latency, time to first token and
   success (1 answered, 0 failed), and a failure penalty that decays linearly with time
-  (constants in routing.py). A run reads one row per entry, never the attempt log.
+  (constants in routing.py). A run reads one row per entry, never the whole attempt log.
 - `spend`: tokens and cost per UTC day (`YYYY-MM-DD`) and month (`YYYY-MM`), per cascade and
   per entry: what budgets are checked against.
 
-Triggers on `attempt_log` fold each new row in, in the inserting transaction, so every
-process's rows count (the original tool's too: a row without an outcome is read by its
+Rows are folded in with rollup.py's batches, after their own mark (`route_mark`, the id of the
+last row in), not by a trigger on every insert: two triggers cost about 0.08 ms of each
+attempt's transaction. Its own mark, so that an older llm-cascade folding only rollup's
+aggregates on the same database cannot leave rows out of these.
+Reads stay exact all the same: they add the rows after the mark to what is folded, in the
+same statement (one snapshot), so a budget is never checked against stale sums. Every
+process's rows count, the original tool's too (a row without an outcome is read by its
 status, as rollup.py reads it). A database migrated with rows already logged starts the
 averages from the all-time aggregates and the spending from the rows of this month.
 """
@@ -15,8 +20,10 @@ averages from the all-time aggregates and the spending from the rows of this mon
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from . import rollup
 from .rollup import OUTCOME
 from .routing import EWMA_ALPHA, PENALTY_RECOVERY_S, PENALTY_STEP, RouteStats
 
@@ -30,83 +37,106 @@ SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS spend (period TEXT NOT NULL, scope TEXT NOT NULL,"
     " name TEXT NOT NULL, tokens INTEGER NOT NULL DEFAULT 0, cost REAL NOT NULL DEFAULT 0,"
     " PRIMARY KEY (period, scope, name)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS route_mark (id INTEGER NOT NULL)",
 )
-ROUTE_TRIGGER = "attempt_log_route"
-SPEND_TRIGGER = "attempt_log_spend"
+# Schema 4 and 5 folded each row as it was inserted, with these triggers.
+OLD_TRIGGERS = ("attempt_log_route", "attempt_log_spend")
+JULIAN_EPOCH = 2440587.5  # the Julian day of 1970-01-01T00:00:00Z
+
+# The rows after the mark, found by id: the `+` on the other columns tested with it keeps
+# SQLite from walking an entry's whole history in the (provider_model, timestamp) index.
+_PENDING = "r.id > (SELECT id FROM route_mark)"
+_BATCH = "r.id > :after AND r.id <= :upto"
+# A verdict row as the averages take it: entry, outcome, latency, ttft, its Julian day (a
+# timestamp SQLite cannot read gives none, and does not decay the penalty).
+_VERDICT = (  # numbers as SQLite's arithmetic reads them (a text that is no number is 0)
+    f"r.provider_model, {OUTCOME}, CAST(r.latency_ms AS REAL), CAST(r.ttft_ms AS REAL),"
+    " julianday(r.timestamp)"
+)
+_VERDICTS_OF = f"FROM attempt_log AS r WHERE {OUTCOME} IN ({_VERDICT_LIST})"
+
+# (verdicts, latency_ms, ttft_ms, success, penalty, penalty_at as a Julian day)
+_Route = tuple[int, float | None, float | None, float | None, float, float | None]
 
 
-def _ewma(column: str) -> str:
+def _ewma(old: float | None, new: float | None) -> float | None:
+    if new is None:
+        return old
+    if old is None:
+        return float(new)
+    return old + EWMA_ALPHA * (new - old)
+
+
+def _step(
+    old: _Route | None, outcome: str, latency: float, ttft: float | None, day: float | None
+) -> _Route:
+    """One verdict folded into an entry's averages (None: its first)."""
+    answered = outcome == "ok"
+    score = 1.0 if answered else 0.0
+    if old is None:
+        return (
+            1,
+            float(latency) if answered else None,
+            _ewma(None, ttft) if answered else None,
+            score,
+            0.0 if answered else PENALTY_STEP,
+            day,
+        )
+    verdicts, lat, first, success, penalty, at = old
+    since = 0.0 if day is None or at is None else max(day - at, 0.0)
+    decayed = max(penalty - since * 86400.0 / PENALTY_RECOVERY_S, 0.0)
     return (
-        f"{column} = CASE WHEN excluded.{column} IS NULL THEN {column}"
-        f" WHEN {column} IS NULL THEN excluded.{column}"
-        f" ELSE {column} + {EWMA_ALPHA} * (excluded.{column} - {column}) END"
+        verdicts + 1,
+        _ewma(lat, latency if answered else None),
+        _ewma(first, ttft if answered else None),
+        score if success is None else success + EWMA_ALPHA * (score - success),
+        decayed * (1 - PENALTY_STEP) if answered else decayed + (1.0 - decayed) * PENALTY_STEP,
+        at if day is None else day,
     )
 
 
-# The penalty decayed to the new row's time, then raised by a failure or halved by an
-# answer. Its time is a Julian day number (a timestamp SQLite cannot read gives none, and
-# does not decay it): no text to parse when a run reads it.
-_DECAYED = (
-    "MAX(penalty - MAX(COALESCE(excluded.penalty_at - penalty_at, 0), 0)"
-    f" * 86400.0 / {PENALTY_RECOVERY_S}, 0.0)"
-)
-JULIAN_EPOCH = 2440587.5  # the Julian day of 1970-01-01T00:00:00Z
-_ROUTE_FOLD = (
-    "INSERT INTO entry_route (provider_model, verdicts, latency_ms, ttft_ms, success, penalty,"
-    " penalty_at) SELECT r.provider_model, 1,"
-    " CASE WHEN r.outcome = 'ok' THEN r.latency_ms END,"
-    " CASE WHEN r.outcome = 'ok' THEN r.ttft_ms END,"
-    " CASE WHEN r.outcome = 'ok' THEN 1.0 ELSE 0.0 END,"
-    f" CASE WHEN r.outcome = 'ok' THEN 0.0 ELSE {PENALTY_STEP} END, julianday(r.timestamp)"
-    " FROM (SELECT NEW.provider_model AS provider_model, NEW.latency_ms AS latency_ms,"
-    f" NEW.ttft_ms AS ttft_ms, NEW.timestamp AS timestamp,"
-    f" {OUTCOME.replace('r.', 'NEW.')} AS outcome) AS r"
-    f" WHERE r.outcome IN ({_VERDICT_LIST})"
-    " ON CONFLICT (provider_model) DO UPDATE SET verdicts = verdicts + 1,"
-    f" {_ewma('latency_ms')}, {_ewma('ttft_ms')},"
-    f" success = COALESCE(success + {EWMA_ALPHA} * (excluded.success - success),"
-    " excluded.success),"
-    f" penalty = CASE WHEN excluded.success > 0 THEN {_DECAYED} * {1 - PENALTY_STEP}"
-    f" ELSE {_DECAYED} + (1.0 - {_DECAYED}) * {PENALTY_STEP} END,"
-    " penalty_at = COALESCE(excluded.penalty_at, penalty_at)"
-)
+def _replay(stored: dict[str, _Route], rows: Iterable[Sequence[Any]]) -> dict[str, _Route]:
+    """`stored` with the verdict rows (entry, outcome, latency, ttft, day; in id order) folded
+    in; returns the entries they changed."""
+    changed: dict[str, _Route] = {}
+    for key, outcome, latency, ttft, day in rows:
+        changed[key] = stored[key] = _step(stored.get(key), outcome, latency, ttft, day)
+    return changed
 
 
-def _spend_fold(rows: str, where: str = "true") -> list[str]:
+def _spend_fold(rows: str, where: str) -> list[str]:
     """Add the tokens and cost of `rows` (alias r) to their day and month, cascade and entry."""
     out = []
     for period in ("substr(r.timestamp, 1, 10)", "substr(r.timestamp, 1, 7)"):
-        for scope, name in (("cascade", "r.cascade_name"), ("entry", "r.provider_model")):
+        for scope, name in _SCOPES.items():
             out.append(
                 "INSERT INTO spend (period, scope, name, tokens, cost)"
-                f" SELECT {period}, '{scope}', {name},"
-                " COALESCE(SUM(r.input_tokens), 0) + COALESCE(SUM(r.output_tokens), 0),"
-                f" COALESCE(SUM(r.cost), 0) FROM {rows} AS r WHERE {where}"
-                " AND (r.input_tokens IS NOT NULL OR r.output_tokens IS NOT NULL"
-                " OR r.cost IS NOT NULL)"
+                f" SELECT {period}, '{scope}', {name}, {_TOKENS}, {_COST}"
+                f" FROM {rows} AS r WHERE {where} AND {_SPENT}"
                 f" GROUP BY 1, 3 ON CONFLICT (period, scope, name) DO UPDATE SET"
                 " tokens = tokens + excluded.tokens, cost = cost + excluded.cost"
             )
     return out
 
 
-_NEW_ROW = (
-    "(SELECT NEW.timestamp AS timestamp, NEW.cascade_name AS cascade_name,"
-    " NEW.provider_model AS provider_model, NEW.input_tokens AS input_tokens,"
-    " NEW.output_tokens AS output_tokens, NEW.cost AS cost)"
-)
+_SCOPES = {"cascade": "r.cascade_name", "entry": "r.provider_model"}
+_TOKENS = "COALESCE(SUM(r.input_tokens), 0) + COALESCE(SUM(r.output_tokens), 0)"
+_COST = "COALESCE(SUM(r.cost), 0)"
+_SPENT = "(r.input_tokens IS NOT NULL OR r.output_tokens IS NOT NULL OR r.cost IS NOT NULL)"
+_FOLD_SPEND: list[str] = []  # built on first use
 
 
 def install(conn: sqlite3.Connection, month: str) -> None:
-    """Create the tables and triggers; seed them from what is logged already.
+    """Create the tables; seed them from what is logged already; drop the old triggers.
 
     `month` (`YYYY-MM`, UTC) is the current month: older rows cannot count against a budget.
     Runs inside the migration's write transaction.
     """
+    exists = "SELECT 1 FROM sqlite_master WHERE name = ?"
+    new = conn.execute(exists, ("entry_route",)).fetchone() is None
     for statement in SCHEMA:
         conn.execute(statement)
-    exists = "SELECT 1 FROM sqlite_master WHERE name = ?"
-    if not conn.execute(exists, (ROUTE_TRIGGER,)).fetchone():
+    if new:  # rollup.install ran first: its aggregates hold every row
         conn.execute(
             "INSERT OR IGNORE INTO entry_route (provider_model, verdicts, latency_ms, success)"
             " SELECT provider_model, SUM(attempts),"
@@ -115,50 +145,103 @@ def install(conn: sqlite3.Connection, month: str) -> None:
             " SUM(CASE WHEN outcome = 'ok' THEN attempts ELSE 0 END) * 1.0 / SUM(attempts)"
             f" FROM attempt_totals WHERE outcome IN ({_VERDICT_LIST}) GROUP BY provider_model"
         )
-        conn.execute(
-            f"CREATE TRIGGER {ROUTE_TRIGGER} AFTER INSERT ON attempt_log BEGIN {_ROUTE_FOLD}; END"
-        )
-    if not conn.execute(exists, (SPEND_TRIGGER,)).fetchone():
         for statement in _spend_fold("attempt_log", "r.timestamp >= ?"):
             conn.execute(statement, (month,))
-        body = "; ".join(_spend_fold(_NEW_ROW))
-        conn.execute(
-            f"CREATE TRIGGER {SPEND_TRIGGER} AFTER INSERT ON attempt_log BEGIN {body}; END"
+    for name in OLD_TRIGGERS:  # schema 4 and 5: they folded every row in already
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    if not conn.execute("SELECT 1 FROM route_mark").fetchone():
+        conn.execute("INSERT INTO route_mark (id) VALUES (?)", (rollup.newest(conn),))
+
+
+def catch_up(conn: sqlite3.Connection) -> None:
+    """Fold every row after the mark in. Call it inside a write transaction (as
+    rollup.catch_up): the rows, the sums and the mark move together."""
+    row = conn.execute("SELECT id FROM route_mark").fetchone()
+    after, upto = (int(row[0]) if row else 0), rollup.newest(conn)
+    if upto > after:
+        _fold(conn, after, upto)
+        conn.execute("UPDATE route_mark SET id = ?", (upto,))
+
+
+def _fold(conn: sqlite3.Connection, after: int, upto: int) -> None:
+    """Fold the rows with `after < id <= upto` in."""
+    if not _FOLD_SPEND:
+        _FOLD_SPEND.extend(_spend_fold("attempt_log", _BATCH))
+    bounds = {"after": after, "upto": upto}
+    for statement in _FOLD_SPEND:
+        conn.execute(statement, bounds)
+    rows = conn.execute(
+        f"SELECT {_VERDICT} {_VERDICTS_OF} AND {_BATCH} ORDER BY r.id", bounds
+    ).fetchall()
+    if not rows:
+        return
+    keys = list(dict.fromkeys(row[0] for row in rows))
+    marks = ",".join("?" * len(keys))
+    stored = {
+        key: tuple(values)
+        for key, *values in conn.execute(
+            "SELECT provider_model, verdicts, latency_ms, ttft_ms, success, penalty, penalty_at"
+            f" FROM entry_route WHERE provider_model IN ({marks})",
+            keys,
         )
+    }
+    changed = _replay(stored, rows)
+    conn.executemany(
+        "INSERT OR REPLACE INTO entry_route (provider_model, verdicts, latency_ms, ttft_ms,"
+        " success, penalty, penalty_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(key, *values) for key, values in changed.items()],
+    )
 
 
 def route_stats(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, RouteStats]:
-    """The routing state of each key (empty when nothing was logged for it), in one query."""
+    """The routing state of each key (empty when nothing was logged for it), in one query:
+    what is folded, with the rows not folded yet laid over it."""
     wanted = list(dict.fromkeys(keys))
     marks = ",".join("?" * len(wanted))
     rows = conn.execute(
-        "SELECT provider_model, verdicts, latency_ms, ttft_ms, success, penalty, penalty_at"
-        f" FROM entry_route WHERE provider_model IN ({marks})",
-        wanted,
-    )
-    found = {
-        key: RouteStats(
-            verdicts,
-            latency,
-            ttft,
-            success,
-            penalty or 0.0,
-            None if day is None else (day - JULIAN_EPOCH) * 86400.0,
-        )
-        for key, verdicts, latency, ttft, success, penalty, day in rows
-    }
-    return {key: found.get(key, RouteStats()) for key in wanted}
+        "SELECT 0, r.provider_model, r.verdicts, r.latency_ms, r.ttft_ms, r.success,"
+        f" r.penalty, r.penalty_at FROM entry_route AS r WHERE r.provider_model IN ({marks})"
+        f" UNION ALL SELECT r.id, {_VERDICT}, NULL, NULL {_VERDICTS_OF} AND {_PENDING}"
+        f" AND +r.provider_model IN ({marks}) ORDER BY 1",
+        [*wanted, *wanted],
+    ).fetchall()
+    stored: dict[str, _Route] = {}
+    for pending, key, *values in rows:
+        if pending:
+            _replay(stored, [(key, *values[:4])])
+        else:
+            stored[key] = tuple(values)
+    return {key: _stats(stored[key]) if key in stored else RouteStats() for key in wanted}
+
+
+def _stats(route: _Route) -> RouteStats:
+    verdicts, latency, ttft, success, penalty, day = route
+    at = None if day is None else (day - JULIAN_EPOCH) * 86400.0
+    return RouteStats(verdicts, latency, ttft, success, penalty or 0.0, at)
 
 
 def spending(
     conn: sqlite3.Connection, scope: str, names: Iterable[str], periods: Iterable[str]
 ) -> dict[tuple[str, str], tuple[int, float]]:
-    """(tokens, cost) per (name, period) of `scope` ('cascade' or 'entry'); absent: nothing."""
+    """(tokens, cost) per (name, period) of `scope` ('cascade' or 'entry'); absent: nothing.
+    What is folded plus the rows not folded yet, in one query."""
     wanted, when = list(dict.fromkeys(names)), list(dict.fromkeys(periods))
+    names_in = f"IN ({','.join('?' * len(wanted))})"
+    periods_in = f"IN ({','.join('?' * len(when))})"
+    name = _SCOPES[scope]
+    pending = [  # row by row (a GROUP BY would walk the entry index), summed below
+        f"SELECT {name}, {period}, COALESCE(r.input_tokens, 0) + COALESCE(r.output_tokens, 0),"
+        f" COALESCE(r.cost, 0) FROM attempt_log AS r"
+        f" WHERE {_PENDING} AND {_SPENT} AND +{name} {names_in} AND {period} {periods_in}"
+        for period in ("substr(r.timestamp, 1, 10)", "substr(r.timestamp, 1, 7)")
+    ]
     rows = conn.execute(
-        "SELECT name, period, tokens, cost FROM spend WHERE scope = ?"
-        f" AND name IN ({','.join('?' * len(wanted))})"
-        f" AND period IN ({','.join('?' * len(when))})",
-        [scope, *wanted, *when],
+        f"SELECT name, period, tokens, cost FROM spend WHERE scope = ? AND name {names_in}"
+        f" AND period {periods_in} UNION ALL {pending[0]} UNION ALL {pending[1]}",
+        [scope, *wanted, *when, *wanted, *when, *wanted, *when],
     )
-    return {(name, period): (tokens, cost) for name, period, tokens, cost in rows}
+    spent: dict[tuple[str, str], tuple[int, float]] = {}
+    for key, period, tokens, cost in rows:
+        before = spent.get((key, period), (0, 0.0))
+        spent[key, period] = (before[0] + tokens, before[1] + cost)
+    return spent

@@ -26,8 +26,9 @@ from .routing import RouteStats
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # 3: the aggregates of rollup.py; 4: routing state and spending;
-# 5: the aggregates folded in batches (rollup_mark) instead of by a per-row trigger
+SCHEMA_VERSION = 6  # 3: the aggregates of rollup.py; 4: routing state and spending;
+# 5: the aggregates folded in batches (rollup_mark) instead of by a per-row trigger;
+# 6: the routing state and spending folded with those batches too
 # No instant written is later than this (9999-12-31T00:00:00Z): past year 9999 no timestamp
 # can be formatted, so an absurd cooldown or lease is clamped here instead of crashing.
 LATEST_INSTANT = 253_402_214_400.0
@@ -316,7 +317,7 @@ class Store:
                 self.conn.execute("PRAGMA busy_timeout = 0")
             try:
                 with self._write() as conn:
-                    self._folded = rollup.catch_up(conn)
+                    self._folded = _catch_up(conn)
             finally:
                 if not wait:
                     self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
@@ -465,7 +466,7 @@ class Store:
         of the hours before it; returns how many rows. The all-time totals stay."""
         stamp = format_ts(before)
         with self._write() as conn:
-            self._folded = rollup.catch_up(conn)  # the totals keep what is deleted
+            self._folded = _catch_up(conn)  # the totals keep what is deleted
             rollup.prune_hourly(conn, stamp[:13])
             return conn.execute("DELETE FROM attempt_log WHERE timestamp < ?", (stamp,)).rowcount
 
@@ -562,6 +563,12 @@ def _open(conn: sqlite3.Connection, failure: Failure) -> tuple[float | None, int
         (key, format_ts(until), level, rule, format_ts(now)),
     )
     return until, level
+
+
+def _catch_up(conn: sqlite3.Connection) -> int:
+    """Fold the rows not folded yet into every aggregate; returns rollup's new mark."""
+    routestate.catch_up(conn)
+    return rollup.catch_up(conn)
 
 
 def _free_probe(conn: sqlite3.Connection, key: str, owner: str) -> None:

@@ -8,11 +8,12 @@ import math
 import random
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from llm_cascade import routing
+from llm_cascade import rollup, routestate, routing
 from llm_cascade.cascade import Cascade, RunOptions
 from llm_cascade.clock import ManualClock
 from llm_cascade.config import load_config
@@ -206,6 +207,112 @@ def test_rows_the_original_tool_writes_count_and_an_old_log_seeds_the_state(tmp_
     assert a.latency_ms == pytest.approx(200.0)
     assert a.success == pytest.approx(2 / 3 * 0.7)
     assert a.penalty == pytest.approx(0.5)
+
+
+def _mixed_rows(store: Store, after_each: Callable[[], None] = lambda: None) -> None:
+    """Answers, failures, no-verdict rows, tokens and costs, an hour and a day apart, and a
+    row as the original tool writes it (no outcome)."""
+    for i, now in enumerate((T0, T0 + 40, T0 + 3600, T0 + 86_400)):
+        for record, at in (
+            (AttemptRecord("x", "sim/a", 200, 100 + i, 5, 6, ttft_ms=30 + i), now),
+            (failure("sim/a"), now + 1),
+            (AttemptRecord("y", "sim/b", 200, 70, 1, 2, cost=0.25), now + 2),
+            (AttemptRecord("y", "sim/b", None, 0, outcome="skipped"), now + 3),
+        ):
+            store.log_attempt(record, at)
+            after_each()
+    store.conn.execute(
+        "INSERT INTO attempt_log (timestamp, cascade_name, provider_model, http_status,"
+        " latency_ms, input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("2026-01-02T01:00:00+00:00", "x", "sim/a", 503, 9, None, None),
+    )
+    after_each()
+
+
+def _reads(store: Store) -> tuple[object, ...]:
+    periods = ["2026-01-01", "2026-01-02", "2026-01"]
+    return (
+        store.route_stats(["sim/a", "sim/b", "sim/c"]),
+        store.spending("cascade", ["x", "y"], periods),
+        store.spending("entry", ["sim/a", "sim/b"], periods),
+    )
+
+
+def test_routing_state_and_spending_read_the_same_before_and_after_a_fold(tmp_path):
+    with Store(tmp_path / "each.sqlite") as store:
+        _mixed_rows(store, after_each=store.fold_log)
+        row_by_row = _reads(store)
+    with Store(tmp_path / "batch.sqlite") as store:
+        _mixed_rows(store)
+        assert store.conn.execute("SELECT COUNT(*) FROM entry_route").fetchone()[0] == 0
+        pending = _reads(store)  # nothing folded yet: read from the rows themselves
+        store.fold_log()
+        assert store.conn.execute("SELECT COUNT(*) FROM entry_route").fetchone()[0] == 2
+        folded = _reads(store)
+    assert pending == folded == row_by_row
+    stats, by_cascade, _ = folded
+    assert stats["sim/a"].verdicts == 9  # 4 answers, 4 failures, the original's 503
+    assert stats["sim/b"].verdicts == 4  # the skips are no verdict
+    assert by_cascade[("y", "2026-01")] == (12, 1.0)
+    assert by_cascade[("x", "2026-01-02")] == (11, 0.0)
+
+
+def test_a_runs_reads_never_walk_the_log(tmp_path):
+    with Store(db(tmp_path)) as store:
+        _mixed_rows(store)
+        statements: list[str] = []
+        store.conn.set_trace_callback(statements.append)
+        _reads(store)
+        store.conn.set_trace_callback(None)
+        plans = [
+            row[3]
+            for sql in statements
+            for row in store.conn.execute(f"EXPLAIN QUERY PLAN {sql}")
+            if "attempt_log" in sql
+        ]
+    # The log is only ever entered by id, after the mark: no scan, no entry index.
+    walks = [p for p in plans if p.startswith("SCAN r") and "route_mark" not in p]
+    walks += [p for p in plans if "attempt_log_" in p]
+    assert plans and not walks, plans
+    assert any("INTEGER PRIMARY KEY (rowid>?)" in p for p in plans)
+
+
+def test_an_older_version_folding_only_the_log_aggregates_leaves_no_row_out(tmp_path):
+    with Store(db(tmp_path)) as store:
+        _mixed_rows(store)
+        exact = _reads(store)
+        with store.conn:  # what a schema-5 llm-cascade's fold does on this database
+            store.conn.execute("BEGIN")
+            rollup.catch_up(store.conn)
+        assert _reads(store) == exact
+        store.fold_log()
+        assert _reads(store) == exact
+
+
+def test_a_database_whose_triggers_kept_the_routing_state_is_not_counted_twice(tmp_path):
+    path = db(tmp_path)
+    with Store(path) as store:
+        _mixed_rows(store)
+        exact = _reads(store)
+        # As schema 5 left it: the rows in the routing state and spending (its triggers
+        # folded each one as it came), not yet in the rollup, the triggers still there.
+        with store.conn:
+            store.conn.execute("BEGIN")
+            routestate.catch_up(store.conn)
+        store.conn.execute("DROP TABLE route_mark")
+        for name in routestate.OLD_TRIGGERS:
+            store.conn.execute(
+                f"CREATE TRIGGER {name} AFTER INSERT ON attempt_log BEGIN SELECT 1; END"
+            )
+        store.conn.execute("PRAGMA user_version = 5")
+    with Store(path) as store:
+        assert _reads(store) == exact
+        store.fold_log()
+        assert _reads(store) == exact
+        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+        attempts = store.conn.execute("SELECT SUM(attempts) FROM attempt_totals").fetchone()[0]
+    assert not names & set(routestate.OLD_TRIGGERS)
+    assert attempts == 17  # the rollup caught up once, too
 
 
 # --- strategies in runs ----------------------------------------------------------------------

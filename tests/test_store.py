@@ -170,9 +170,10 @@ def test_a_version_1_database_gains_the_stream_and_cost_columns(tmp_path):
     with Store(path) as store:
         store.log_attempt(ok(), T0)
     raw = sqlite3.connect(path)  # as a version-1 database left it: without the new columns
-    for trigger in ("attempt_log_route", "attempt_log_spend"):
-        raw.execute(f"DROP TRIGGER {trigger}")  # nor the aggregates that read them
-    for table in ("attempt_hourly", "attempt_totals", "latency_hourly", "histogram_totals"):
+    for table in (  # nor the aggregates that read them
+        *("attempt_hourly", "attempt_totals", "latency_hourly", "histogram_totals"),
+        *("entry_route", "spend"),
+    ):
         raw.execute(f"DROP TABLE {table}")
     raw.execute("DROP TABLE rollup_mark")
     for name in ("ttft_ms", "chunks", "cost"):
