@@ -213,6 +213,7 @@ class Store:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         self.log_sink: LogSink | None = None
+        self._routes = routestate.RouteReader()
         conn = None
         try:
             ensure_private_dir(path.parent)
@@ -356,7 +357,7 @@ class Store:
 
     def route_stats(self, keys: Iterable[str]) -> dict[str, RouteStats]:
         """What routing knows of each key: one row per entry, whatever the size of the log."""
-        return routestate.route_stats(self.conn, keys)
+        return self._routes.read(self.conn, keys)
 
     def spending(
         self, scope: str, names: Iterable[str], periods: Iterable[str]

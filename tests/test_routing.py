@@ -257,6 +257,20 @@ def test_routing_state_and_spending_read_the_same_before_and_after_a_fold(tmp_pa
     assert by_cascade[("x", "2026-01-02")] == (11, 0.0)
 
 
+def test_a_reader_that_remembers_still_sees_every_later_row_of_every_process(tmp_path):
+    with Store(db(tmp_path)) as reader, Store(db(tmp_path)) as writer:
+        _mixed_rows(writer)
+        first = reader.route_stats(["sim/a", "sim/b"])
+        writer.log_attempt(answered("sim/a", 900), T0 + 90_000)
+        writer.fold_log()
+        writer.log_attempt(failure("sim/b"), T0 + 90_001)  # after the fold: not folded yet
+        later = reader.route_stats(["sim/a", "sim/b", "sim/c"])
+    with Store(db(tmp_path)) as fresh:
+        assert later == fresh.route_stats(["sim/a", "sim/b", "sim/c"])
+    assert later["sim/a"].verdicts == first["sim/a"].verdicts + 1
+    assert later["sim/b"].verdicts == first["sim/b"].verdicts + 1
+
+
 def test_a_runs_reads_never_walk_the_log(tmp_path):
     with Store(db(tmp_path)) as store:
         _mixed_rows(store)
