@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from llm_cascade.cascade import Cascade
-from llm_cascade.config import load_config
+from llm_cascade.config import LogConfig, StateConfig, load_config
 from llm_cascade.simulator import Fail, Reply
+from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
 from .state_servers import PostgresServer, free_port
@@ -26,7 +27,7 @@ from .test_fleet import SilentServer
 
 LOG_TABLES = (
     "llm_cascade_attempts, llm_cascade_attempt_hourly, llm_cascade_latency_hourly,"
-    " llm_cascade_histogram_totals,"
+    " llm_cascade_histogram_totals, llm_cascade_attempt_pruned, llm_cascade_log_pruned,"
     " llm_cascade_entry_errors, llm_cascade_log_schema, llm_cascade_breakers, llm_cascade_schema"
 )
 
@@ -290,7 +291,7 @@ def test_a_log_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, pg_
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
     assert done.returncode == 0 and done.stdout == "Simulated answer from a: q\n"
     [line] = [x for x in done.stderr.splitlines() if "attempt log" in x]
-    assert "schema is version 99, newer than this llm-cascade's 1: upgrade llm-cascade" in line
+    assert "schema is version 99, newer than this llm-cascade's 2: upgrade llm-cascade" in line
     read = run_cli("stats", "-c", str(cfg))
     assert read.returncode == 1 and "upgrade llm-cascade" in error_line(read.stderr)
 
@@ -318,18 +319,20 @@ def test_the_templates_commented_log_table_loads_once_uncommented():
     assert (log.server.password_env, log.host) == ("LLM_CASCADE_LOG_PASSWORD", "web-3")
 
 
-def test_a_row_postgresql_text_cannot_hold_is_still_written(pg_url, caplog):
-    from llm_cascade.config import LogConfig, StateConfig
+def logging_store(tmp_path: Path, log: LogConfig, **options: Any) -> Store:
+    """A real local database whose rows also go to the fleet's log `log` describes."""
     from llm_cascade.fleetlog import FleetLog
-    from llm_cascade.store import AttemptRecord
 
-    sink = FleetLog(LogConfig(StateConfig("postgres", pg_url), "one"), "db.sqlite")
-    try:
-        record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed", error_message="a\x00b")
-        sink.write(record, 1_800_000_000.0)
-        sink.write(record, 1_800_000_001.0)
-    finally:
-        sink.close()
+    store = Store(tmp_path / "db.sqlite")
+    store.log_sink = FleetLog(log, str(store.path), **options)
+    return store
+
+
+def test_a_row_postgresql_text_cannot_hold_is_still_written(tmp_path, pg_url, caplog):
+    record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed", error_message="a\x00b")
+    with logging_store(tmp_path, LogConfig(StateConfig("postgres", pg_url), "one")) as store:
+        store.log_attempt(record, 1_800_000_000.0)
+        store.log_attempt(record, 1_800_000_001.0)
     assert not [r for r in caplog.records if "attempt log" in r.getMessage()]
     assert [r[:3] for r in fleet_rows(pg_url)] == [("one", "sim/a", "failed")] * 2
 
@@ -348,15 +351,14 @@ def test_a_log_without_url_takes_the_state_servers_and_may_set_its_own_timeout()
     assert parse_config({"state": state}).log.server is None  # the log stays local by default
 
 
-def test_after_an_outage_the_log_is_written_again_once_it_is_retried(caplog):
-    from llm_cascade.config import LogConfig, StateConfig
+def test_after_an_outage_the_log_is_written_again_and_catches_up_once_retried(tmp_path, caplog):
     from llm_cascade.fleetlog import RETRY_S, FleetLog
-    from llm_cascade.store import AttemptRecord
 
     server = PostgresServer().start()
     ticks, fell = [0.0], []
     log = LogConfig(StateConfig("postgres", server.url, timeout_s=1), "one")
-    sink = FleetLog(log, "db.sqlite", fell.append, monotonic=lambda: ticks[0])
+    store = logging_store(tmp_path, log, on_down=fell.append, monotonic=lambda: ticks[0])
+    assert isinstance(store.log_sink, FleetLog)
     record = AttemptRecord("x", "sim/a", 200, 3)
     try:
         for step in ("up", "stop", "start", "retry"):
@@ -366,12 +368,15 @@ def test_after_an_outage_the_log_is_written_again_once_it_is_retried(caplog):
                 server.start()
             elif step == "retry":
                 ticks[0] += RETRY_S
-            sink.write(replace(record, rule=step), 1_800_000_000.0)
-            sink.flush()
+            store.log_attempt(replace(record, rule=step), 1_800_000_000.0)
+            store.log_sink.flush()
+            if step == "start":  # while it was down (and not retried yet) rows stayed local
+                assert [r[4] for r in fleet_rows(server.url)] == ["up"]
         rows = [r[4] for r in fleet_rows(server.url)]
     finally:
-        sink.close()
+        store.close()
         server.close()
-    assert rows == ["up", "retry"]  # while it was down (and not retried yet) rows stayed local
+    assert rows == ["up", "retry", "stop", "start"]  # then caught up, each once
+    assert store.log_sink.caught_up == 2
     assert len(fell) == 1 and "PostgreSQL at" in fell[0]  # recorded once, on the caller's side
     assert len([r for r in caplog.records if "attempt log" in r.getMessage()]) == 1
