@@ -175,8 +175,114 @@ def test_a_server_stopped_mid_run_keeps_the_rows_local_and_says_so_once(tmp_path
         assert f"Attempt log:    postgres at {server.url} (reachable; last fell back" in (
             check.stdout
         )
+        # The next run (another process) catches the two rows up with its own: each once.
+        assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+        assert [(r[1], r[2]) for r in fleet_rows(server.url)] == [("sim/a", "ok")] * 4
+        a = entry_of(stats_of(cfg), "sim/a")
+        assert (a["attempts"], a["successes"]) == (4, 4)
+        assert stats_of(cfg) == stats_of(cfg, "--local")
+
+        # A crash between the server's commit and the local mark: everything is sent again.
+        with sqlite3.connect(config.database_path) as conn:
+            assert conn.execute("SELECT shipped FROM fleet_log_mark").fetchone() == (4,)
+            conn.execute("UPDATE fleet_log_mark SET shipped = 0")
+        assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+        assert len(fleet_rows(server.url)) == 5  # the four once, and this run's row
+        a = entry_of(stats_of(cfg), "sim/a")
+        assert (a["attempts"], a["successes"]) == (5, 5)
+        assert metrics_of(cfg) == metrics_of(cfg, "--local")
     finally:
         server.close()
+
+
+def test_a_database_older_than_the_fleet_log_does_not_upload_its_history(tmp_path, sim, pg_url):
+    alone = host_config(tmp_path, sim, "one", {})
+    for _ in range(3):  # logged while the log was local only
+        assert run_cli("run", "-C", "x", "-c", str(alone), "-p", "q").returncode == 0
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+    assert len(fleet_rows(pg_url)) == 2  # from the first row it handed over on
+    with sqlite3.connect(tmp_path / "one" / "db.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM attempt_log").fetchone() == (5,)
+        assert conn.execute("SELECT shipped FROM fleet_log_mark").fetchone()[0] >= 3
+
+
+def test_prune_deletes_old_rows_on_both_sides_and_counters_never_go_back(tmp_path, sim, pg_url):
+    import time
+
+    import psycopg
+
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    config = load_config(cfg)
+    assert config.log.server is not None
+    now = time.time()
+    record = AttemptRecord("x", "sim/a", 200, 7, input_tokens=3, output_tokens=5)
+    with logging_store(config.database_path.parent, config.log) as store:
+        for age_days in (40, 35, 1):
+            store.log_attempt(record, now - age_days * 86400)
+    assert len(fleet_rows(pg_url)) == 3
+    metrics = metrics_of(cfg)
+
+    done = run_cli("log", "--prune", "30", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "Deleted 2 attempt rows, and 2 from the fleet's log, older than 30 days." in done.stderr
+    assert len(fleet_rows(pg_url)) == 1
+    with psycopg.connect(pg_url) as conn:  # the old hours' sums are gone from the hours
+        hours = conn.execute("SELECT count(*) FROM llm_cascade_attempt_hourly").fetchone()
+        assert hours == (1,)
+    assert metrics_of(cfg) == metrics  # all-time counters and histograms keep the pruned rows
+    assert metrics_of(cfg, "--local") == metrics
+    assert entry_of(stats_of(cfg, "--since", "60d"), "sim/a")["attempts"] == 1
+    assert stats_of(cfg, "--since", "60d") == stats_of(cfg, "--since", "60d", "--local")
+
+    local = run_cli("log", "--prune", "0", "--local", "-c", str(cfg))
+    assert "Deleted 1 attempt row older than 0 days." in local.stderr
+    assert len(fleet_rows(pg_url)) == 1  # --local: the fleet's log is left as it is
+    down = host_config(tmp_path, sim, "two", {"backend": "postgres", "url": f"{pg_url}x"})
+    refused = run_cli("log", "--prune", "30", "-c", str(down))
+    assert refused.returncode == 1 and error_line(refused.stderr).startswith("Error: PostgreSQL")
+
+
+def test_stats_by_host_shows_each_hosts_part_of_the_fleet(tmp_path, sim, pg_url):
+    one = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    two = host_config(tmp_path, sim, "two", {"backend": "postgres", "url": pg_url})
+    sim.script("a", Fail(500, "upstream exploded"), Reply(), Reply())
+    assert run_cli("run", "-C", "x", "-c", str(one), "-p", "q").returncode == 0  # a fails, b
+    assert run_cli("run", "-C", "x", "-c", str(two), "-p", "q").returncode == 0  # a answers
+    assert run_cli("run", "-C", "x", "-c", str(two), "-p", "q").returncode == 0  # a answers
+
+    done = run_cli("stats", "--by-host", "--json", "-c", str(one))
+    assert done.returncode == 0, done.stderr
+    hosts = {
+        h["host"]: {c["cascade"]: c for c in h["cascades"]}
+        for h in json.loads(done.stdout)["hosts"]
+    }
+    assert sorted(hosts) == ["one", "two"]
+    a1, b1 = entry_of(hosts["one"], "sim/a"), entry_of(hosts["one"], "sim/b")
+    assert (a1["attempts"], a1["successes"], a1["failovers"], b1["successes"]) == (1, 0, 1, 1)
+    a2 = entry_of(hosts["two"], "sim/a")
+    assert (a2["attempts"], a2["successes"], hosts["two"]["x"]["runs"]) == (2, 2, 2)
+    assert a2["latency_ms"]["p50"] is not None
+    # each host's part is what that host's own log says (the breakers: the reader's own)
+    for host, cfg in (("one", one), ("two", two)):
+        own = stats_of(cfg, "--local")["x"]["entries"]
+        assert [{**e, "state": "-"} for e in hosts[host]["x"]["entries"]] == [
+            {**e, "state": "-"} for e in own
+        ]
+
+    text = run_cli("stats", "--by-host", "-c", str(two))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines.index("Host one") < lines.index("Host two")
+    assert text.stdout.count("Cascade x") == 2 and "P95 MS" in text.stdout
+
+    local = run_cli("stats", "--by-host", "--local", "-c", str(one))
+    assert local.returncode == 2 and "--local" in error_line(local.stderr)
+    sqlite_only = host_config(tmp_path, sim, "three", {})
+    plain = run_cli("stats", "--by-host", "-c", str(sqlite_only))
+    assert plain.returncode == 2
+    assert 'needs the fleet\'s log ([log] backend = "postgres")' in error_line(plain.stderr)
 
 
 def test_a_server_that_never_answers_costs_one_timeout_not_the_answer(tmp_path, sim):
