@@ -387,6 +387,34 @@ def test_a_database_an_older_version_made_gets_the_log_and_keeps_its_breakers(
         assert conn.execute("SELECT version FROM llm_cascade_schema").fetchall() == [(1,)]
 
 
+def test_a_version_1_log_is_upgraded_and_keeps_its_sums_under_no_host(tmp_path, sim, pg_url):
+    import time
+
+    import psycopg
+
+    from llm_cascade.breakers.pg import migrate_schema
+    from llm_cascade.fleetlog import _MIGRATIONS
+
+    hour = time.time() // 3600 * 3600
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # version 1's tables, one hour summed
+        migrate_schema(conn, "llm_cascade_log_schema", 1, _MIGRATIONS)
+        conn.execute(
+            "INSERT INTO llm_cascade_attempt_hourly (hour, cascade_name, provider_model, outcome,"
+            " rule, attempts, runs, answered_runs, first_answered)"
+            " VALUES (to_timestamp(%s), 'x', 'sim/a', 'ok', '', 2, 2, 2, 2)",
+            (hour,),
+        )
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM llm_cascade_log_schema").fetchall() == [(2,)]
+    assert entry_of(stats_of(cfg), "sim/a")["successes"] == 3
+    done = run_cli("stats", "--by-host", "--json", "-c", str(cfg))
+    hosts = json.loads(done.stdout)["hosts"]
+    assert [(h["host"], h["cascades"][0]["runs"]) for h in hosts] == [(None, 2), ("one", 1)]
+    assert "Host (unknown" in run_cli("stats", "--by-host", "-c", str(cfg)).stdout
+
+
 def test_a_log_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, pg_url):
     import psycopg
 
