@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 from bench_inprocess import config as sim_config
@@ -238,6 +239,43 @@ def log_reads(url: str, work: Path, base: AppConfig, rows: int, rounds: int) -> 
         print(f"| {name} | {statistics.median(values):.1f} |")
 
 
+def catch_up_rates(url: str, work: Path, rows: int) -> dict[str, float]:
+    """Rows/s to the fleet's log of the same local rows: written live by the writer (batches
+    of `FleetLog.BATCH`, the baseline), then caught up from the local mark (passes of
+    `CATCH_UP_ROWS`, each asking the server which rows it lacks), through one connection."""
+    import sqlite3
+
+    from llm_cascade.fleetlog import FleetLog, _record
+    from llm_cascade.store import AttemptRow
+
+    db = work / "catchup" / "db.sqlite"
+    fill_sqlite(db, rows)
+    log = LogConfig(StateConfig("postgres", url), host="bench")
+    with closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        local = [AttemptRow.from_row(r) for r in conn.execute("SELECT * FROM attempt_log")]
+    items: list[tuple[int, AttemptRecord, float]] = []
+    for row in local:
+        record, at = _record(row)
+        items.append((row.id, record, at or 0.0))
+    live = FleetLog(log, str(db))
+    start = time.perf_counter()
+    for first in range(0, len(items), FleetLog.BATCH):
+        live._send(items[first : first + FleetLog.BATCH])
+    live_s = time.perf_counter() - start
+    live.close()
+    with closing(sqlite3.connect(db)) as conn, conn:  # as if another database: all over again
+        conn.execute("UPDATE fleet_log_mark SET source = 'again', shipped = 0")
+    again = FleetLog(log, str(db))
+    start = time.perf_counter()
+    while again._catch_up_pass():
+        pass
+    caught_s = time.perf_counter() - start
+    again.close()
+    assert again.caught_up == rows, again.caught_up
+    return {"written live (baseline)": rows / live_s, "caught up from the mark": rows / caught_s}
+
+
 def report(title: str, times: dict[str, list[float]]) -> None:
     base = statistics.median(times["sqlite"])
     print(f"\n{title}\n\n| backend | median ms | over SQLite, ms |\n|---|---:|---:|")
@@ -252,6 +290,7 @@ def main() -> None:
     parser.add_argument("--runs-per-process", type=int, default=100)
     parser.add_argument("--log-rows", type=int, default=1_000_000)
     parser.add_argument("--read-rounds", type=int, default=20)
+    parser.add_argument("--catch-up-rows", type=int, default=20_000)
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ["BENCH_KEY"] = "bench"
@@ -280,11 +319,16 @@ def main() -> None:
                 for engine in engines.values():
                     await engine.aclose()
 
-        runs = asyncio.run(in_process())
-        ops = failover_ops_ms(configs, args.rounds)
-        rps = concurrent_rps(urls, sim_url, work, args.runs_per_process)
+        runs = asyncio.run(in_process()) if args.rounds else {}
+        ops = failover_ops_ms(configs, args.rounds) if args.rounds else {}
+        rps = (
+            concurrent_rps(urls, sim_url, work, args.runs_per_process)
+            if args.runs_per_process
+            else {}
+        )
         if args.log_rows:
             log_reads(pg.url, work, base, args.log_rows, args.read_rounds)
+        caught = catch_up_rates(pg.url, work, args.catch_up_rows) if args.catch_up_rows else {}
     finally:
         sim.terminate()
         sim.wait()
@@ -293,11 +337,16 @@ def main() -> None:
         pg.close()
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.rounds} interleaved rounds; {PROCESSES} processes x {args.runs_per_process} runs")
-    report("One `Cascade.run`, its entry answers:", runs)
-    report("The breaker operations of a failover run:", ops)
+    if args.rounds:
+        report("One `Cascade.run`, its entry answers:", runs)
+        report("The breaker operations of a failover run:", ops)
     print(f"\n| backend | runs/s, {PROCESSES} processes |\n|---|---:|")
     for backend, value in rps.items():
         print(f"| {backend} | {value:.0f} |")
+    if caught:
+        print(f"\n| {args.catch_up_rows} local rows to the fleet's log | rows/s |\n|---|---:|")
+        for name, value in caught.items():
+            print(f"| {name} | {value:.0f} |")
 
 
 if __name__ == "__main__":

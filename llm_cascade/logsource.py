@@ -9,11 +9,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import rollup
 from .config import AppConfig
 from .store import Store
+
+if TYPE_CHECKING:
+    from .fleetlog import FleetLogReader
 
 HistogramKey = tuple[str, str, str, str]  # cascade, entry, metric, error type
 
@@ -68,8 +71,17 @@ def log_source(
             store.fold_log()  # the rows logged since the last fold count too
         yield LocalLog(None if store is None else store.conn)
         return
+    with fleet_log(config) as reader:
+        yield reader
+
+
+@contextmanager
+def fleet_log(config: AppConfig) -> Iterator[FleetLogReader]:
+    """The fleet's log `[log]` puts on PostgreSQL (it must). Raises BackendError when
+    PostgreSQL cannot be used."""
     from .fleetlog import FleetLogReader
 
+    assert config.log.server is not None
     reader = FleetLogReader(config.log.server)
     try:
         yield reader

@@ -95,10 +95,27 @@ def recent_attempts(config: AppConfig, limit: int, cascade: str | None = None) -
         return [] if store is None else store.recent_attempts(limit, cascade)
 
 
-def prune_log(config: AppConfig, older_than_days: float, now: float) -> int:
-    """Delete attempt rows older than the given age; returns how many."""
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many attempt rows `prune_log` deleted: here, and on the fleet's log (None: not)."""
+
+    local: int
+    fleet: int | None = None
+
+
+def prune_log(
+    config: AppConfig, older_than_days: float, now: float, *, local: bool = False
+) -> Pruned:
+    """Delete attempt rows older than the given age: with `[log]` on PostgreSQL, every host's
+    there first (unless `local`; BackendError if it cannot be used), then this host's."""
+    before = now - older_than_days * 86400
+    fleet = None
+    if config.log.server is not None and not local:
+        from .fleetlog import prune
+
+        fleet = prune(config.log.server, before)
     with opened(config) as store:
-        return 0 if store is None else store.prune(now - older_than_days * 86400)
+        return Pruned(0 if store is None else store.prune(before), fleet)
 
 
 def reset_entries(config: AppConfig, keys: Sequence[str] | None) -> int | None:

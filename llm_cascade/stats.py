@@ -10,17 +10,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import rollup
 from .clock import format_ts, parse_ts
 from .config import AppConfig
 from .errors import UsageError
-from .logsource import log_source, reads_fleet
+from .logsource import LogSource, fleet_log, log_source, reads_fleet
 from .routing import Price
 from .state import opened
-from .store import EntryState, Phase
+from .store import EntryState, Phase, Store
 
 # Outcomes of a row that went to a provider (or was cut short there by the deadline).
 TRIED = frozenset({"ok", "failed", "retrying", "deadline"})
@@ -175,19 +175,91 @@ def collect(
     """
     hour, start = hour_start(since)
     with opened(config) as store, log_source(config, store, local=local) as log:
-        counted = log.counts(hour, cascade)
-        histograms = log.histograms(hour, cascade)
-        seen = log.cascades_seen()
-        states: dict[str, EntryState] = (
-            {} if store is None else {s.key: s for s in store.all_states()}
+        _check_cascade(config, cascade, log)
+        report = _report(config, log, _states(store), (hour, start), now, cascade)
+    return replace(report, has_database=store is not None or reads_fleet(config, local))
+
+
+@dataclass(frozen=True, slots=True)
+class HostsReport:
+    """`stats --by-host`: each host's part of the fleet's log ('' for the sums folded before
+    hosts were kept apart), as `collect` reports the whole."""
+
+    since: float
+    until: float
+    hosts: tuple[tuple[str, StatsReport], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": format_ts(self.since),
+            "until": format_ts(self.until),
+            "hosts": [
+                {"host": host or None, "cascades": part.to_dict()["cascades"]}
+                for host, part in self.hosts
+            ],
+        }
+
+
+def collect_by_host(
+    config: AppConfig, since: float, now: float, cascade: str | None = None, *, local: bool = False
+) -> HostsReport:
+    """Each host's stats from the fleet's log: the cascades it logged in the window (or
+    `cascade`), the hosts that logged any. UsageError without a fleet's log or with `local`."""
+    if local:
+        raise UsageError("--by-host reads the fleet's log: it cannot go with --local")
+    if not reads_fleet(config, local):
+        raise UsageError(
+            "--by-host needs the fleet's log ([log] backend = \"postgres\"): this host's"
+            " SQLite log holds its own rows only"
         )
-    if cascade is not None and cascade not in config.cascades and cascade not in seen:
-        defined = ", ".join(sorted(config.cascades)) or "none"
-        raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
+    hour, start = hour_start(since)
+    with opened(config) as store, fleet_log(config) as fleet:
+        _check_cascade(config, cascade, fleet)
+        states = _states(store)
+        hosts = tuple(
+            (
+                host,
+                _report(
+                    config, fleet.of_host(host), states, (hour, start), now, cascade, logged=True
+                ),
+            )
+            for host in fleet.hosts(hour, cascade)
+        )
+    return HostsReport(start, now, hosts)
+
+
+def _states(store: Store | None) -> dict[str, EntryState]:
+    return {} if store is None else {s.key: s for s in store.all_states()}
+
+
+def _check_cascade(config: AppConfig, cascade: str | None, log: LogSource) -> None:
+    """A cascade neither the config nor the log knows is a UsageError."""
+    if cascade is None or cascade in config.cascades or cascade in log.cascades_seen():
+        return
+    defined = ", ".join(sorted(config.cascades)) or "none"
+    raise UsageError(f"Cascade '{cascade}' not found in configuration (defined: {defined})")
+
+
+def _report(
+    config: AppConfig,
+    log: LogSource,
+    states: Mapping[str, EntryState],
+    window: tuple[str, float],
+    now: float,
+    cascade: str | None,
+    *,
+    logged: bool = False,
+) -> StatsReport:
+    """The stats of `log` from the hour `window` names (and starts at): every configured
+    cascade and those the log knows (`logged`: only those it counted in the window)."""
+    hour, start = window
+    counted = log.counts(hour, cascade)
+    histograms = log.histograms(hour, cascade)
     names = [cascade] if cascade is not None else _cascade_names(config, counted)
+    if logged:
+        names = [n for n in names if any(c.cascade == n for c in counted)]
     cascades = tuple(_cascade(config, name, counted, histograms, states, now) for name in names)
-    has_log = store is not None or reads_fleet(config, local)
-    return StatsReport(start, now, cascades, has_log)
+    return StatsReport(start, now, cascades, True)
 
 
 def _cascade_names(config: AppConfig, counted: Iterable[rollup.Counts]) -> list[str]:

@@ -199,9 +199,10 @@ class AttemptRow:
 
 
 class LogSink(Protocol):
-    """Where each attempt row also goes once the local log has it (`[log]`); never raises."""
+    """Where each attempt row also goes once the local log has it as `row_id` (`[log]`);
+    never raises."""
 
-    def write(self, record: AttemptRecord, now: float) -> None: ...
+    def write(self, row_id: int | None, record: AttemptRecord, now: float) -> None: ...
 
     def close(self) -> None: ...
 
@@ -330,7 +331,7 @@ class Store:
         rows once there are enough of them, if the lock is free at once (a busy database is
         left to the next writer or reader)."""
         if self.log_sink is not None:
-            self.log_sink.write(record, now)
+            self.log_sink.write(row_id, record, now)
         if row_id is not None and row_id - self._folded >= rollup.FOLD_EVERY:
             self.fold_log(wait=False)
 

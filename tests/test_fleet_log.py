@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from llm_cascade.cascade import Cascade
-from llm_cascade.config import load_config
+from llm_cascade.config import LogConfig, StateConfig, load_config
 from llm_cascade.simulator import Fail, Reply
+from llm_cascade.store import AttemptRecord, Store
 from llm_cascade.types import Conversation
 
 from .state_servers import PostgresServer, free_port
@@ -26,7 +27,7 @@ from .test_fleet import SilentServer
 
 LOG_TABLES = (
     "llm_cascade_attempts, llm_cascade_attempt_hourly, llm_cascade_latency_hourly,"
-    " llm_cascade_histogram_totals,"
+    " llm_cascade_histogram_totals, llm_cascade_attempt_pruned, llm_cascade_log_pruned,"
     " llm_cascade_entry_errors, llm_cascade_log_schema, llm_cascade_breakers, llm_cascade_schema"
 )
 
@@ -174,8 +175,114 @@ def test_a_server_stopped_mid_run_keeps_the_rows_local_and_says_so_once(tmp_path
         assert f"Attempt log:    postgres at {server.url} (reachable; last fell back" in (
             check.stdout
         )
+        # The next run (another process) catches the two rows up with its own: each once.
+        assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+        assert [(r[1], r[2]) for r in fleet_rows(server.url)] == [("sim/a", "ok")] * 4
+        a = entry_of(stats_of(cfg), "sim/a")
+        assert (a["attempts"], a["successes"]) == (4, 4)
+        assert stats_of(cfg) == stats_of(cfg, "--local")
+
+        # A crash between the server's commit and the local mark: everything is sent again.
+        with sqlite3.connect(config.database_path) as conn:
+            assert conn.execute("SELECT shipped FROM fleet_log_mark").fetchone() == (4,)
+            conn.execute("UPDATE fleet_log_mark SET shipped = 0")
+        assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+        assert len(fleet_rows(server.url)) == 5  # the four once, and this run's row
+        a = entry_of(stats_of(cfg), "sim/a")
+        assert (a["attempts"], a["successes"]) == (5, 5)
+        assert metrics_of(cfg) == metrics_of(cfg, "--local")
     finally:
         server.close()
+
+
+def test_a_database_older_than_the_fleet_log_does_not_upload_its_history(tmp_path, sim, pg_url):
+    alone = host_config(tmp_path, sim, "one", {})
+    for _ in range(3):  # logged while the log was local only
+        assert run_cli("run", "-C", "x", "-c", str(alone), "-p", "q").returncode == 0
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+    assert len(fleet_rows(pg_url)) == 2  # from the first row it handed over on
+    with sqlite3.connect(tmp_path / "one" / "db.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM attempt_log").fetchone() == (5,)
+        assert conn.execute("SELECT shipped FROM fleet_log_mark").fetchone()[0] >= 3
+
+
+def test_prune_deletes_old_rows_on_both_sides_and_counters_never_go_back(tmp_path, sim, pg_url):
+    import time
+
+    import psycopg
+
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    config = load_config(cfg)
+    assert config.log.server is not None
+    now = time.time()
+    record = AttemptRecord("x", "sim/a", 200, 7, input_tokens=3, output_tokens=5)
+    with logging_store(config.database_path.parent, config.log) as store:
+        for age_days in (40, 35, 1):
+            store.log_attempt(record, now - age_days * 86400)
+    assert len(fleet_rows(pg_url)) == 3
+    metrics = metrics_of(cfg)
+
+    done = run_cli("log", "--prune", "30", "-c", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "Deleted 2 attempt rows, and 2 from the fleet's log, older than 30 days." in done.stderr
+    assert len(fleet_rows(pg_url)) == 1
+    with psycopg.connect(pg_url) as conn:  # the old hours' sums are gone from the hours
+        hours = conn.execute("SELECT count(*) FROM llm_cascade_attempt_hourly").fetchone()
+        assert hours == (1,)
+    assert metrics_of(cfg) == metrics  # all-time counters and histograms keep the pruned rows
+    assert metrics_of(cfg, "--local") == metrics
+    assert entry_of(stats_of(cfg, "--since", "60d"), "sim/a")["attempts"] == 1
+    assert stats_of(cfg, "--since", "60d") == stats_of(cfg, "--since", "60d", "--local")
+
+    local = run_cli("log", "--prune", "0", "--local", "-c", str(cfg))
+    assert "Deleted 1 attempt row older than 0 days." in local.stderr
+    assert len(fleet_rows(pg_url)) == 1  # --local: the fleet's log is left as it is
+    down = host_config(tmp_path, sim, "two", {"backend": "postgres", "url": f"{pg_url}x"})
+    refused = run_cli("log", "--prune", "30", "-c", str(down))
+    assert refused.returncode == 1 and error_line(refused.stderr).startswith("Error: PostgreSQL")
+
+
+def test_stats_by_host_shows_each_hosts_part_of_the_fleet(tmp_path, sim, pg_url):
+    one = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    two = host_config(tmp_path, sim, "two", {"backend": "postgres", "url": pg_url})
+    sim.script("a", Fail(500, "upstream exploded"), Reply(), Reply())
+    assert run_cli("run", "-C", "x", "-c", str(one), "-p", "q").returncode == 0  # a fails, b
+    assert run_cli("run", "-C", "x", "-c", str(two), "-p", "q").returncode == 0  # a answers
+    assert run_cli("run", "-C", "x", "-c", str(two), "-p", "q").returncode == 0  # a answers
+
+    done = run_cli("stats", "--by-host", "--json", "-c", str(one))
+    assert done.returncode == 0, done.stderr
+    hosts = {
+        h["host"]: {c["cascade"]: c for c in h["cascades"]}
+        for h in json.loads(done.stdout)["hosts"]
+    }
+    assert sorted(hosts) == ["one", "two"]
+    a1, b1 = entry_of(hosts["one"], "sim/a"), entry_of(hosts["one"], "sim/b")
+    assert (a1["attempts"], a1["successes"], a1["failovers"], b1["successes"]) == (1, 0, 1, 1)
+    a2 = entry_of(hosts["two"], "sim/a")
+    assert (a2["attempts"], a2["successes"], hosts["two"]["x"]["runs"]) == (2, 2, 2)
+    assert a2["latency_ms"]["p50"] is not None
+    # each host's part is what that host's own log says (the breakers: the reader's own)
+    for host, cfg in (("one", one), ("two", two)):
+        own = stats_of(cfg, "--local")["x"]["entries"]
+        assert [{**e, "state": "-"} for e in hosts[host]["x"]["entries"]] == [
+            {**e, "state": "-"} for e in own
+        ]
+
+    text = run_cli("stats", "--by-host", "-c", str(two))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines.index("Host one") < lines.index("Host two")
+    assert text.stdout.count("Cascade x") == 2 and "P95 MS" in text.stdout
+
+    local = run_cli("stats", "--by-host", "--local", "-c", str(one))
+    assert local.returncode == 2 and "--local" in error_line(local.stderr)
+    sqlite_only = host_config(tmp_path, sim, "three", {})
+    plain = run_cli("stats", "--by-host", "-c", str(sqlite_only))
+    assert plain.returncode == 2
+    assert 'needs the fleet\'s log ([log] backend = "postgres")' in error_line(plain.stderr)
 
 
 def test_a_server_that_never_answers_costs_one_timeout_not_the_answer(tmp_path, sim):
@@ -280,6 +387,34 @@ def test_a_database_an_older_version_made_gets_the_log_and_keeps_its_breakers(
         assert conn.execute("SELECT version FROM llm_cascade_schema").fetchall() == [(1,)]
 
 
+def test_a_version_1_log_is_upgraded_and_keeps_its_sums_under_no_host(tmp_path, sim, pg_url):
+    import time
+
+    import psycopg
+
+    from llm_cascade.breakers.pg import migrate_schema
+    from llm_cascade.fleetlog import _MIGRATIONS
+
+    hour = time.time() // 3600 * 3600
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # version 1's tables, one hour summed
+        migrate_schema(conn, "llm_cascade_log_schema", 1, _MIGRATIONS)
+        conn.execute(
+            "INSERT INTO llm_cascade_attempt_hourly (hour, cascade_name, provider_model, outcome,"
+            " rule, attempts, runs, answered_runs, first_answered)"
+            " VALUES (to_timestamp(%s), 'x', 'sim/a', 'ok', '', 2, 2, 2, 2)",
+            (hour,),
+        )
+    cfg = host_config(tmp_path, sim, "one", {"backend": "postgres", "url": pg_url})
+    assert run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q").returncode == 0
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM llm_cascade_log_schema").fetchall() == [(2,)]
+    assert entry_of(stats_of(cfg), "sim/a")["successes"] == 3
+    done = run_cli("stats", "--by-host", "--json", "-c", str(cfg))
+    hosts = json.loads(done.stdout)["hosts"]
+    assert [(h["host"], h["cascades"][0]["runs"]) for h in hosts] == [(None, 2), ("one", 1)]
+    assert "Host (unknown" in run_cli("stats", "--by-host", "-c", str(cfg)).stdout
+
+
 def test_a_log_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, pg_url):
     import psycopg
 
@@ -290,7 +425,7 @@ def test_a_log_schema_from_a_newer_version_is_refused_clearly(tmp_path, sim, pg_
     done = run_cli("run", "-C", "x", "-c", str(cfg), "-p", "q")
     assert done.returncode == 0 and done.stdout == "Simulated answer from a: q\n"
     [line] = [x for x in done.stderr.splitlines() if "attempt log" in x]
-    assert "schema is version 99, newer than this llm-cascade's 1: upgrade llm-cascade" in line
+    assert "schema is version 99, newer than this llm-cascade's 2: upgrade llm-cascade" in line
     read = run_cli("stats", "-c", str(cfg))
     assert read.returncode == 1 and "upgrade llm-cascade" in error_line(read.stderr)
 
@@ -318,18 +453,20 @@ def test_the_templates_commented_log_table_loads_once_uncommented():
     assert (log.server.password_env, log.host) == ("LLM_CASCADE_LOG_PASSWORD", "web-3")
 
 
-def test_a_row_postgresql_text_cannot_hold_is_still_written(pg_url, caplog):
-    from llm_cascade.config import LogConfig, StateConfig
+def logging_store(tmp_path: Path, log: LogConfig, **options: Any) -> Store:
+    """A real local database whose rows also go to the fleet's log `log` describes."""
     from llm_cascade.fleetlog import FleetLog
-    from llm_cascade.store import AttemptRecord
 
-    sink = FleetLog(LogConfig(StateConfig("postgres", pg_url), "one"), "db.sqlite")
-    try:
-        record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed", error_message="a\x00b")
-        sink.write(record, 1_800_000_000.0)
-        sink.write(record, 1_800_000_001.0)
-    finally:
-        sink.close()
+    store = Store(tmp_path / "db.sqlite")
+    store.log_sink = FleetLog(log, str(store.path), **options)
+    return store
+
+
+def test_a_row_postgresql_text_cannot_hold_is_still_written(tmp_path, pg_url, caplog):
+    record = AttemptRecord("x", "sim/a", 500, 3, outcome="failed", error_message="a\x00b")
+    with logging_store(tmp_path, LogConfig(StateConfig("postgres", pg_url), "one")) as store:
+        store.log_attempt(record, 1_800_000_000.0)
+        store.log_attempt(record, 1_800_000_001.0)
     assert not [r for r in caplog.records if "attempt log" in r.getMessage()]
     assert [r[:3] for r in fleet_rows(pg_url)] == [("one", "sim/a", "failed")] * 2
 
@@ -348,15 +485,14 @@ def test_a_log_without_url_takes_the_state_servers_and_may_set_its_own_timeout()
     assert parse_config({"state": state}).log.server is None  # the log stays local by default
 
 
-def test_after_an_outage_the_log_is_written_again_once_it_is_retried(caplog):
-    from llm_cascade.config import LogConfig, StateConfig
+def test_after_an_outage_the_log_is_written_again_and_catches_up_once_retried(tmp_path, caplog):
     from llm_cascade.fleetlog import RETRY_S, FleetLog
-    from llm_cascade.store import AttemptRecord
 
     server = PostgresServer().start()
     ticks, fell = [0.0], []
     log = LogConfig(StateConfig("postgres", server.url, timeout_s=1), "one")
-    sink = FleetLog(log, "db.sqlite", fell.append, monotonic=lambda: ticks[0])
+    store = logging_store(tmp_path, log, on_down=fell.append, monotonic=lambda: ticks[0])
+    assert isinstance(store.log_sink, FleetLog)
     record = AttemptRecord("x", "sim/a", 200, 3)
     try:
         for step in ("up", "stop", "start", "retry"):
@@ -366,12 +502,15 @@ def test_after_an_outage_the_log_is_written_again_once_it_is_retried(caplog):
                 server.start()
             elif step == "retry":
                 ticks[0] += RETRY_S
-            sink.write(replace(record, rule=step), 1_800_000_000.0)
-            sink.flush()
+            store.log_attempt(replace(record, rule=step), 1_800_000_000.0)
+            store.log_sink.flush()
+            if step == "start":  # while it was down (and not retried yet) rows stayed local
+                assert [r[4] for r in fleet_rows(server.url)] == ["up"]
         rows = [r[4] for r in fleet_rows(server.url)]
     finally:
-        sink.close()
+        store.close()
         server.close()
-    assert rows == ["up", "retry"]  # while it was down (and not retried yet) rows stayed local
+    assert rows == ["up", "retry", "stop", "start"]  # then caught up, each once
+    assert store.log_sink.caught_up == 2
     assert len(fell) == 1 and "PostgreSQL at" in fell[0]  # recorded once, on the caller's side
     assert len([r for r in caplog.records if "attempt log" in r.getMessage()]) == 1

@@ -64,6 +64,14 @@ def log(
             "--prune", metavar="DAYS", help="Instead, delete rows older than DAYS.", min=0
         ),
     ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="With --prune: this host's log only, not also the fleet's"
+            ' ([log] backend = "postgres").',
+        ),
+    ] = False,
 ) -> None:
     """Show the newest attempts from the attempt log (every try, skip and failure)."""
     if prune is not None and not 0 <= prune <= 100_000:  # also nan and inf
@@ -77,8 +85,11 @@ def log(
     if prune is not None:
         import time
 
-        count = prune_log(app_config, prune, time.time())
-        say(f"Deleted {count} attempt row{'s' if count != 1 else ''} older than {prune:g} days.")
+        pruned = prune_log(app_config, prune, time.time(), local=local)
+        count, fleet = pruned.local, pruned.fleet
+        deleted = f"{count} attempt row{'s' if count != 1 else ''}"
+        also = "" if fleet is None else f", and {fleet} from the fleet's log,"
+        say(f"Deleted {deleted}{also} older than {prune:g} days.")
         return
     rows = recent_attempts(app_config, limit, cascade)
     if json_output:

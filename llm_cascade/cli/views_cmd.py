@@ -21,7 +21,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from ..health import ProbeResult
-    from ..stats import CascadeStats, StatsReport
+    from ..stats import CascadeStats, HostsReport, StatsReport
 
 CascadeOption = Annotated[
     str | None,
@@ -113,16 +113,26 @@ def stats(
     config: ConfigOption = None,
     json_output: JsonOption = False,
     local: LocalOption = False,
+    by_host: Annotated[
+        bool,
+        typer.Option(
+            "--by-host", help='Each host apart, from the fleet\'s log ([log] backend = "postgres").'
+        ),
+    ] = False,
 ) -> None:
     """Per entry over a window: attempts, success rate, failovers, latency, tokens, cooldowns."""
     import time
 
     from ..config import load_config
-    from ..stats import collect, parse_since
+    from ..stats import collect, collect_by_host, parse_since
 
     now = time.time()
     start = parse_since(since, now)
     app_config = load_config(config)
+    if by_host:
+        hosts = collect_by_host(app_config, start, now, cascade, local=local)
+        echo(json.dumps(hosts.to_dict(), indent=2) if json_output else _hosts_text(hosts))
+        return
     report = collect(app_config, start, now, cascade, local=local)
     if json_output:
         echo(json.dumps(report.to_dict(), indent=2))
@@ -140,12 +150,29 @@ def _percent(part: int, whole: int) -> str:
     return "-" if not whole else f"{100 * part / whole:.1f}%"
 
 
-def _stats_text(report: StatsReport) -> str:
+def _since_line(since: float) -> str:
     from ..clock import format_human
 
-    blocks = [f"Since {format_human(report.since)} (whole UTC hours), until now."]
+    return f"Since {format_human(since)} (whole UTC hours), until now."
+
+
+def _stats_text(report: StatsReport) -> str:
+    blocks = [_since_line(report.since)]
     for cascade in report.cascades:
         blocks.append(_cascade_text(cascade, report.has_ttft, report.has_cost))
+    return "\n\n".join(blocks)
+
+
+def _hosts_text(report: HostsReport) -> str:
+    """Each host's cascades, as `_stats_text` shows the fleet's (the same columns for all)."""
+    ttft = any(part.has_ttft for _, part in report.hosts)
+    cost = any(part.has_cost for _, part in report.hosts)
+    blocks = [_since_line(report.since)]
+    for host, part in report.hosts:
+        blocks.append(f"Host {host or '(unknown: counted before hosts were kept apart)'}")
+        blocks += [_cascade_text(cascade, ttft, cost) for cascade in part.cascades]
+    if not report.hosts:
+        blocks.append("No host logged an attempt in this window.")
     return "\n\n".join(blocks)
 
 
