@@ -633,7 +633,11 @@ class _Run:
         self.hedged_out.discard(entry.key)  # a loser of an earlier race is tried afresh
         adapter = get_adapter(provider.type)
         # An entry's in-place retries go out with its `retry_with` options laid over its own.
-        retried = replace(entry, options=entry.options.merged(entry.retry_with))
+        retried = (
+            replace(entry, options=entry.options.merged(entry.retry_with))
+            if entry.retry_with
+            else entry
+        )
         calls = [
             policy.call_options(
                 sending,
